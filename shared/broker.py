@@ -1,0 +1,32 @@
+"""Broker connection options, identical for the producer (capture agent) and the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.routing import PRIORITY_STEPS
+from shared.settings import Settings
+
+REDIS_VISIBILITY_TIMEOUT_S = 12 * 3600  # longer than the longest media task (acks_late)
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.embedded_broker:
+        folder = settings.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        }
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return {
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S,
+        }
+    return {}

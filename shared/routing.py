@@ -1,0 +1,39 @@
+"""Task names, queues and priorities: the contract between the capture agent and the workers.
+
+The agent sends events by task *name* through the broker, so it never imports ``workers``;
+both sides read the names and routes from here.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+QUEUE_MEDIA: Final = "media"  # heavy decode/encode work, one task per worker process
+QUEUE_ENRICH: Final = "enrich"  # transcripts, summaries, chapters: never waits behind a transcode
+QUEUE_DEFAULT: Final = "default"  # event ingest and bookkeeping
+QUEUES: Final = (QUEUE_MEDIA, QUEUE_ENRICH, QUEUE_DEFAULT)
+
+TASK_INGEST_EVENT: Final = "sessionpipe.ingest_event"
+TASK_CONCAT_AUDIO: Final = "sessionpipe.concat_audio"
+TASK_MERGE: Final = "sessionpipe.merge"
+TASK_FINALIZE: Final = "sessionpipe.finalize"
+
+TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
+    TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
+    TASK_CONCAT_AUDIO: {"queue": QUEUE_MEDIA},
+    TASK_MERGE: {"queue": QUEUE_MEDIA},
+    TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
+}
+
+Priority = Literal["high", "normal", "low"]
+# Redis transport: 0 is served first. Numbers are the kombu priority steps used below.
+PRIORITY_VALUES: Final[dict[str, int]] = {"high": 0, "normal": 3, "low": 6}
+PRIORITY_STEPS: Final = [0, 3, 6, 9]
+
+
+def priority_value(name: str) -> int:
+    try:
+        return PRIORITY_VALUES[name]
+    except KeyError:
+        choices = ", ".join(PRIORITY_VALUES)
+        raise ValueError(f"unknown priority {name!r}: use one of {choices}") from None

@@ -1,0 +1,77 @@
+"""All configuration in one place, read from the environment (prefix ``SESSIONPIPE_``).
+
+With nothing set, everything lives under one folder (``./var``): a SQLite database, local
+storage and a filesystem broker, so the same code runs on one machine with only Python.
+Point ``SESSIONPIPE_DATABASE_URL`` at PostgreSQL and ``SESSIONPIPE_BROKER_URL`` at Redis to
+run distributed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER_SCHEME = "filesystem://"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SESSIONPIPE_", env_file=None, extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="Folder for every embedded default.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
+    broker_url: str = Field(default="", description="Celery broker; default filesystem in home.")
+    storage_root: Path | None = Field(default=None, description="Shared storage root.")
+
+    cut_pauses: bool = Field(default=True, description="Cut time where every track stopped.")
+    video_fps: float | None = Field(default=None, description="Output frame rate; None = source.")
+    video_crf: int = Field(default=23, ge=0, le=51)
+    video_preset: str = "veryfast"
+    audio_sample_rate: int = Field(default=48_000, gt=0)
+    audio_bitrate: int = Field(default=128_000, gt=0)
+
+    task_max_retries: int = Field(default=5, ge=0)
+    task_retry_backoff_max_s: int = Field(default=600, gt=0)
+    segment_wait_s: float = Field(default=5.0, gt=0, description="Recheck delay for late segments.")
+    job_lease_s: int = Field(default=3600, gt=0,
+                             description="A running job untouched this long is stale.")
+    default_priority: Literal["high", "normal", "low"] = "normal"
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.home = self.home.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'sessionpipe.db'}"
+        if not self.broker_url:
+            self.broker_url = EMBEDDED_BROKER_SCHEME
+        if self.storage_root is None:
+            self.storage_root = self.home / "storage"
+        self.storage_root = self.storage_root.expanduser().absolute()
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith(EMBEDDED_BROKER_SCHEME)
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the filesystem transport keeps its messages (embedded default only)."""
+        return self.home / "broker"
+
+    @property
+    def storage(self) -> Path:
+        assert self.storage_root is not None
+        return self.storage_root
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and CLIs that change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,121 @@
+"""Shared storage confined to one root directory.
+
+Every path handed out is resolved inside the root and checked again after resolution, so
+symlinks or crafted names cannot reach outside it. Files appear under their final name only
+when complete: written to a temporary name, fsynced, then renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.ids import validate_relative_path, validate_session_id
+
+COPY_CHUNK_BYTES = 1024 * 1024
+SESSIONS_DIR = "sessions"
+SEGMENTS_DIR = "segments"
+DERIVED_DIR = "derived"
+
+
+class StorageError(Exception):
+    """A storage path outside the root, or a stored file that does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str  # path relative to the storage root
+    size: int
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Storage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().absolute()
+
+    # -- keys ---------------------------------------------------------------------------
+    def segment_key(self, session_id: str, file: str) -> str:
+        validate_session_id(session_id)
+        rel = validate_relative_path(file)
+        return f"{SESSIONS_DIR}/{session_id}/{SEGMENTS_DIR}/{rel}"
+
+    def derived_key(self, session_id: str, name: str) -> str:
+        validate_session_id(session_id)
+        rel = validate_relative_path(name, what="output name")
+        return f"{SESSIONS_DIR}/{session_id}/{DERIVED_DIR}/{rel}"
+
+    def path(self, key: str) -> Path:
+        """Local path of a key, refusing anything that resolves outside the root."""
+        rel = validate_relative_path(key, what="storage key")
+        candidate = (self.root / rel).resolve()
+        root = self.root.resolve()
+        if candidate != root and root not in candidate.parents:
+            raise StorageError(f"storage key {key!r} resolves outside the storage root")
+        return candidate
+
+    # -- writing ------------------------------------------------------------------------
+    @contextmanager
+    def atomic_path(self, key: str) -> Iterator[Path]:
+        """Yield a temporary path beside ``key``'s final place; rename into place on success."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            _fsync(tmp)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, source: Path, key: str, *, expected_sha256: str | None = None) -> StoredFile:
+        """Copy ``source`` to ``key``, verifying size and checksum at the destination."""
+        size = source.stat().st_size
+        with self.atomic_path(key) as tmp:
+            with source.open("rb") as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, COPY_CHUNK_BYTES)
+            written = sha256_file(tmp)
+            if tmp.stat().st_size != size:
+                raise StorageError(f"size mismatch copying {source} to {key}")
+            if expected_sha256 is not None and written != expected_sha256:
+                raise StorageError(f"checksum mismatch copying {source} to {key}")
+        return StoredFile(key=key, size=size, sha256=written)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def verify(self, key: str, sha256: str) -> bool:
+        path = self.path(key)
+        return path.is_file() and sha256_file(path) == sha256
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,11 @@
+"""The one Celery application. Start workers with ``celery -A workers.app worker``."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.settings import get_settings
+from workers.config import celery_config
+
+app = Celery("sessionpipe", include=["workers.tasks"])
+app.config_from_object(celery_config(get_settings()))

@@ -1,0 +1,309 @@
+"""``sessionpipe``: set up the database, process sessions, and look after jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import Settings, get_settings, reset_settings
+
+DEFAULT_WAIT_S = 1800.0
+POLL_INTERVAL_S = 0.5
+
+cli = typer.Typer(help="sessionpipe: recorded work sessions to finished media.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_cli = typer.Typer(help="Database schema (alembic).", no_args_is_help=True)
+jobs_cli = typer.Typer(help="Operate on jobs: list, cancel, retry.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(jobs_cli, name="jobs")
+console = Console()
+err = Console(stderr=True)
+
+HomeOption = Annotated[Path | None, typer.Option(
+    "--home", help="Folder for the embedded default (database, storage, broker). "
+    "Default: $SESSIONPIPE_HOME or ./var")]
+
+
+def _settings(home: Path | None) -> Settings:
+    if home is not None:
+        os.environ["SESSIONPIPE_HOME"] = str(home)
+        reset_settings()
+    return get_settings()
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = "head", home: HomeOption = None) -> None:
+    """Create or upgrade the schema."""
+    from shared.migrate import upgrade
+
+    settings = _settings(home)
+    upgrade(settings.database_url, revision)
+    console.print(f"database at revision {revision}: {_redact(settings.database_url)}")
+
+
+@db_cli.command("downgrade")
+def db_downgrade(revision: str = "base", home: HomeOption = None) -> None:
+    """Downgrade the schema (default: drop everything sessionpipe created)."""
+    from shared.migrate import downgrade
+
+    downgrade(_settings(home).database_url, revision)
+
+
+@cli.command()
+def demo(home: HomeOption = None,
+         duration: Annotated[float, typer.Option(help="Session length in seconds.")] = 60.0,
+         hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")]
+         = 10.0) -> None:
+    """Record a synthetic session through the capture agent and process it on this machine."""
+    from capture_agent.synthetic import SyntheticSpec
+
+    settings = _settings(home)
+    _require_embedded(settings, "demo")
+    start = max(0.0, duration / 2 - hole / 2)
+    spec = SyntheticSpec(duration=duration,
+                         audio_holes=((start, start + hole),) if hole > 0 else ())
+    session_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    recordings = settings.home / "recordings" / session_id
+    console.print(f"recording a {duration:.0f} s synthetic session ({hole:.0f} s without "
+                  f"microphone) into {recordings}")
+    _run_embedded(settings, lambda: _record_and_ship(settings, recordings, session_id, spec),
+                  session_id)
+
+
+@cli.command()
+def process(session_dir: Annotated[Path, typer.Argument(help="Folder with session.json.")],
+            home: HomeOption = None,
+            timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = DEFAULT_WAIT_S,
+            ) -> None:
+    """Ship a session folder to storage, process it, and wait for the result."""
+    from shared.sessiondir import ManifestError, load_manifest
+
+    settings = _settings(home)
+    try:
+        manifest = load_manifest(session_dir)
+    except ManifestError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if settings.embedded_broker:
+        _run_embedded(settings, lambda: _ship_dir(settings, session_dir), manifest.id,
+                      timeout=timeout)
+    else:
+        _ship_dir(settings, session_dir)
+        _wait_and_report(settings, manifest.id, timeout)
+
+
+@cli.command()
+def status(session_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
+           home: HomeOption = None) -> None:
+    """Show a session's stages: status, attempts, progress, error and outputs."""
+    report = _status_or_exit(_settings(home), session_id)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        _print_report(report)
+
+
+@jobs_cli.command("list")
+def jobs_list(status_filter: Annotated[str | None, typer.Option("--status")] = None,
+              limit: int = 50, home: HomeOption = None) -> None:
+    """List recent jobs, newest first."""
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.models import Job
+
+    settings = _settings(home)
+    with session_scope(settings.database_url) as db:
+        query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
+        if status_filter:
+            query = query.where(Job.status == status_filter)
+        rows = db.execute(query).scalars().all()
+        table = Table("session", "stage", "status", "attempts", "progress", "error")
+        for job in rows:
+            table.add_row(job.session_id, job.stage, job.status, str(job.attempts),
+                          f"{job.progress:.0%}", (job.error or "")[:60])
+    console.print(table)
+
+
+@jobs_cli.command("cancel")
+def jobs_cancel(session_id: str, stage: Annotated[str | None, typer.Option()] = None,
+                home: HomeOption = None) -> None:
+    """Cancel a session's pending or running jobs (a running stage stops at its next report)."""
+    from shared.db import session_scope
+    from workers.jobs import cancel
+
+    with session_scope(_settings(home).database_url) as db:
+        count = cancel(db, session_id, stage)
+    console.print(f"cancelled {count} job(s)")
+
+
+@jobs_cli.command("retry")
+def jobs_retry(session_id: str, stage: str, home: HomeOption = None) -> None:
+    """Run a failed or cancelled stage again (and the stages after it)."""
+    from shared import models
+    from shared.db import session_scope
+    from workers.app import app
+    from workers.jobs import reset_for_retry
+    from workers.pipeline import Stage, send
+
+    settings = _settings(home)
+    try:
+        stage_enum = Stage(stage)
+    except ValueError:
+        err.print(f"[red]error:[/red] unknown stage {stage!r}; one of "
+                  f"{', '.join(s.value for s in Stage)}")
+        raise typer.Exit(2) from None
+    with session_scope(settings.database_url) as db:
+        if not reset_for_retry(db, session_id, stage):
+            err.print(f"[red]error:[/red] no failed or cancelled {stage} job for {session_id}")
+            raise typer.Exit(1)
+        session = db.get(models.Session, session_id)
+        assert session is not None
+        session.status = "processing"
+    send(app, session, stage_enum)
+    console.print(f"requeued {stage} for {session_id}")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _require_embedded(settings: Settings, command: str) -> None:
+    if not settings.embedded_broker:
+        err.print(f"[red]error:[/red] `{command}` runs on the embedded default; unset "
+                  "SESSIONPIPE_BROKER_URL or use `sessionpipe process` with running workers")
+        raise typer.Exit(2)
+
+
+def _record_and_ship(settings: Settings, recordings: Path, session_id: str,
+                     spec: Any) -> None:
+    from capture_agent.emit import EventEmitter
+    from capture_agent.ship import SessionShipper
+    from capture_agent.synthetic import RecordedSegment, record_synthetic_session
+    from shared.storage import Storage
+
+    emitter = EventEmitter(settings)
+    shipper = SessionShipper(Storage(settings.storage), emitter, session_id)
+    started_at = datetime.now(UTC)
+    shipper.start(name="Synthetic demo session", started_at=started_at)
+
+    def on_segment(segment: RecordedSegment) -> None:
+        shipper.ship_segment(segment.path, kind=segment.kind, file=segment.file,
+                             started_at=segment.started_at, duration=segment.duration)
+
+    record_synthetic_session(recordings, session_id=session_id, name="Synthetic demo session",
+                             spec=spec, started_at=started_at, on_segment=on_segment)
+    shipper.end()
+    emitter.close()
+
+
+def _ship_dir(settings: Settings, session_dir: Path) -> None:
+    from capture_agent.emit import EventEmitter
+    from capture_agent.ship import ship_session_dir
+    from shared.storage import Storage
+
+    emitter = EventEmitter(settings)
+    try:
+        ship_session_dir(session_dir, Storage(settings.storage), emitter)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        emitter.close()
+
+
+def _run_embedded(settings: Settings, produce: Any, session_id: str,
+                  timeout: float = DEFAULT_WAIT_S) -> None:
+    from shared.migrate import upgrade
+    from workers.app import app
+    from workers.embedded import embedded_worker
+
+    upgrade(settings.database_url)
+    with embedded_worker(app):
+        produce()
+        _wait_and_report(settings, session_id, timeout)
+
+
+def _status_or_exit(settings: Settings, session_id: str) -> dict[str, Any]:
+    from shared.ids import InvalidNameError
+    from shared.storage import Storage
+    from workers.status import UnknownSessionError, session_status
+
+    try:
+        return session_status(settings.database_url, Storage(settings.storage), session_id)
+    except (UnknownSessionError, InvalidNameError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _wait_and_report(settings: Settings, session_id: str, timeout: float) -> None:
+    from workers.status import UnknownSessionError
+
+    deadline = time.monotonic() + timeout
+    report: dict[str, Any] | None = None
+    with console.status(f"processing {session_id}") as spinner:
+        while time.monotonic() < deadline:
+            try:
+                from shared.storage import Storage
+                from workers.status import session_status
+
+                report = session_status(settings.database_url, Storage(settings.storage),
+                                        session_id)
+            except UnknownSessionError:
+                report = None
+            if report and report["outcome"]:
+                break
+            if report:
+                running = [s for s in report["stages"] if s["status"] == "running"]
+                if running:
+                    spinner.update(f"{session_id}: {running[0]['stage']} "
+                                   f"{running[0]['progress']:.0%}")
+            time.sleep(POLL_INTERVAL_S)
+    if report is None:
+        err.print(f"[red]error:[/red] session {session_id!r} never reached the workers")
+        raise typer.Exit(1)
+    _print_report(report)
+    if report["outcome"] != "completed":
+        failed = [s for s in report["stages"] if s["status"] in ("failed", "cancelled")]
+        reason = (f"{failed[0]['stage']} {failed[0]['status']}: {failed[0]['error']}"
+                  if failed else f"timed out after {timeout:.0f} s")
+        err.print(f"[red]session {session_id} did not complete:[/red] {reason}")
+        raise typer.Exit(1)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(title=f"session {report['session_id']} ({report['status']})")
+    for column in ("stage", "status", "attempts", "progress", "duration", "output / error"):
+        table.add_column(column)
+    for stage in report["stages"]:
+        took = f"{stage['duration_s']:.2f} s" if stage["duration_s"] is not None else ""
+        detail = stage["error"] or stage["output_path"] or (stage["result"] or {}).get(
+            "skipped", "")
+        table.add_row(stage["stage"], stage["status"], str(stage["attempts"]),
+                      f"{stage['progress']:.0%}", took, str(detail))
+    console.print(table)
+    outputs = [s["output_path"] for s in report["stages"]
+               if s["stage"] == "finalize" and s["output_path"]]
+    if outputs:
+        console.print(f"[green]finished MP4:[/green] {outputs[0]}")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

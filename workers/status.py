@@ -1,0 +1,55 @@
+"""A session's state as one plain dict: what ``sessionpipe status --json`` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from shared import models
+from shared.db import session_scope
+from shared.ids import validate_session_id
+from shared.storage import Storage
+from workers.pipeline import STAGES, session_outcome
+
+
+class UnknownSessionError(LookupError):
+    pass
+
+
+def session_status(database_url: str, storage: Storage, session_id: str) -> dict[str, Any]:
+    validate_session_id(session_id)
+    with session_scope(database_url) as db:
+        session = db.get(models.Session, session_id)
+        if session is None:
+            raise UnknownSessionError(f"unknown session {session_id!r}")
+        jobs = list(db.execute(select(models.Job).where(models.Job.session_id == session_id)
+                               ).scalars())
+        segment_count = len(session.segments)
+        order = {stage.value: i for i, stage in enumerate(STAGES)}
+        jobs.sort(key=lambda job: order.get(job.stage, len(order)))
+        return {
+            "session_id": session.id,
+            "name": session.name,
+            "status": session.status,
+            "outcome": session_outcome(jobs),
+            "priority": session.priority,
+            "started_at": session.started_at.isoformat() if session.started_at else None,
+            "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+            "segments": segment_count,
+            "expected_segments": session.expected_segments,
+            "stages": [
+                {
+                    "stage": job.stage,
+                    "status": job.status,
+                    "attempts": job.attempts,
+                    "progress": job.progress,
+                    "error": job.error,
+                    "duration_s": job.duration_s,
+                    "output_key": job.output_key,
+                    "output_path": str(storage.path(job.output_key)) if job.output_key else None,
+                    "result": job.result,
+                }
+                for job in jobs
+            ],
+        }
