@@ -1,0 +1,12 @@
+# One image for migrations, workers and flower; the command picks the role.
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY pyproject.toml README.md alembic.ini ./
+COPY shared shared
+COPY workers workers
+COPY capture_agent capture_agent
+COPY migrations migrations
+RUN pip install --no-cache-dir . && useradd --create-home sessionpipe
+USER sessionpipe
+CMD ["celery", "-A", "workers.app", "worker", "-Q", "media,enrich,default"]
