@@ -20,8 +20,9 @@ import redis
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-PG_ADMIN_DSN = os.environ.get("SESSIONPIPE_TEST_PG_DSN",
-                              "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PG_ADMIN_DSN = os.environ.get(
+    "SESSIONPIPE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
 REDIS_TEST_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_START_TIMEOUT_S = 60.0
@@ -34,8 +35,10 @@ def pg_url() -> Iterator[str]:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     params = dict(item.split("=", 1) for item in PG_ADMIN_DSN.split())
-    url = (f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host')}:"
-           f"{params.get('port', '5432')}/{name}")
+    url = (
+        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host')}:"
+        f"{params.get('port', '5432')}/{name}"
+    )
     upgrade(url)
     yield url
     from shared.db import engine_for
@@ -63,29 +66,60 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def service_env(*, home: Path, database_url: str, broker_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPIPE_")}
-    env.update(SESSIONPIPE_HOME=str(home), SESSIONPIPE_DATABASE_URL=database_url,
-               SESSIONPIPE_BROKER_URL=broker_url, SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
-               SESSIONPIPE_TASK_MAX_RETRIES="2", PYTHONPATH=str(ROOT))
+    env.update(
+        SESSIONPIPE_HOME=str(home),
+        SESSIONPIPE_DATABASE_URL=database_url,
+        SESSIONPIPE_BROKER_URL=broker_url,
+        SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
+        SESSIONPIPE_TASK_MAX_RETRIES="2",
+        PYTHONPATH=str(ROOT),
+    )
     return env
 
 
 def settings_for(*, home: Path, database_url: str, broker_url: str) -> Settings:
-    return Settings(home=home, database_url=database_url, broker_url=broker_url,
-                    storage_root=home / "storage")
+    return Settings(
+        home=home, database_url=database_url, broker_url=broker_url, storage_root=home / "storage"
+    )
 
 
 class WorkerProcess:
     """A real `celery -A workers.app worker` subprocess."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, queues: str = "media,enrich,default",
-                 concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        queues: str = "media,enrich,default",
+        concurrency: int = 2,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
-             "-c", str(concurrency), "--loglevel", "INFO", "--without-mingle",
-             "--without-gossip", "-n", f"test-{uuid.uuid4().hex[:8]}@%h"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -26,8 +26,9 @@ def _session(url: str, session_id: str) -> None:
         db.merge(models.Session(id=session_id, name="t", status="processing", priority="normal"))
 
 
-def test_second_delivery_does_not_claim_a_running_job(db_url: str, request: pytest.FixtureRequest
-                                                      ) -> None:
+def test_second_delivery_does_not_claim_a_running_job(
+    db_url: str, request: pytest.FixtureRequest
+) -> None:
     sid = f"claim-{request.node.name[-20:].strip('[]')}"
     _session(db_url, sid)
     with session_scope(db_url) as db:
@@ -41,8 +42,9 @@ def test_second_delivery_does_not_claim_a_running_job(db_url: str, request: pyte
     with session_scope(db_url) as db:
         assert jobs.succeed(db, first.job_id, "task-a", output_key="k", result={})
         assert jobs.claim(db, sid, "merge", "task-c", lease=LEASE) is None
-        count = db.execute(select(func.count()).select_from(models.Job)
-                           .where(models.Job.session_id == sid)).scalar_one()
+        count = db.execute(
+            select(func.count()).select_from(models.Job).where(models.Job.session_id == sid)
+        ).scalar_one()
     assert count == 1
 
 
@@ -52,8 +54,11 @@ def test_stale_running_job_can_be_taken_over(db_url: str) -> None:
     with session_scope(db_url) as db:
         assert jobs.claim(db, sid, "concat_audio", "dead-worker", lease=LEASE) is not None
     with session_scope(db_url) as db:
-        db.execute(update(models.Job).where(models.Job.session_id == sid)
-                   .values(updated_at=jobs.now() - timedelta(hours=2)))
+        db.execute(
+            update(models.Job)
+            .where(models.Job.session_id == sid)
+            .values(updated_at=jobs.now() - timedelta(hours=2))
+        )
     with session_scope(db_url) as db:
         taken = jobs.claim(db, sid, "concat_audio", "new-worker", lease=LEASE)
     assert taken is not None and taken.attempt == 2

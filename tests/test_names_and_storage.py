@@ -8,10 +8,31 @@ import pytest
 from shared.ids import InvalidNameError, validate_relative_path, validate_session_id
 from shared.storage import Storage, StorageError
 
-HOSTILE_IDS = ["../x", "..", "/etc/passwd", "a/b", "", ".hidden", "a\x00b", "a" * 200, "x..y",
-               "C:\\evil", " space"]
-HOSTILE_PATHS = ["../x.mp4", "/abs.mp4", "a/../../b.mp4", ".", "a/b/..", "", "a\\b.mp4",
-                 ".hidden.mp4", "nul\x00.mp4", "/".join(["d"] * 20)]
+HOSTILE_IDS = [
+    "../x",
+    "..",
+    "/etc/passwd",
+    "a/b",
+    "",
+    ".hidden",
+    "a\x00b",
+    "a" * 200,
+    "x..y",
+    "C:\\evil",
+    " space",
+]
+HOSTILE_PATHS = [
+    "../x.mp4",
+    "/abs.mp4",
+    "a/../../b.mp4",
+    ".",
+    "a/b/..",
+    "",
+    "a\\b.mp4",
+    ".hidden.mp4",
+    "nul\x00.mp4",
+    "/".join(["d"] * 20),
+]
 
 
 @pytest.mark.parametrize("session_id", HOSTILE_IDS)

@@ -29,28 +29,43 @@ BASE = {"id": "s1", "name": "n", "started_at": "2026-11-21T10:00:00Z"}
 
 
 def test_valid_manifest_parses_with_optional_fields(tmp_path: Path) -> None:
-    folder = write(tmp_path / "s", {**BASE, "segments": [
-        {"kind": "video", "file": "v/0.mp4", "started_at": "2026-11-21T10:00:05+00:00",
-         "duration": 10},
-        {"kind": "audio", "file": "a.m4a"}]})
+    folder = write(
+        tmp_path / "s",
+        {
+            **BASE,
+            "segments": [
+                {
+                    "kind": "video",
+                    "file": "v/0.mp4",
+                    "started_at": "2026-11-21T10:00:05+00:00",
+                    "duration": 10,
+                },
+                {"kind": "audio", "file": "a.m4a"},
+            ],
+        },
+    )
     manifest = load_manifest(folder)
     assert manifest.id == "s1"
     assert manifest.segments[0].duration == 10
     assert manifest.segments[1].started_at is None
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    ({"id": "../x"}, "invalid session id"),
-    ({"segments": [{"kind": "audio", "file": "../../etc/passwd"}]}, "../../etc/passwd"),
-    ({"segments": [{"kind": "audio", "file": "/etc/passwd"}]}, "absolute"),
-    ({"segments": [{"kind": "subtitles", "file": "a.srt"}]}, "kind"),
-    ({"segments": [{"kind": "audio", "file": "a.m4a", "duration": 1e12}]}, "duration"),
-    ({"segments": [{"kind": "audio", "file": "a.m4a", "duration": -1}]}, "duration"),
-    ({"started_at": "yesterday"}, "started_at"),
-    ({"started_at": "2026-11-21T10:00:00"}, "time zone"),
-])
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"id": "../x"}, "invalid session id"),
+        ({"segments": [{"kind": "audio", "file": "../../etc/passwd"}]}, "../../etc/passwd"),
+        ({"segments": [{"kind": "audio", "file": "/etc/passwd"}]}, "absolute"),
+        ({"segments": [{"kind": "subtitles", "file": "a.srt"}]}, "kind"),
+        ({"segments": [{"kind": "audio", "file": "a.m4a", "duration": 1e12}]}, "duration"),
+        ({"segments": [{"kind": "audio", "file": "a.m4a", "duration": -1}]}, "duration"),
+        ({"started_at": "yesterday"}, "started_at"),
+        ({"started_at": "2026-11-21T10:00:00"}, "time zone"),
+    ],
+)
 def test_hostile_manifest_is_refused_with_a_clear_message(
-        tmp_path: Path, change: dict[str, object], needle: str) -> None:
+    tmp_path: Path, change: dict[str, object], needle: str
+) -> None:
     folder = write(tmp_path / "s", {**BASE, "segments": [], **change})
     with pytest.raises(ManifestError) as info:
         load_manifest(folder)
@@ -64,8 +79,16 @@ def test_missing_manifest_names_the_file(tmp_path: Path) -> None:
 
 
 def test_hostile_session_is_refused_before_storage_is_touched(tmp_path: Path) -> None:
-    folder = write(tmp_path / "s", {**BASE, "segments": [
-        {"kind": "audio", "file": "ok.m4a"}, {"kind": "audio", "file": "../escape.m4a"}]})
+    folder = write(
+        tmp_path / "s",
+        {
+            **BASE,
+            "segments": [
+                {"kind": "audio", "file": "ok.m4a"},
+                {"kind": "audio", "file": "../escape.m4a"},
+            ],
+        },
+    )
     (folder / "ok.m4a").write_bytes(b"x")
     emitter = RecordingEmitter()
     root = tmp_path / "storage"
@@ -87,16 +110,24 @@ def test_symlinked_segment_escaping_the_folder_is_refused(tmp_path: Path) -> Non
 
 
 def test_shipping_emits_deterministic_sequence_numbers(tmp_path: Path) -> None:
-    folder = write(tmp_path / "s", {**BASE, "segments": [
-        {"kind": "audio", "file": "a.m4a"}, {"kind": "video", "file": "v.mp4"}]})
+    folder = write(
+        tmp_path / "s",
+        {
+            **BASE,
+            "segments": [{"kind": "audio", "file": "a.m4a"}, {"kind": "video", "file": "v.mp4"}],
+        },
+    )
     (folder / "a.m4a").write_bytes(b"aaa")
     (folder / "v.mp4").write_bytes(b"vvvv")
     emitter = RecordingEmitter()
     storage = Storage(tmp_path / "storage")
     ship_session_dir(folder, storage, emitter)
     assert [(e.type, e.seq) for e in emitter.events] == [
-        ("session.started", 0), ("segment.stored", 1), ("segment.stored", 2),
-        ("session.ended", 3)]
+        ("session.started", 0),
+        ("segment.stored", 1),
+        ("segment.stored", 2),
+        ("session.ended", 3),
+    ]
     assert emitter.events[-1].payload["segment_count"] == 2
     stored = emitter.events[2].segment()
     assert storage.path(stored.key).read_bytes() == b"vvvv"
