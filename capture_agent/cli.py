@@ -12,8 +12,11 @@ from rich.console import Console
 
 from shared.settings import get_settings
 
-cli = typer.Typer(help="sessionpipe capture agent: record sessions and ship their segments.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+cli = typer.Typer(
+    help="sessionpipe capture agent: record sessions and ship their segments.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -24,13 +27,13 @@ def _session_id_for(name: str) -> str:
 
 
 @cli.command()
-def record(session_name: Annotated[str, typer.Option("--session-name")],
-           synthetic: Annotated[bool, typer.Option(help="Generated source (Linux, tests).")]
-           = False,
-           duration: Annotated[float, typer.Option(help="Synthetic session seconds.")] = 60.0,
-           segment_seconds: Annotated[float, typer.Option("--segment-seconds")] = 10.0,
-           out: Annotated[Path | None, typer.Option(help="Where segments are recorded.")]
-           = None) -> None:
+def record(
+    session_name: Annotated[str, typer.Option("--session-name")],
+    synthetic: Annotated[bool, typer.Option(help="Generated source (Linux, tests).")] = False,
+    duration: Annotated[float, typer.Option(help="Synthetic session seconds.")] = 60.0,
+    segment_seconds: Annotated[float, typer.Option("--segment-seconds")] = 10.0,
+    out: Annotated[Path | None, typer.Option(help="Where segments are recorded.")] = None,
+) -> None:
     """Record a session, shipping each segment as soon as it is finished."""
     from capture_agent.emit import EventEmitter
     from capture_agent.ship import SessionShipper
@@ -49,13 +52,25 @@ def record(session_name: Annotated[str, typer.Option("--session-name")],
     shipper.start(name=session_name, started_at=started_at)
 
     def on_segment(segment: RecordedSegment) -> None:
-        stored = shipper.ship_segment(segment.path, kind=segment.kind, file=segment.file,
-                                      started_at=segment.started_at, duration=segment.duration)
+        stored = shipper.ship_segment(
+            segment.path,
+            kind=segment.kind,
+            file=segment.file,
+            started_at=segment.started_at,
+            duration=segment.duration,
+        )
         console.print(f"shipped {stored.file} ({stored.size} bytes, sha256 {stored.sha256[:12]})")
 
     spec = SyntheticSpec(duration=duration, segment_seconds=segment_seconds)
-    record_synthetic_session(folder, session_id=session_id, name=session_name, spec=spec,
-                             started_at=started_at, on_segment=on_segment, realtime=False)
+    record_synthetic_session(
+        folder,
+        session_id=session_id,
+        name=session_name,
+        spec=spec,
+        started_at=started_at,
+        on_segment=on_segment,
+        realtime=False,
+    )
     shipper.end()
     emitter.close()
     console.print(f"session {session_id}: {len(shipper.shipped)} segments shipped")

@@ -16,7 +16,10 @@ from shared.routing import QUEUE_DEFAULT, TASK_INGEST_EVENT, TASK_ROUTES, priori
 from shared.settings import Settings
 
 PUBLISH_RETRY_POLICY: dict[str, Any] = {
-    "max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0,
+    "max_retries": 3,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 2.0,
 }
 
 
@@ -34,9 +37,14 @@ class EventEmitter:
 
     def emit(self, event: Event, *, priority: str = "normal") -> None:
         """Publish one event; raises kombu's OperationalError if the broker is unreachable."""
-        self._app.send_task(TASK_INGEST_EVENT, args=[event.model_dump(mode="json")],
-                            queue=QUEUE_DEFAULT, priority=priority_value(priority),
-                            retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        self._app.send_task(
+            TASK_INGEST_EVENT,
+            args=[event.model_dump(mode="json")],
+            queue=QUEUE_DEFAULT,
+            priority=priority_value(priority),
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
 
     def close(self) -> None:
         self._app.close()

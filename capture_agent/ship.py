@@ -37,28 +37,49 @@ class SessionShipper:
         validate_session_id(self.session_id)
 
     def start(self, *, name: str, started_at: datetime) -> None:
-        self.emitter.emit(events.session_started(self.session_id, 0, name=name,
-                                                 started_at=started_at,
-                                                 priority=self.priority),
-                          priority=self.priority)
+        self.emitter.emit(
+            events.session_started(
+                self.session_id, 0, name=name, started_at=started_at, priority=self.priority
+            ),
+            priority=self.priority,
+        )
 
-    def ship_segment(self, path: Path, *, kind: Literal["audio", "video"], file: str,
-                     started_at: datetime | None, duration: float | None) -> SegmentStored:
+    def ship_segment(
+        self,
+        path: Path,
+        *,
+        kind: Literal["audio", "video"],
+        file: str,
+        started_at: datetime | None,
+        duration: float | None,
+    ) -> SegmentStored:
         rel = validate_relative_path(file)
         index = len(self.shipped)
         stored = self.storage.put_file(path, self.storage.segment_key(self.session_id, rel))
-        segment = SegmentStored(kind=kind, file=rel, key=stored.key, sha256=stored.sha256,
-                                size=stored.size, index=index, started_at=started_at,
-                                duration=duration)
-        self.emitter.emit(events.segment_stored(self.session_id, index + 1, segment),
-                          priority=self.priority)
+        segment = SegmentStored(
+            kind=kind,
+            file=rel,
+            key=stored.key,
+            sha256=stored.sha256,
+            size=stored.size,
+            index=index,
+            started_at=started_at,
+            duration=duration,
+        )
+        self.emitter.emit(
+            events.segment_stored(self.session_id, index + 1, segment), priority=self.priority
+        )
         self.shipped.append(segment)
         return segment
 
     def end(self, *, ended_at: datetime | None = None) -> None:
         count = len(self.shipped)
-        self.emitter.emit(events.session_ended(self.session_id, count + 1, segment_count=count,
-                                               ended_at=ended_at), priority=self.priority)
+        self.emitter.emit(
+            events.session_ended(
+                self.session_id, count + 1, segment_count=count, ended_at=ended_at
+            ),
+            priority=self.priority,
+        )
 
 
 def ship_session_dir(session_dir: Path, storage: Storage, emitter: Emitter) -> Manifest:
@@ -67,12 +88,18 @@ def ship_session_dir(session_dir: Path, storage: Storage, emitter: Emitter) -> M
     files = [segment_file(session_dir, segment) for segment in manifest.segments]
     for segment, path in zip(manifest.segments, files, strict=True):
         if not path.is_file():
-            raise FileNotFoundError(f"segment {segment.file!r} listed in session.json "
-                                    f"is missing from {session_dir}")
+            raise FileNotFoundError(
+                f"segment {segment.file!r} listed in session.json is missing from {session_dir}"
+            )
     shipper = SessionShipper(storage, emitter, manifest.id, priority=manifest.priority)
     shipper.start(name=manifest.name, started_at=manifest.started_at)
     for segment, path in zip(manifest.segments, files, strict=True):
-        shipper.ship_segment(path, kind=segment.kind, file=segment.file,
-                             started_at=segment.started_at, duration=segment.duration)
+        shipper.ship_segment(
+            path,
+            kind=segment.kind,
+            file=segment.file,
+            started_at=segment.started_at,
+            duration=segment.duration,
+        )
     shipper.end()
     return manifest

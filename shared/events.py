@@ -18,7 +18,11 @@ SCHEMA_VERSION: Literal[1] = 1
 MAX_SEGMENT_SECONDS = 24 * 3600.0
 
 EventType = Literal[
-    "session.started", "segment.stored", "session.paused", "session.resumed", "session.ended",
+    "session.started",
+    "segment.stored",
+    "session.paused",
+    "session.resumed",
+    "session.ended",
     "heartbeat",
 ]
 
@@ -65,20 +69,32 @@ class Event(BaseModel):
         return SegmentStored.model_validate(self.payload)
 
 
-def session_started(session_id: str, seq: int, *, name: str, started_at: datetime,
-                    priority: str = "normal") -> Event:
-    return Event(type="session.started", session_id=session_id, seq=seq,
-                 payload={"name": name, "started_at": started_at.isoformat(),
-                          "priority": priority})
+def session_started(
+    session_id: str, seq: int, *, name: str, started_at: datetime, priority: str = "normal"
+) -> Event:
+    return Event(
+        type="session.started",
+        session_id=session_id,
+        seq=seq,
+        payload={"name": name, "started_at": started_at.isoformat(), "priority": priority},
+    )
 
 
 def segment_stored(session_id: str, seq: int, segment: SegmentStored) -> Event:
-    return Event(type="segment.stored", session_id=session_id, seq=seq,
-                 payload=segment.model_dump(mode="json"))
+    return Event(
+        type="segment.stored",
+        session_id=session_id,
+        seq=seq,
+        payload=segment.model_dump(mode="json"),
+    )
 
 
-def session_ended(session_id: str, seq: int, *, segment_count: int,
-                  ended_at: datetime | None = None) -> Event:
-    return Event(type="session.ended", session_id=session_id, seq=seq,
-                 payload={"segment_count": segment_count,
-                          "ended_at": (ended_at or utcnow()).isoformat()})
+def session_ended(
+    session_id: str, seq: int, *, segment_count: int, ended_at: datetime | None = None
+) -> Event:
+    return Event(
+        type="session.ended",
+        session_id=session_id,
+        seq=seq,
+        payload={"segment_count": segment_count, "ended_at": (ended_at or utcnow()).isoformat()},
+    )

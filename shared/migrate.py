@@ -12,7 +12,7 @@ import migrations
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(next(iter(migrations.__path__)))))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 

@@ -68,14 +68,18 @@ class Session(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expected_segments: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now())
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
 
     segments: Mapped[list[Segment]] = relationship(
-        back_populates="session", order_by="Segment.index", cascade="all, delete-orphan")
+        back_populates="session", order_by="Segment.index", cascade="all, delete-orphan"
+    )
     jobs: Mapped[list[Job]] = relationship(
-        back_populates="session", order_by="Job.id", cascade="all, delete-orphan")
+        back_populates="session", order_by="Job.id", cascade="all, delete-orphan"
+    )
 
 
 class Segment(Base):
@@ -84,7 +88,8 @@ class Segment(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[str] = mapped_column(
-        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True)
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     index: Mapped[int] = mapped_column(Integer, nullable=False)
     kind: Mapped[str] = mapped_column(String(8), nullable=False)
     file: Mapped[str] = mapped_column(String(1024), nullable=False)
@@ -94,7 +99,8 @@ class Segment(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now())
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
     session: Mapped[Session] = relationship(back_populates="segments")
 
@@ -107,7 +113,8 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[str] = mapped_column(
-        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True)
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     stage: Mapped[str] = mapped_column(String(32), nullable=False)
     status: Mapped[str] = _status_column(JobStatus, JobStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -117,9 +124,11 @@ class Job(Base):
     output_key: Mapped[str | None] = mapped_column(String(2048))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now())
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -147,4 +156,5 @@ class Event(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     emitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now())
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

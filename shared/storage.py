@@ -68,6 +68,12 @@ class Storage:
         return candidate
 
     # -- writing ------------------------------------------------------------------------
+    def output_path(self, key: str) -> Path:
+        """Path for a tool that writes ``key`` itself (to a temporary name, then renames)."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     @contextmanager
     def atomic_path(self, key: str) -> Iterator[Path]:
         """Yield a temporary path beside ``key``'s final place; rename into place on success."""

@@ -29,10 +29,8 @@ def decode_output(path: Path) -> Decoded:
     if video_codecs:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            frames = 0
             last_end = 0.0
             for frame in container.decode(stream):
-                frames += 1
                 assert frame.time is not None
                 last_end = frame.time
             fps = float(stream.average_rate or stream.guessed_rate or 30)

@@ -19,8 +19,11 @@ from shared.settings import Settings, get_settings, reset_settings
 DEFAULT_WAIT_S = 1800.0
 POLL_INTERVAL_S = 0.5
 
-cli = typer.Typer(help="sessionpipe: recorded work sessions to finished media.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+cli = typer.Typer(
+    help="sessionpipe: recorded work sessions to finished media.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_cli = typer.Typer(help="Database schema (alembic).", no_args_is_help=True)
 jobs_cli = typer.Typer(help="Operate on jobs: list, cancel, retry.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
@@ -28,9 +31,14 @@ cli.add_typer(jobs_cli, name="jobs")
 console = Console()
 err = Console(stderr=True)
 
-HomeOption = Annotated[Path | None, typer.Option(
-    "--home", help="Folder for the embedded default (database, storage, broker). "
-    "Default: $SESSIONPIPE_HOME or ./var")]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Folder for the embedded default (database, storage, broker). "
+        "Default: $SESSIONPIPE_HOME or ./var",
+    ),
+]
 
 
 def _settings(home: Path | None) -> Settings:
@@ -59,31 +67,37 @@ def db_downgrade(revision: str = "base", home: HomeOption = None) -> None:
 
 
 @cli.command()
-def demo(home: HomeOption = None,
-         duration: Annotated[float, typer.Option(help="Session length in seconds.")] = 60.0,
-         hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")]
-         = 10.0) -> None:
+def demo(
+    home: HomeOption = None,
+    duration: Annotated[float, typer.Option(help="Session length in seconds.")] = 60.0,
+    hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")] = 10.0,
+) -> None:
     """Record a synthetic session through the capture agent and process it on this machine."""
     from capture_agent.synthetic import SyntheticSpec
 
     settings = _settings(home)
     _require_embedded(settings, "demo")
     start = max(0.0, duration / 2 - hole / 2)
-    spec = SyntheticSpec(duration=duration,
-                         audio_holes=((start, start + hole),) if hole > 0 else ())
+    spec = SyntheticSpec(
+        duration=duration, audio_holes=((start, start + hole),) if hole > 0 else ()
+    )
     session_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     recordings = settings.home / "recordings" / session_id
-    console.print(f"recording a {duration:.0f} s synthetic session ({hole:.0f} s without "
-                  f"microphone) into {recordings}")
-    _run_embedded(settings, lambda: _record_and_ship(settings, recordings, session_id, spec),
-                  session_id)
+    console.print(
+        f"recording a {duration:.0f} s synthetic session ({hole:.0f} s without "
+        f"microphone) into {recordings}"
+    )
+    _run_embedded(
+        settings, lambda: _record_and_ship(settings, recordings, session_id, spec), session_id
+    )
 
 
 @cli.command()
-def process(session_dir: Annotated[Path, typer.Argument(help="Folder with session.json.")],
-            home: HomeOption = None,
-            timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = DEFAULT_WAIT_S,
-            ) -> None:
+def process(
+    session_dir: Annotated[Path, typer.Argument(help="Folder with session.json.")],
+    home: HomeOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = DEFAULT_WAIT_S,
+) -> None:
     """Ship a session folder to storage, process it, and wait for the result."""
     from shared.sessiondir import ManifestError, load_manifest
 
@@ -94,16 +108,20 @@ def process(session_dir: Annotated[Path, typer.Argument(help="Folder with sessio
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if settings.embedded_broker:
-        _run_embedded(settings, lambda: _ship_dir(settings, session_dir), manifest.id,
-                      timeout=timeout)
+        _run_embedded(
+            settings, lambda: _ship_dir(settings, session_dir), manifest.id, timeout=timeout
+        )
     else:
         _ship_dir(settings, session_dir)
         _wait_and_report(settings, manifest.id, timeout)
 
 
 @cli.command()
-def status(session_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
-           home: HomeOption = None) -> None:
+def status(
+    session_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: HomeOption = None,
+) -> None:
     """Show a session's stages: status, attempts, progress, error and outputs."""
     report = _status_or_exit(_settings(home), session_id)
     if as_json:
@@ -113,8 +131,11 @@ def status(session_id: str, as_json: Annotated[bool, typer.Option("--json")] = F
 
 
 @jobs_cli.command("list")
-def jobs_list(status_filter: Annotated[str | None, typer.Option("--status")] = None,
-              limit: int = 50, home: HomeOption = None) -> None:
+def jobs_list(
+    status_filter: Annotated[str | None, typer.Option("--status")] = None,
+    limit: int = 50,
+    home: HomeOption = None,
+) -> None:
     """List recent jobs, newest first."""
     from sqlalchemy import select
 
@@ -129,14 +150,21 @@ def jobs_list(status_filter: Annotated[str | None, typer.Option("--status")] = N
         rows = db.execute(query).scalars().all()
         table = Table("session", "stage", "status", "attempts", "progress", "error")
         for job in rows:
-            table.add_row(job.session_id, job.stage, job.status, str(job.attempts),
-                          f"{job.progress:.0%}", (job.error or "")[:60])
+            table.add_row(
+                job.session_id,
+                job.stage,
+                job.status,
+                str(job.attempts),
+                f"{job.progress:.0%}",
+                (job.error or "")[:60],
+            )
     console.print(table)
 
 
 @jobs_cli.command("cancel")
-def jobs_cancel(session_id: str, stage: Annotated[str | None, typer.Option()] = None,
-                home: HomeOption = None) -> None:
+def jobs_cancel(
+    session_id: str, stage: Annotated[str | None, typer.Option()] = None, home: HomeOption = None
+) -> None:
     """Cancel a session's pending or running jobs (a running stage stops at its next report)."""
     from shared.db import session_scope
     from workers.jobs import cancel
@@ -159,8 +187,9 @@ def jobs_retry(session_id: str, stage: str, home: HomeOption = None) -> None:
     try:
         stage_enum = Stage(stage)
     except ValueError:
-        err.print(f"[red]error:[/red] unknown stage {stage!r}; one of "
-                  f"{', '.join(s.value for s in Stage)}")
+        err.print(
+            f"[red]error:[/red] unknown stage {stage!r}; one of {', '.join(s.value for s in Stage)}"
+        )
         raise typer.Exit(2) from None
     with session_scope(settings.database_url) as db:
         if not reset_for_retry(db, session_id, stage):
@@ -176,13 +205,14 @@ def jobs_retry(session_id: str, stage: str, home: HomeOption = None) -> None:
 # -- helpers ----------------------------------------------------------------------------------
 def _require_embedded(settings: Settings, command: str) -> None:
     if not settings.embedded_broker:
-        err.print(f"[red]error:[/red] `{command}` runs on the embedded default; unset "
-                  "SESSIONPIPE_BROKER_URL or use `sessionpipe process` with running workers")
+        err.print(
+            f"[red]error:[/red] `{command}` runs on the embedded default; unset "
+            "SESSIONPIPE_BROKER_URL or use `sessionpipe process` with running workers"
+        )
         raise typer.Exit(2)
 
 
-def _record_and_ship(settings: Settings, recordings: Path, session_id: str,
-                     spec: Any) -> None:
+def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
     from capture_agent.emit import EventEmitter
     from capture_agent.ship import SessionShipper
     from capture_agent.synthetic import RecordedSegment, record_synthetic_session
@@ -194,11 +224,22 @@ def _record_and_ship(settings: Settings, recordings: Path, session_id: str,
     shipper.start(name="Synthetic demo session", started_at=started_at)
 
     def on_segment(segment: RecordedSegment) -> None:
-        shipper.ship_segment(segment.path, kind=segment.kind, file=segment.file,
-                             started_at=segment.started_at, duration=segment.duration)
+        shipper.ship_segment(
+            segment.path,
+            kind=segment.kind,
+            file=segment.file,
+            started_at=segment.started_at,
+            duration=segment.duration,
+        )
 
-    record_synthetic_session(recordings, session_id=session_id, name="Synthetic demo session",
-                             spec=spec, started_at=started_at, on_segment=on_segment)
+    record_synthetic_session(
+        recordings,
+        session_id=session_id,
+        name="Synthetic demo session",
+        spec=spec,
+        started_at=started_at,
+        on_segment=on_segment,
+    )
     shipper.end()
     emitter.close()
 
@@ -218,8 +259,9 @@ def _ship_dir(settings: Settings, session_dir: Path) -> None:
         emitter.close()
 
 
-def _run_embedded(settings: Settings, produce: Any, session_id: str,
-                  timeout: float = DEFAULT_WAIT_S) -> None:
+def _run_embedded(
+    settings: Settings, produce: Any, session_id: str, timeout: float = DEFAULT_WAIT_S
+) -> None:
     from shared.migrate import upgrade
     from workers.app import app
     from workers.embedded import embedded_worker
@@ -253,8 +295,9 @@ def _wait_and_report(settings: Settings, session_id: str, timeout: float) -> Non
                 from shared.storage import Storage
                 from workers.status import session_status
 
-                report = session_status(settings.database_url, Storage(settings.storage),
-                                        session_id)
+                report = session_status(
+                    settings.database_url, Storage(settings.storage), session_id
+                )
             except UnknownSessionError:
                 report = None
             if report and report["outcome"]:
@@ -262,8 +305,9 @@ def _wait_and_report(settings: Settings, session_id: str, timeout: float) -> Non
             if report:
                 running = [s for s in report["stages"] if s["status"] == "running"]
                 if running:
-                    spinner.update(f"{session_id}: {running[0]['stage']} "
-                                   f"{running[0]['progress']:.0%}")
+                    spinner.update(
+                        f"{session_id}: {running[0]['stage']} {running[0]['progress']:.0%}"
+                    )
             time.sleep(POLL_INTERVAL_S)
     if report is None:
         err.print(f"[red]error:[/red] session {session_id!r} never reached the workers")
@@ -271,8 +315,11 @@ def _wait_and_report(settings: Settings, session_id: str, timeout: float) -> Non
     _print_report(report)
     if report["outcome"] != "completed":
         failed = [s for s in report["stages"] if s["status"] in ("failed", "cancelled")]
-        reason = (f"{failed[0]['stage']} {failed[0]['status']}: {failed[0]['error']}"
-                  if failed else f"timed out after {timeout:.0f} s")
+        reason = (
+            f"{failed[0]['stage']} {failed[0]['status']}: {failed[0]['error']}"
+            if failed
+            else f"timed out after {timeout:.0f} s"
+        )
         err.print(f"[red]session {session_id} did not complete:[/red] {reason}")
         raise typer.Exit(1)
 
@@ -283,15 +330,27 @@ def _print_report(report: dict[str, Any]) -> None:
         table.add_column(column)
     for stage in report["stages"]:
         took = f"{stage['duration_s']:.2f} s" if stage["duration_s"] is not None else ""
-        detail = stage["error"] or stage["output_path"] or (stage["result"] or {}).get(
-            "skipped", "")
-        table.add_row(stage["stage"], stage["status"], str(stage["attempts"]),
-                      f"{stage['progress']:.0%}", took, str(detail))
+        output = Path(stage["output_path"]).name if stage["output_path"] else ""
+        detail = stage["error"] or output or (stage["result"] or {}).get("skipped", "")
+        table.add_row(
+            stage["stage"],
+            stage["status"],
+            str(stage["attempts"]),
+            f"{stage['progress']:.0%}",
+            took,
+            str(detail),
+        )
     console.print(table)
-    outputs = [s["output_path"] for s in report["stages"]
-               if s["stage"] == "finalize" and s["output_path"]]
-    if outputs:
-        console.print(f"[green]finished MP4:[/green] {outputs[0]}")
+    for stage in report["stages"]:
+        if stage["output_path"] and stage["stage"] != "finalize":
+            console.print(f"{stage['stage']} output: {stage['output_path']}", soft_wrap=True)
+    finished = [
+        s["output_path"]
+        for s in report["stages"]
+        if s["stage"] == "finalize" and s["status"] == "succeeded"
+    ]
+    if finished:
+        console.print(f"[green]finished MP4:[/green] {finished[0]}", soft_wrap=True)
 
 
 def _redact(url: str) -> str:

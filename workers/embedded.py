@@ -34,14 +34,22 @@ class _ReadyWorkController(WorkController):
 
 
 @contextmanager
-def embedded_worker(app: Celery, *, concurrency: int = EMBEDDED_CONCURRENCY,
-                    queues: Sequence[str] = QUEUES) -> Iterator[WorkController]:
+def embedded_worker(
+    app: Celery, *, concurrency: int = EMBEDDED_CONCURRENCY, queues: Sequence[str] = QUEUES
+) -> Iterator[WorkController]:
     app.finalize()
     app.set_current()
     worker = _ReadyWorkController(
-        app=app, pool_cls="threads", concurrency=concurrency, queues=list(queues),
-        without_heartbeat=True, without_mingle=True, without_gossip=True,
-        loglevel="WARNING", hostname="embedded@sessionpipe")
+        app=app,
+        pool_cls="threads",
+        concurrency=concurrency,
+        queues=list(queues),
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        loglevel="WARNING",
+        hostname="embedded@sessionpipe",
+    )
     thread = threading.Thread(target=worker.start, name="sessionpipe-worker", daemon=True)
     thread.start()
     if not worker.ready.wait(STARTUP_TIMEOUT_S):

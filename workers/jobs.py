@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -19,38 +19,64 @@ from shared.models import Job, JobStatus
 MAX_ERROR_CHARS = 4000
 
 
+def _affected(db: DbSession, stmt: Executable) -> int:
+    """Rows touched by an INSERT/UPDATE: how every conditional transition knows it won."""
+    return cast(CursorResult[Any], db.execute(stmt)).rowcount
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def insert_ignore(db: DbSession, model: Any, values: dict[str, Any],
-                  index_elements: list[str]) -> bool:
+def insert_ignore(
+    db: DbSession, model: Any, values: dict[str, Any], index_elements: list[str]
+) -> bool:
     """INSERT unless a row with the same unique key exists; True when a row was inserted."""
     dialect = db.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(model).values(**values).on_conflict_do_nothing(
-            index_elements=index_elements)
+        stmt: Any = (
+            postgresql.insert(model)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=index_elements)
+        )
     elif dialect == "sqlite":
-        stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing(
-            index_elements=index_elements)
+        stmt = (
+            sqlite.insert(model)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=index_elements)
+        )
     else:  # pragma: no cover - only PostgreSQL and SQLite are supported
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    result = db.execute(stmt)
-    return bool(result.rowcount)
+    return _affected(db, stmt) > 0
 
 
 def ensure_job(db: DbSession, session_id: str, stage: str) -> tuple[Job, bool]:
-    created = insert_ignore(db, Job, {"session_id": session_id, "stage": stage,
-                                      "status": JobStatus.PENDING.value, "attempts": 0,
-                                      "progress": 0.0}, ["session_id", "stage"])
-    job = db.execute(select(Job).where(Job.session_id == session_id, Job.stage == stage)
-                     .execution_options(populate_existing=True)).scalar_one()
+    created = insert_ignore(
+        db,
+        Job,
+        {
+            "session_id": session_id,
+            "stage": stage,
+            "status": JobStatus.PENDING.value,
+            "attempts": 0,
+            "progress": 0.0,
+        },
+        ["session_id", "stage"],
+    )
+    job = db.execute(
+        select(Job)
+        .where(Job.session_id == session_id, Job.stage == stage)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
     return job, created
 
 
 def get_job(db: DbSession, session_id: str, stage: str) -> Job | None:
-    return db.execute(select(Job).where(Job.session_id == session_id, Job.stage == stage)
-                      .execution_options(populate_existing=True)).scalar_one_or_none()
+    return db.execute(
+        select(Job)
+        .where(Job.session_id == session_id, Job.stage == stage)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 @dataclass(frozen=True)
@@ -59,8 +85,9 @@ class Claim:
     attempt: int
 
 
-def claim(db: DbSession, session_id: str, stage: str, task_id: str, *,
-          lease: timedelta) -> Claim | None:
+def claim(
+    db: DbSession, session_id: str, stage: str, task_id: str, *, lease: timedelta
+) -> Claim | None:
     """Take the job for this task, or return None when the work is done or owned elsewhere.
 
     Claimable: a pending job; a running job held by this same task id (a Celery retry or a
@@ -75,68 +102,111 @@ def claim(db: DbSession, session_id: str, stage: str, task_id: str, *,
         if now() - updated < lease:
             return None
     job_id, attempt = job.id, job.attempts + 1
-    stmt = (update(Job)
-            .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
-            .values(status=JobStatus.RUNNING.value, task_id=task_id, attempts=attempt,
-                    started_at=job.started_at or now(), updated_at=now(), error=None,
-                    finished_at=None)
-            .execution_options(synchronize_session=False))
-    if db.execute(stmt).rowcount != 1:
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
+        .values(
+            status=JobStatus.RUNNING.value,
+            task_id=task_id,
+            attempts=attempt,
+            started_at=job.started_at or now(),
+            updated_at=now(),
+            error=None,
+            finished_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if _affected(db, stmt) != 1:
         return None
     return Claim(job_id=job_id, attempt=attempt)
 
 
-def _finish(db: DbSession, job_id: int, task_id: str, status: JobStatus,
-            **values: Any) -> bool:
-    stmt = (update(Job)
-            .where(Job.id == job_id, Job.task_id == task_id,
-                   Job.status == JobStatus.RUNNING.value)
-            .values(status=status.value, updated_at=now(), **values))
-    return db.execute(stmt).rowcount == 1
+def _finish(db: DbSession, job_id: int, task_id: str, status: JobStatus, **values: Any) -> bool:
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.task_id == task_id, Job.status == JobStatus.RUNNING.value)
+        .values(status=status.value, updated_at=now(), **values)
+    )
+    return _affected(db, stmt) == 1
 
 
-def succeed(db: DbSession, job_id: int, task_id: str, *, output_key: str | None,
-            result: dict[str, Any]) -> bool:
-    return _finish(db, job_id, task_id, JobStatus.SUCCEEDED, output_key=output_key,
-                   result=result, progress=1.0, finished_at=now())
+def succeed(
+    db: DbSession, job_id: int, task_id: str, *, output_key: str | None, result: dict[str, Any]
+) -> bool:
+    return _finish(
+        db,
+        job_id,
+        task_id,
+        JobStatus.SUCCEEDED,
+        output_key=output_key,
+        result=result,
+        progress=1.0,
+        finished_at=now(),
+    )
 
 
 def fail(db: DbSession, job_id: int, task_id: str, error: str) -> bool:
-    return _finish(db, job_id, task_id, JobStatus.FAILED, error=error[:MAX_ERROR_CHARS],
-                   finished_at=now())
+    return _finish(
+        db, job_id, task_id, JobStatus.FAILED, error=error[:MAX_ERROR_CHARS], finished_at=now()
+    )
 
 
 def note_retry(db: DbSession, job_id: int, task_id: str, error: str) -> bool:
     """Keep the job owned by this task while it waits for its retry, with the reason shown."""
-    stmt = (update(Job).where(Job.id == job_id, Job.task_id == task_id)
-            .values(error=f"retrying: {error}"[:MAX_ERROR_CHARS], updated_at=now()))
-    return db.execute(stmt).rowcount == 1
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.task_id == task_id)
+        .values(error=f"retrying: {error}"[:MAX_ERROR_CHARS], updated_at=now())
+    )
+    return _affected(db, stmt) == 1
 
 
 def report_progress(db: DbSession, job_id: int, task_id: str, fraction: float) -> JobStatus:
     """Store progress; return the job's status so a cancelled job can stop its work."""
-    db.execute(update(Job).where(Job.id == job_id, Job.task_id == task_id,
-                                 Job.status == JobStatus.RUNNING.value)
-               .values(progress=max(0.0, min(1.0, fraction)), updated_at=now()))
+    db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.task_id == task_id, Job.status == JobStatus.RUNNING.value)
+        .values(progress=max(0.0, min(1.0, fraction)), updated_at=now())
+    )
     status = db.execute(select(Job.status).where(Job.id == job_id)).scalar_one()
     return JobStatus(status)
 
 
 def cancel(db: DbSession, session_id: str, stage: str | None = None) -> int:
-    stmt = (update(Job).where(Job.session_id == session_id,
-                              Job.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
-            .values(status=JobStatus.CANCELLED.value, finished_at=now(), updated_at=now(),
-                    error="cancelled by operator"))
+    stmt = (
+        update(Job)
+        .where(
+            Job.session_id == session_id,
+            Job.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]),
+        )
+        .values(
+            status=JobStatus.CANCELLED.value,
+            finished_at=now(),
+            updated_at=now(),
+            error="cancelled by operator",
+        )
+    )
     if stage is not None:
         stmt = stmt.where(Job.stage == stage)
-    return db.execute(stmt).rowcount
+    return _affected(db, stmt)
 
 
 def reset_for_retry(db: DbSession, session_id: str, stage: str) -> bool:
     """Operator retry: a failed or cancelled job becomes pending again."""
-    stmt = (update(Job).where(Job.session_id == session_id, Job.stage == stage,
-                              Job.status.in_([JobStatus.FAILED.value,
-                                              JobStatus.CANCELLED.value]))
-            .values(status=JobStatus.PENDING.value, error=None, progress=0.0, task_id=None,
-                    finished_at=None, updated_at=now()))
-    return db.execute(stmt).rowcount == 1
+    stmt = (
+        update(Job)
+        .where(
+            Job.session_id == session_id,
+            Job.stage == stage,
+            Job.status.in_([JobStatus.FAILED.value, JobStatus.CANCELLED.value]),
+        )
+        .values(
+            status=JobStatus.PENDING.value,
+            error=None,
+            progress=0.0,
+            task_id=None,
+            finished_at=None,
+            updated_at=now(),
+        )
+    )
+    return _affected(db, stmt) == 1

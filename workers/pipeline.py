@@ -48,8 +48,9 @@ def prepare(db: DbSession, session_id: str, stage: Stage) -> bool:
 
 def send(app: Celery, session: Session, stage: Stage) -> None:
     """Put a stage's task on its queue (routing comes from the app's task_routes)."""
-    app.send_task(TASK_OF_STAGE[stage], args=[session.id],
-                  priority=priority_value(session.priority))
+    app.send_task(
+        TASK_OF_STAGE[stage], args=[session.id], priority=priority_value(session.priority)
+    )
     log.info("sent %s for session %s", stage.value, session.id)
 
 

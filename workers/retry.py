@@ -25,7 +25,12 @@ class PermanentError(Exception):
 
 
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    MediaError, InvalidNameError, ManifestError, StorageError, PermanentError, ValueError,
+    MediaError,
+    InvalidNameError,
+    ManifestError,
+    StorageError,
+    PermanentError,
+    ValueError,
 )
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError,
@@ -42,8 +47,9 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, PERMANENT_ERRORS) and not isinstance(exc, TransientError)
 
 
-def backoff_seconds(retries: int, *, base: float = RETRY_BASE_S, cap: float = RETRY_CAP_S,
-                    jitter: bool = True) -> float:
+def backoff_seconds(
+    retries: int, *, base: float = RETRY_BASE_S, cap: float = RETRY_CAP_S, jitter: bool = True
+) -> float:
     """Exponential backoff with full jitter (retries counts from 0)."""
-    ceiling = min(cap, base * (2 ** retries))
+    ceiling = min(cap, base * (2**retries))
     return random.uniform(ceiling / 2, ceiling) if jitter else ceiling

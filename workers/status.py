@@ -23,8 +23,9 @@ def session_status(database_url: str, storage: Storage, session_id: str) -> dict
         session = db.get(models.Session, session_id)
         if session is None:
             raise UnknownSessionError(f"unknown session {session_id!r}")
-        jobs = list(db.execute(select(models.Job).where(models.Job.session_id == session_id)
-                               ).scalars())
+        jobs = list(
+            db.execute(select(models.Job).where(models.Job.session_id == session_id)).scalars()
+        )
         segment_count = len(session.segments)
         order = {stage.value: i for i, stage in enumerate(STAGES)}
         jobs.sort(key=lambda job: order.get(job.stage, len(order)))

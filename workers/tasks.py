@@ -69,8 +69,9 @@ def ingest_event(self: Task, event: dict[str, Any]) -> str:
     except Exception as exc:
         if is_permanent(exc):
             raise
-        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries),
-                         max_retries=INGEST_MAX_RETRIES) from exc
+        raise self.retry(
+            exc=exc, countdown=backoff_seconds(self.request.retries), max_retries=INGEST_MAX_RETRIES
+        ) from exc
     return "applied" if fresh else "duplicate"
 
 
@@ -94,17 +95,37 @@ class _Progress:
 
 
 def _snapshot(db: Any, session: models.Session) -> stages.SessionSnapshot:
-    segments = db.execute(select(models.Segment).where(models.Segment.session_id == session.id)
-                          .order_by(models.Segment.index)).scalars().all()
-    refs = tuple(stages.SegmentRef(kind=s.kind, file=s.file, storage_key=s.storage_key,
-                                   sha256=s.sha256, started_at=s.started_at, duration=s.duration)
-                 for s in segments)
-    return stages.SessionSnapshot(id=session.id, started_at=session.started_at, segments=refs,
-                                  pauses=tuple(pauses(db, session)))
+    segments = (
+        db.execute(
+            select(models.Segment)
+            .where(models.Segment.session_id == session.id)
+            .order_by(models.Segment.index)
+        )
+        .scalars()
+        .all()
+    )
+    refs = tuple(
+        stages.SegmentRef(
+            kind=s.kind,
+            file=s.file,
+            storage_key=s.storage_key,
+            sha256=s.sha256,
+            started_at=s.started_at,
+            duration=s.duration,
+        )
+        for s in segments
+    )
+    return stages.SessionSnapshot(
+        id=session.id,
+        started_at=session.started_at,
+        segments=refs,
+        pauses=tuple(pauses(db, session)),
+    )
 
 
-StageWork = Callable[[stages.SessionSnapshot, dict[str, str | None], Callable[[float], None]],
-                     stages.StageOutput]
+StageWork = Callable[
+    [stages.SessionSnapshot, dict[str, str | None], Callable[[float], None]], stages.StageOutput
+]
 
 
 def run_stage(task: Task, session_id: str, stage: Stage, work: StageWork) -> str:
@@ -117,8 +138,9 @@ def run_stage(task: Task, session_id: str, stage: Stage, work: StageWork) -> str
         if session is None:
             log.error("%s: unknown session %r", stage.value, session_id)
             return f"unknown session {session_id!r}"
-        claimed = jobs.claim(db, session_id, stage.value, task_id,
-                             lease=timedelta(seconds=settings.job_lease_s))
+        claimed = jobs.claim(
+            db, session_id, stage.value, task_id, lease=timedelta(seconds=settings.job_lease_s)
+        )
         if claimed is None:
             job = jobs.get_job(db, session_id, stage.value)
             done = job is not None and job.status == JobStatus.SUCCEEDED.value
@@ -148,14 +170,16 @@ def run_stage(task: Task, session_id: str, stage: Stage, work: StageWork) -> str
             raise
         with session_scope(url) as db:
             jobs.note_retry(db, claimed.job_id, task_id, _describe(exc))
-        raise task.retry(exc=exc, countdown=backoff_seconds(task.request.retries),
-                         max_retries=settings.task_max_retries) from exc
+        raise task.retry(
+            exc=exc,
+            countdown=backoff_seconds(task.request.retries),
+            max_retries=settings.task_max_retries,
+        ) from exc
 
     following = next_stage(stage)
     must_send = False
     with session_scope(url) as db:
-        if jobs.succeed(db, claimed.job_id, task_id, output_key=out.output_key,
-                        result=out.result):
+        if jobs.succeed(db, claimed.job_id, task_id, output_key=out.output_key, result=out.result):
             if following is None:
                 _set_session_status(db, session_id, SessionStatus.COMPLETED)
             else:
@@ -178,23 +202,35 @@ def _storage() -> Storage:
 
 @app.task(name=TASK_CONCAT_AUDIO, bind=True, acks_late=True)
 def concat_audio(self: Task, session_id: str) -> str:
-    return run_stage(self, session_id, Stage.CONCAT_AUDIO,
-                     lambda snap, _outs, progress: stages.concat_audio(
-                         snap, _storage(), get_settings(), progress))
+    return run_stage(
+        self,
+        session_id,
+        Stage.CONCAT_AUDIO,
+        lambda snap, _outs, progress: stages.concat_audio(
+            snap, _storage(), get_settings(), progress
+        ),
+    )
 
 
 @app.task(name=TASK_MERGE, bind=True, acks_late=True)
 def merge(self: Task, session_id: str) -> str:
-    return run_stage(self, session_id, Stage.MERGE,
-                     lambda snap, outs, progress: stages.merge(
-                         snap, _storage(), get_settings(), progress,
-                         audio_key=outs.get(Stage.CONCAT_AUDIO.value)))
+    return run_stage(
+        self,
+        session_id,
+        Stage.MERGE,
+        lambda snap, outs, progress: stages.merge(
+            snap, _storage(), get_settings(), progress, audio_key=outs.get(Stage.CONCAT_AUDIO.value)
+        ),
+    )
 
 
 @app.task(name=TASK_FINALIZE, bind=True, acks_late=True)
 def finalize(self: Task, session_id: str) -> str:
-    def work(snap: stages.SessionSnapshot, outs: dict[str, str | None],
-             _progress: Callable[[float], None]) -> stages.StageOutput:
+    def work(
+        snap: stages.SessionSnapshot,
+        outs: dict[str, str | None],
+        _progress: Callable[[float], None],
+    ) -> stages.StageOutput:
         merged = outs.get(Stage.MERGE.value)
         if merged is None:
             raise stages.MediaError(f"session {snap.id!r} has no merged output to finalize")

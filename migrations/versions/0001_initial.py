@@ -47,8 +47,12 @@ def upgrade() -> None:
         sa.Column("started_at", TZ, nullable=True),
         sa.Column("duration", sa.Float(), nullable=True),
         sa.Column("created_at", TZ, server_default=sa.func.now(), nullable=False),
-        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], ondelete="CASCADE",
-                                name="fk_segments_session_id_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["sessions.id"],
+            ondelete="CASCADE",
+            name="fk_segments_session_id_sessions",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_segments"),
         sa.UniqueConstraint("session_id", "file", name="uq_segments_session_id"),
     )
@@ -70,8 +74,9 @@ def upgrade() -> None:
         sa.Column("updated_at", TZ, server_default=sa.func.now(), nullable=False),
         sa.Column("started_at", TZ, nullable=True),
         sa.Column("finished_at", TZ, nullable=True),
-        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], ondelete="CASCADE",
-                                name="fk_jobs_session_id_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], ondelete="CASCADE", name="fk_jobs_session_id_sessions"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
         sa.UniqueConstraint("session_id", "stage", name="uq_jobs_session_id"),
     )
