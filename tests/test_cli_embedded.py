@@ -137,3 +137,31 @@ def test_hostile_session_folder_is_refused_before_storage(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "../../etc/passwd" in result.stderr
     assert not (home / "storage").exists()
+
+
+def test_operator_retries_a_failed_stage_after_fixing_the_input(tmp_path: Path) -> None:
+    spec = SyntheticSpec(
+        duration=6.0, segment_seconds=3.0, width=160, height=96, fps=10, audio_holes=()
+    )
+    folder = record_synthetic_session(
+        tmp_path / "rec", session_id="cli-fix", name="fix", spec=spec, started_at=STARTED
+    )
+    broken = sorted(folder.glob("screen-*.mp4"))[1]
+    original = broken.read_bytes()
+    broken.write_bytes(b"\x00garbage" * 512)
+    home = tmp_path / "home"
+    assert sessionpipe(home, "process", str(folder)).returncode == 1
+
+    listed = sessionpipe(home, "jobs", "list", "--status", "failed")
+    assert "cli-fix" in listed.stdout and "merge" in listed.stdout
+    wrong = sessionpipe(home, "jobs", "retry", "cli-fix", "concat_audio")
+    assert wrong.returncode == 1 and "no failed/cancelled concat_audio job" in wrong.stderr
+
+    stored = home / "storage/sessions/cli-fix/segments" / broken.name
+    stored.write_bytes(original)  # the operator restores the segment
+    retried = sessionpipe(home, "jobs", "retry", "cli-fix", "merge")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    report = status_json(home, "cli-fix")
+    assert report["outcome"] == "completed"
+    stages = {s["stage"]: s for s in report["stages"]}  # type: ignore[attr-defined]
+    assert stages["merge"]["attempts"] == 2 and stages["finalize"]["status"] == "succeeded"

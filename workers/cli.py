@@ -25,7 +25,9 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_cli = typer.Typer(help="Database schema (alembic).", no_args_is_help=True)
-jobs_cli = typer.Typer(help="Operate on jobs: list, cancel, retry.", no_args_is_help=True)
+jobs_cli = typer.Typer(
+    help="Operate on jobs: list, inspect, cancel, retry, requeue.", no_args_is_help=True
+)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(jobs_cli, name="jobs")
 console = Console()
@@ -174,30 +176,71 @@ def jobs_cancel(
     console.print(f"cancelled {count} job(s)")
 
 
+@jobs_cli.command("inspect")
+def jobs_inspect(session_id: str, home: HomeOption = None) -> None:
+    """Everything about one session's jobs, as JSON (results, errors, timings)."""
+    sys.stdout.write(json.dumps(_status_or_exit(_settings(home), session_id), indent=2) + "\n")
+
+
 @jobs_cli.command("retry")
 def jobs_retry(session_id: str, stage: str, home: HomeOption = None) -> None:
-    """Run a failed or cancelled stage again (and the stages after it)."""
+    """Run a failed or cancelled stage again (the stages after it follow)."""
+    from workers.jobs import JobStatus
+
+    _requeue(_settings(home), session_id, stage, (JobStatus.FAILED, JobStatus.CANCELLED))
+
+
+@jobs_cli.command("requeue")
+def jobs_requeue(
+    session_id: str,
+    stage: str,
+    force: Annotated[
+        bool, typer.Option(help="Also re-run a succeeded or running (stuck) job.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Send a stage's task again: a pending job whose message was lost, or with --force any job."""
+    from workers.jobs import JobStatus
+
+    statuses: tuple[JobStatus, ...] = tuple(JobStatus) if force else (JobStatus.PENDING,)
+    _requeue(_settings(home), session_id, stage, statuses)
+
+
+def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[Any, ...]) -> None:
     from shared import models
     from shared.db import session_scope
+    from shared.ids import InvalidNameError, validate_session_id
     from workers.app import app
     from workers.jobs import reset_for_retry
     from workers.pipeline import Stage, send
 
-    settings = _settings(home)
     try:
+        validate_session_id(session_id)
         stage_enum = Stage(stage)
+    except InvalidNameError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     except ValueError:
-        err.print(
-            f"[red]error:[/red] unknown stage {stage!r}; one of {', '.join(s.value for s in Stage)}"
-        )
+        choices = ", ".join(s.value for s in Stage)
+        err.print(f"[red]error:[/red] unknown stage {stage!r}; one of {choices}")
         raise typer.Exit(2) from None
     with session_scope(settings.database_url) as db:
-        if not reset_for_retry(db, session_id, stage):
-            err.print(f"[red]error:[/red] no failed or cancelled {stage} job for {session_id}")
+        if not reset_for_retry(db, session_id, stage, from_statuses=statuses):
+            wanted = "/".join(s.value for s in statuses)
+            err.print(f"[red]error:[/red] no {wanted} {stage} job for session {session_id!r}")
             raise typer.Exit(1)
         session = db.get(models.Session, session_id)
-        assert session is not None
+        assert session is not None  # the job's foreign key guarantees it
         session.status = "processing"
+    if settings.embedded_broker:
+        # No separate workers on the embedded default: run one here until the session settles.
+        from workers.embedded import embedded_worker
+
+        with embedded_worker(app):
+            send(app, session, stage_enum)
+            console.print(f"requeued {stage} for {session_id}")
+            _wait_and_report(settings, session_id, DEFAULT_WAIT_S)
+        return
     send(app, session, stage_enum)
     console.print(f"requeued {stage} for {session_id}")
 

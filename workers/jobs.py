@@ -191,14 +191,20 @@ def cancel(db: DbSession, session_id: str, stage: str | None = None) -> int:
     return _affected(db, stmt)
 
 
-def reset_for_retry(db: DbSession, session_id: str, stage: str) -> bool:
-    """Operator retry: a failed or cancelled job becomes pending again."""
+def reset_for_retry(
+    db: DbSession,
+    session_id: str,
+    stage: str,
+    *,
+    from_statuses: tuple[JobStatus, ...] = (JobStatus.FAILED, JobStatus.CANCELLED),
+) -> bool:
+    """Operator retry/requeue: the job becomes pending again (a fresh claim can take it)."""
     stmt = (
         update(Job)
         .where(
             Job.session_id == session_id,
             Job.stage == stage,
-            Job.status.in_([JobStatus.FAILED.value, JobStatus.CANCELLED.value]),
+            Job.status.in_([status.value for status in from_statuses]),
         )
         .values(
             status=JobStatus.PENDING.value,
