@@ -1,4 +1,8 @@
-"""merge(): one MP4 with H.264 + remuxed AAC, frames placed on the output timeline."""
+"""merge(): one MP4 with H.264 + remuxed AAC, frames placed on the output timeline.
+
+Tests of the constant-rate re-encode path pass ``copy_video=False``; the packet-copy path has
+its own tests in test_merge_copy.py. Failure handling is checked on both paths.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +51,9 @@ def test_merged_file_has_one_h264_and_one_aac_and_durations_agree(
     v = media("video", "mv.mp4", seconds=3.0, fps=FPS)
     tl = plan_timeline([seg("audio", a, 0.0, 3.0), seg("video", v, 0.2, 2.8)])
     audio_result = concat_audio(tl, tmp_path / "a.m4a")
-    result = merge(tl, audio_result.path, tmp_path / "final.mp4")
+    result = merge(tl, audio_result.path, tmp_path / "final.mp4", copy_video=False)
     assert (result.has_video, result.has_audio, result.frames) == (True, True, 3 * FPS)
+    assert (result.video_copied, result.fallback_reason) == (False, "copying disabled")
     assert sorted(streams(result.path)) == [("audio", "aac"), ("video", "h264")]
 
     samples, rate = decode_audio(result.path)
@@ -75,7 +80,7 @@ def test_video_gap_freezes_last_frame_and_keeps_recorded_time(
         [seg("audio", a, 0.0, 5.0), seg("video", v1, 0.0, 2.0), seg("video", v2, 3.0, 2.0)]
     )
     assert tl.cuts == ()
-    indices, _ = decode_video(render(tl, tmp_path / "gap.mp4"))
+    indices, _ = decode_video(render(tl, tmp_path / "gap.mp4", copy_video=False))
     assert len(indices) == 5 * FPS
     assert indices[:20] == list(range(20))
     assert indices[20:30] == [19] * 10  # frozen frame during the video-only gap
@@ -97,7 +102,7 @@ def test_cut_pauses_removes_gap_where_both_tracks_stop(
     ]
     cut = plan_timeline(segments)
     assert cut.cuts == ((2.0, 5.0),) and cut.duration == 4.0
-    out = render(cut, tmp_path / "cut.mp4")
+    out = render(cut, tmp_path / "cut.mp4", copy_video=False)
     indices, _ = decode_video(out)
     samples, rate = decode_audio(out)
     assert len(indices) == 40 and indices[19:21] == [19, 200]
@@ -106,13 +111,16 @@ def test_cut_pauses_removes_gap_where_both_tracks_stop(
     assert abs(int(loud[loud > rate].min()) - 2 * rate) <= 1024  # a2's marker moved to 2.0 s
 
     kept = plan_timeline(segments, cut_pauses=False)
-    indices, _ = decode_video(render(kept, tmp_path / "kept.mp4"))
+    indices, _ = decode_video(render(kept, tmp_path / "kept.mp4", copy_video=False))
     assert len(indices) == 70 and indices[20:50] == [19] * 30 and indices[50] == 200
 
 
-def test_video_only(media: Callable[..., Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy_video", [True, False])
+def test_video_only(media: Callable[..., Path], tmp_path: Path, copy_video: bool) -> None:
     v = media("video", "vo.mp4", seconds=1.0, fps=FPS)
-    result = merge(plan_timeline([seg("video", v, 0.0, 1.0)]), None, tmp_path / "vo.mp4")
+    tl = plan_timeline([seg("video", v, 0.0, 1.0)])
+    result = merge(tl, None, tmp_path / "vo.mp4", copy_video=copy_video)
+    assert result.video_copied is copy_video
     assert streams(result.path) == [("video", "h264")]
     assert (result.has_audio, result.frames, result.duration) == (False, FPS, 1.0)
     assert decode_video(result.path)[0] == list(range(FPS))
@@ -139,6 +147,7 @@ def test_fps_choice_and_scaling_to_first_even_size(
     big = media("video", "big.mp4", seconds=1.0, fps=25, size=(320, 240), first_index=50)
     tl = plan_timeline([seg("video", odd, None, 1.0), seg("video", big, None, 1.0)])
     result = merge(tl, None, tmp_path / "s.mp4")
+    assert not result.video_copied and "mpeg4" in (result.fallback_reason or "")
     assert result.frames == 50  # the first segment's 25 fps
     with av.open(str(result.path)) as container:
         cc = container.streams.video[0].codec_context
@@ -148,9 +157,10 @@ def test_fps_choice_and_scaling_to_first_even_size(
     assert merge(tl, None, tmp_path / "f.mp4", fps=5).frames == 10
 
 
+@pytest.mark.parametrize("copy_video", [True, False])
 @pytest.mark.parametrize("damage", ["truncated", "truncated_faststart", "random"])
 def test_broken_video_segment_raises_and_leaves_nothing(
-    media: Callable[..., Path], tmp_path: Path, damage: str
+    media: Callable[..., Path], tmp_path: Path, damage: str, copy_video: bool
 ) -> None:
     good = media("video", "good.mp4", seconds=1.0, fps=FPS)
     if damage == "truncated":
@@ -166,21 +176,26 @@ def test_broken_video_segment_raises_and_leaves_nothing(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(MediaError, match="bad.mp4"):
-        merge(tl, None, out_dir / "final.mp4")
+        merge(tl, None, out_dir / "final.mp4", copy_video=copy_video)
     assert leftovers(out_dir) == []
 
 
-def test_broken_audio_file_raises(media: Callable[..., Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy_video", [True, False])
+def test_broken_audio_file_raises(
+    media: Callable[..., Path], tmp_path: Path, copy_video: bool
+) -> None:
     v = media("video", "ba.mp4", seconds=1.0, fps=FPS)
     bad = write_random_bytes(tmp_path / "noise.m4a")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(MediaError, match="noise.m4a"):
-        merge(plan_timeline([seg("video", v, 0.0, 1.0)]), bad, out_dir / "final.mp4")
+        tl = plan_timeline([seg("video", v, 0.0, 1.0)])
+        merge(tl, bad, out_dir / "final.mp4", copy_video=copy_video)
     assert leftovers(out_dir) == []
 
 
-def test_cancel_from_progress(media: Callable[..., Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy_video", [True, False])
+def test_cancel_from_progress(media: Callable[..., Path], tmp_path: Path, copy_video: bool) -> None:
     v = media("video", "cp.mp4", seconds=1.0, fps=FPS)
     tl = plan_timeline([seg("video", v, 0.0, 1.0)])
 
@@ -188,7 +203,7 @@ def test_cancel_from_progress(media: Callable[..., Path], tmp_path: Path) -> Non
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        merge(tl, None, tmp_path / "final.mp4", progress=cancel)
+        merge(tl, None, tmp_path / "final.mp4", copy_video=copy_video, progress=cancel)
     assert leftovers(tmp_path) == []
 
 

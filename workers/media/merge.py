@@ -1,10 +1,18 @@
-"""Render the video track and mux it with the finished audio into one MP4.
+"""Mux the timeline's video with the finished audio into one MP4 that plays at once.
 
-Video is resampled to a constant frame rate on the output timeline: output frame k shows the
-latest source frame placed at or before k/fps. That single rule yields frozen frames in
-video-only gaps, drops frames inside cuts and keeps the frame count equal to
-round(duration * fps), so audio and video end within one frame of each other. Audio is not
-re-encoded here: the AAC packets from :func:`concat_audio` are remuxed as they are.
+Two ways to produce the video track:
+
+* **copy** (the default, see :mod:`.videocopy`): recorded H.264/HEVC packets are remuxed with
+  their timestamps moved to the output timeline. No decoding, so it runs at disk speed and
+  keeps the recorder's quality; gaps hold the previous frame, cuts shift later packets.
+* **re-encode** (fallback): output frame k shows the latest source frame placed at or before
+  k/fps. That single rule yields frozen frames in video-only gaps, drops frames inside cuts and
+  keeps the frame count equal to round(duration * fps), so audio and video end within one
+  frame of each other. Used when segments differ in codec/size/parameter sets or a cut does
+  not fall on a keyframe.
+
+Audio is never re-encoded here: the AAC packets from :func:`concat_audio` are remuxed as they
+are, interleaved with the video by time.
 """
 
 from __future__ import annotations
@@ -13,18 +21,20 @@ import math
 import os
 from collections.abc import Generator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import av.container
 import numpy as np
+from av.video.frame import PictureType
 
 from .audio import ProgressCallback, Throttle, output_url, temp_path
 from .errors import MediaError
 from .probe import demux_checked, local_path, open_input
 from .timeline import PlacedSegment, Timeline
+from .videocopy import CopyNotExact, VideoCopier
 
 __all__ = ["MergeResult", "merge"]
 
@@ -45,7 +55,10 @@ class MergeResult:
     duration: float  # seconds
     has_video: bool
     has_audio: bool
-    frames: int  # video frames written (0 without video)
+    frames: int  # video frames (packets when copied) written; 0 without video
+    video_copied: bool = False  # packets remuxed as recorded, not re-encoded
+    video_codec: str | None = None  # "h264" or "hevc"; None without video
+    fallback_reason: str | None = None  # why video was re-encoded instead of copied
 
 
 def _decode_failure(path: str, exc: BaseException) -> MediaError:
@@ -163,6 +176,8 @@ class _AudioCopier:
             self._input.close()
             raise
         self._container = container
+        # float seconds per tick: Fraction arithmetic per packet would dominate the copy path
+        self._tick = float(source.time_base) if source.time_base is not None else 0.0
         self._pending: av.Packet | None = None
         self._done = False
         self.end = 0.0  # end time (s) of the last packet copied
@@ -185,11 +200,11 @@ class _AudioCopier:
                     self._done = True
                     return
             packet = self._pending
-            assert packet.time_base is not None and packet.dts is not None
-            if float(packet.dts * packet.time_base) >= seconds:
+            assert packet.dts is not None
+            if packet.dts * self._tick >= seconds:
                 return
             start = packet.pts if packet.pts is not None else packet.dts
-            self.end = max(self.end, float((start + (packet.duration or 0)) * packet.time_base))
+            self.end = max(self.end, (start + (packet.duration or 0)) * self._tick)
             packet.stream = self._stream
             self._container.mux(packet)
             self._pending = None
@@ -206,19 +221,101 @@ def merge(
     fps: float | None = None,
     crf: int = 23,
     preset: str = "veryfast",
+    copy_video: bool = True,
     progress: ProgressCallback | None = None,
 ) -> MergeResult:
-    """Write the finished MP4: H.264 video from the timeline plus the AAC track in ``audio``.
+    """Write the finished MP4: the timeline's video plus the AAC track in ``audio``.
 
-    Either part may be missing (audio None, or a timeline without video), not both. The file
-    appears atomically at ``output`` or not at all; a broken input raises MediaError.
+    H.264/HEVC video is copied packet by packet when that reproduces the timeline exactly
+    (``copy_video``, no forced ``fps``); otherwise it is re-encoded to H.264 at a constant
+    rate, and ``MergeResult.fallback_reason`` says why. Either part may be missing (audio
+    None, or a timeline without video), not both. The file appears atomically at ``output``
+    or not at all; a broken input raises MediaError.
     """
     video_segments = timeline.of_kind("video")
     if not video_segments and audio is None:
         raise ValueError("nothing to merge: the timeline has no video and no audio was given")
     for seg in video_segments:
         local_path(seg.path)
+    if audio is not None:
+        local_path(audio)
     output = Path(output)
+    reason: str | None = None
+    if video_segments:
+        if not copy_video:
+            reason = "copying disabled"
+        elif fps is not None:
+            reason = f"a constant {fps:g} fps was requested"
+        else:
+            try:
+                return _copy_merge(timeline, audio, output, progress)
+            except CopyNotExact as exc:
+                reason = str(exc)  # re-encode below; its progress restarts from 0
+    result = _reencode_merge(
+        timeline, audio, output, fps=fps, crf=crf, preset=preset, progress=progress
+    )
+    return replace(result, fallback_reason=reason)
+
+
+def _copy_merge(
+    timeline: Timeline, audio: Path | None, output: Path, progress: ProgressCallback | None
+) -> MergeResult:
+    """Remux the recorded video packets at their output times (see videocopy)."""
+    tmp = temp_path(output)
+    throttle = Throttle(progress)
+    copier: _AudioCopier | None = None
+    video: VideoCopier | None = None
+    total = timeline.duration or 1.0
+    try:
+        with av.open(
+            output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
+        ) as container:
+            video = VideoCopier(timeline, container)
+            if audio is not None:
+                copier = _AudioCopier(audio, container)
+            audio_copier = copier
+
+            def on_packet(seconds: float) -> None:
+                if audio_copier is not None:
+                    audio_copier.copy_until(seconds + _AUDIO_LEAD)
+                throttle(seconds / total)
+
+            stats = video.run(on_packet)
+            if copier is not None:
+                copier.copy_until(math.inf)
+        throttle.done()  # last chance to cancel before the file becomes visible
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if video is not None:
+            video.close()
+        if copier is not None:
+            copier.close()
+    return MergeResult(
+        path=output,
+        duration=stats.end,
+        has_video=True,
+        has_audio=audio is not None,
+        frames=stats.packets,
+        video_copied=True,
+        video_codec=stats.codec,
+    )
+
+
+def _reencode_merge(
+    timeline: Timeline,
+    audio: Path | None,
+    output: Path,
+    *,
+    fps: float | None,
+    crf: int,
+    preset: str,
+    progress: ProgressCallback | None,
+) -> MergeResult:
+    """Decode every segment and encode H.264 at a constant frame rate (always exact)."""
+    video_segments = timeline.of_kind("video")
     tmp = temp_path(output)
     throttle = Throttle(progress)
     copier: _AudioCopier | None = None
@@ -259,6 +356,9 @@ def merge(
                             if shown is None
                             else shown.reformat(width=width, height=height, format="yuv420p")
                         )
+                        # a decoded frame keeps its I/P type, which libx264 would obey: a
+                        # held keyframe would become an IDR frame at every tick
+                        encoded.pict_type = PictureType.NONE
                     encoded.pts = k
                     encoded.time_base = time_base
                     encoded.duration = 1
@@ -286,4 +386,5 @@ def merge(
         has_video=bool(video_segments),
         has_audio=audio is not None,
         frames=frame_count,
+        video_codec="h264" if video_segments else None,
     )
