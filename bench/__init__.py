@@ -1,0 +1,1 @@
+"""Benchmark harness: synthesise a realistic session, time plain ffmpeg against the pipeline."""
