@@ -1,10 +1,18 @@
-"""``capture-agent``: record (synthetic on Linux for now) or ship a session folder."""
+"""``capture-agent``: ship session folders, drain the outbox, and report what is pending.
+
+Recording commands (record/watch/pause/resume/stop) live in ``recording_cli`` and are
+registered at the bottom of this module.
+"""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+import json
+import logging
+import signal
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -20,84 +28,132 @@ cli = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+WAIT_SLICE_S = 0.5
 
-def _session_id_for(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:80] or "session"
-    return f"{slug}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each upload.")]
 
 
-@cli.command()
-def record(
-    session_name: Annotated[str, typer.Option("--session-name")],
-    synthetic: Annotated[bool, typer.Option(help="Generated source (Linux, tests).")] = False,
-    duration: Annotated[float, typer.Option(help="Synthetic session seconds.")] = 60.0,
-    segment_seconds: Annotated[float, typer.Option("--segment-seconds")] = 10.0,
-    out: Annotated[Path | None, typer.Option(help="Where segments are recorded.")] = None,
-) -> None:
-    """Record a session, shipping each segment as soon as it is finished."""
-    from capture_agent.emit import EventEmitter
-    from capture_agent.ship import SessionShipper
-    from capture_agent.synthetic import RecordedSegment, SyntheticSpec, record_synthetic_session
-    from shared.storage import Storage
-
-    if not synthetic:
-        err.print("[red]error:[/red] only --synthetic recording is available in this version")
-        raise typer.Exit(2)
-    settings = get_settings()
-    session_id = _session_id_for(session_name)
-    folder = (out or settings.home / "recordings") / session_id
-    emitter = EventEmitter(settings)
-    shipper = SessionShipper(Storage(settings.storage), emitter, session_id)
-    started_at = datetime.now(UTC)
-    shipper.start(name=session_name, started_at=started_at)
-
-    def on_segment(segment: RecordedSegment) -> None:
-        stored = shipper.ship_segment(
-            segment.path,
-            kind=segment.kind,
-            file=segment.file,
-            started_at=segment.started_at,
-            duration=segment.duration,
-        )
-        console.print(f"shipped {stored.file} ({stored.size} bytes, sha256 {stored.sha256[:12]})")
-
-    spec = SyntheticSpec(duration=duration, segment_seconds=segment_seconds)
-    record_synthetic_session(
-        folder,
-        session_id=session_id,
-        name=session_name,
-        spec=spec,
-        started_at=started_at,
-        on_segment=on_segment,
-        realtime=False,
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    shipper.end()
-    emitter.close()
-    console.print(f"session {session_id}: {len(shipper.shipped)} segments shipped")
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM stop the agent cleanly; anything unshipped stays in the outbox."""
+    stopping = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stopping
+
+
+def _drain(timeout: float | None, *, forever: bool) -> bool:
+    """Run the uploader until the outbox is empty (or forever); True if it ended empty."""
+    import time
+
+    from capture_agent.agent import Agent
+
+    stopping = _stop_on_signals()
+    agent = Agent()
+    agent.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not stopping.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if agent.wait_idle(WAIT_SLICE_S) and not forever:
+                break
+            stopping.wait(0.01)
+    finally:
+        drained = agent.stop(drain=False)
+        agent.outbox.close()
+    return drained
 
 
 @cli.command()
-def ship(session_dir: Path) -> None:
-    """Ship an existing session folder (session.json + segments) and announce it."""
-    from capture_agent.emit import EventEmitter
-    from capture_agent.ship import ship_session_dir
-    from shared.storage import Storage
+def ship(
+    session_dir: Path,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up waiting after S seconds (the outbox keeps it).")
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Ship a session folder (session.json + segments) through the outbox and announce it."""
+    from capture_agent.agent import Agent
 
-    settings = get_settings()
-    emitter = EventEmitter(settings)
+    _logging(verbose)
+    agent = Agent()
     try:
-        manifest = ship_session_dir(session_dir, Storage(settings.storage), emitter)
+        manifest = agent.enqueue_session_dir(session_dir)
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     finally:
-        emitter.close()
+        agent.outbox.close()
+    drained = _drain(timeout, forever=False)
+    from capture_agent.agentstate import read_status
+    from capture_agent.settings import AgentSettings
+
+    status = read_status(AgentSettings(), get_settings())
+    failed = [f for f in status["failed"] if f["session_id"] == manifest.id]
+    for item in failed:
+        err.print(f"[red]not shipped:[/red] {item['file']}: {item['error']}")
+    if not drained:
+        err.print(
+            f"[yellow]session {manifest.id}: still pending[/yellow] "
+            f"({status['pending']['segments']} segment(s), {status['pending']['events']} "
+            f"event(s)); last error: {(status['last_error'] or {}).get('message')}. "
+            "`capture-agent run` finishes it."
+        )
+        raise typer.Exit(1)
+    if failed:
+        raise typer.Exit(1)
     console.print(f"session {manifest.id}: {len(manifest.segments)} segments shipped")
+
+
+@cli.command()
+def run(
+    forever: Annotated[
+        bool, typer.Option("--forever", help="Keep running and shipping new work.")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Drain the outbox: ship every pending segment and event, retrying until it is empty."""
+    _logging(verbose)
+    drained = _drain(timeout, forever=forever)
+    if not drained:
+        err.print("outbox not empty; the next `capture-agent run` continues")
+        raise typer.Exit(1)
+    console.print("outbox empty")
+
+
+@cli.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What is recording, what is pending upload, the last error and last contacts."""
+    from capture_agent.agentstate import read_status, render
+    from capture_agent.settings import AgentSettings
+
+    report = read_status(AgentSettings(), get_settings())
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        render(report, console)
 
 
 def main() -> None:
     cli()
 
 
-if __name__ == "__main__":
-    main()
+try:
+    from capture_agent import recording_cli
+
+    recording_cli.register(cli)  # adds record/watch/pause/resume/stop
+except ImportError:  # pragma: no cover - while recording_cli is being written
+    pass

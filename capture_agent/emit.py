@@ -1,7 +1,8 @@
 """Sending events to the workers through the broker, by task name.
 
 The agent never imports ``workers``: it shares only the task names, routes and broker
-options from ``shared``.
+options from ``shared``. Publishing either succeeds (the broker has the message) or raises;
+the outbox keeps the event until it succeeds, so a raise only means "try again later".
 """
 
 from __future__ import annotations
@@ -21,28 +22,37 @@ PUBLISH_RETRY_POLICY: dict[str, Any] = {
     "interval_step": 0.5,
     "interval_max": 2.0,
 }
+# A broker that does not answer must fail the publish (the outbox retries), not hang it.
+REDIS_SOCKET_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 15}
 
 
 class EventEmitter:
     def __init__(self, settings: Settings) -> None:
+        options = transport_options(settings)
+        if settings.broker_url.startswith(("redis://", "rediss://")):
+            options = {**REDIS_SOCKET_OPTIONS, **options}
         self._app = Celery("capture-agent", set_as_current=False)
         self._app.conf.update(
             broker_url=settings.broker_url,
-            broker_transport_options=transport_options(settings),
+            broker_transport_options=options,
             broker_connection_retry_on_startup=True,
+            broker_connection_timeout=5,
             task_routes=TASK_ROUTES,
             task_serializer="json",
             accept_content=["json"],
         )
 
-    def emit(self, event: Event, *, priority: str = "normal") -> None:
-        """Publish one event; raises kombu's OperationalError if the broker is unreachable."""
+    def emit(self, event: Event, *, priority: str = "normal", retry: bool = True) -> None:
+        """Publish one event; raises (kombu's OperationalError) if the broker is unreachable.
+
+        ``retry=False`` fails on the first error: for best-effort events (heartbeats).
+        """
         self._app.send_task(
             TASK_INGEST_EVENT,
             args=[event.model_dump(mode="json")],
             queue=QUEUE_DEFAULT,
             priority=priority_value(priority),
-            retry=True,
+            retry=retry,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
 

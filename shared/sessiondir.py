@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from shared.events import MAX_SEGMENT_SECONDS
 from shared.ids import validate_relative_path, validate_session_id
@@ -55,17 +55,20 @@ class Manifest(BaseModel):
     started_at: datetime
     priority: Literal["high", "normal", "low"] = "normal"
     segments: Annotated[list[ManifestSegment], Field(max_length=MAX_SEGMENTS)]
+    # End markers: a recorder sets them when the folder is final (``capture-agent watch``).
+    ended_at: datetime | None = None
+    complete: StrictBool = False
 
     @field_validator("id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
         return validate_session_id(value)
 
-    @field_validator("started_at")
+    @field_validator("started_at", "ended_at")
     @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("started_at needs a time zone (ISO 8601 with offset or Z)")
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone (ISO 8601 with offset or Z)")
         return value
 
 

@@ -1,0 +1,447 @@
+"""Watching a folder of sessions written by another recorder (the Mac app's own).
+
+``DIR`` holds session folders (each with a ``session.json`` in the README format), or is one
+itself. The watcher reacts to file-system events (watchdog) and rescans periodically anyway,
+so a missed event, or a file written while it was not running, is still found.
+
+Rules:
+
+* A session is begun when its ``session.json`` is first read and valid. An invalid one
+  (hostile paths, absurd durations, unknown kinds, bad id, a symlink leading out, an id
+  already used by another folder) is *rejected*: logged once and shown in the status, and
+  looked at again only when the file changes. A ``session.json`` that fails to parse within
+  ``MANIFEST_SETTLE_S`` of being modified is taken as half-written and retried quietly.
+* A listed segment is handed to the agent once it is complete: closed after writing
+  (inotify ``IN_CLOSE_WRITE``, on Linux) and unchanged for ``CLOSE_SETTLE_S`` since, or its
+  size and mtime unchanged for ``stable_seconds`` (the only signal on macOS).
+* A session is ended (``end_session``) once every listed segment has been handed over and
+  ``session.json`` says it is over: an ``"ended_at"`` time, or ``"complete": true``.
+* What was handed over is remembered in ``<state_dir>/watch/<root-hash>.state.json`` so a
+  restart does not add it again (the outbox would also ignore an identical re-add).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from capture_agent.record import SessionSink
+from shared.ids import InvalidNameError
+from shared.sessiondir import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    segment_file,
+)
+
+log = logging.getLogger(__name__)
+
+#: Default seconds a segment's size and mtime must stay unchanged before it is shipped.
+DEFAULT_STABLE_S = 5.0
+#: Default seconds between full rescans (events trigger a scan at once, too).
+DEFAULT_RESCAN_S = 5.0
+#: After a close-after-write event, the file must stay unchanged this long (seconds):
+#: guards against writers that close and reopen a file between chunks.
+CLOSE_SETTLE_S = 1.0
+#: A session.json modified less than this many seconds ago that fails to parse is assumed
+#: to be mid-write rather than hostile.
+MANIFEST_SETTLE_S = 1.0
+#: While a listed file is waiting to become stable, re-check this often (seconds).
+PENDING_POLL_S = 0.25
+WATCH_DIR_NAME = "watch"
+STATE_VERSION = 1
+
+Signature = tuple[int, int]  # (size in bytes, mtime in ns)
+
+
+@dataclass
+class _Shipped:
+    """Durable per-folder record of what the agent has been given."""
+
+    session_id: str
+    begun: bool = False
+    shipped: list[str] = field(default_factory=list)
+    ended: bool = False
+
+
+@dataclass
+class _Tracker:
+    signature: Signature
+    since: float  # monotonic time this signature was first seen
+
+
+@dataclass
+class _Live:
+    """Non-durable view of one folder, for the status."""
+
+    session_id: str | None = None
+    listed: int = 0
+    waiting: list[str] = field(default_factory=list)
+    error: str | None = None
+    rejected_signature: Signature | None = None
+
+
+def watch_dir(state_dir: Path) -> Path:
+    return state_dir / WATCH_DIR_NAME
+
+
+def _root_key(root: Path) -> str:
+    return hashlib.sha256(str(root).encode()).hexdigest()[:16]
+
+
+def read_watch_status(state_dir: Path) -> list[dict[str, Any]]:
+    """Status documents of every watcher that ran with this state dir (for ``status``)."""
+    folder = watch_dir(state_dir)
+    found = []
+    for path in sorted(folder.glob("*.status.json")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+    return found
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: SessionWatcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._watcher.wake()
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        self._watcher.note_closed(Path(os.fsdecode(event.src_path)))
+
+
+class SessionWatcher:
+    """Finds complete segments under ``root`` and hands them to the agent."""
+
+    def __init__(
+        self,
+        root: Path,
+        agent: SessionSink,
+        *,
+        state_dir: Path,
+        stable_seconds: float = DEFAULT_STABLE_S,
+        rescan_seconds: float = DEFAULT_RESCAN_S,
+        use_observer: bool = True,
+        notify: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if stable_seconds <= 0 or rescan_seconds <= 0:
+            raise ValueError("stable_seconds and rescan_seconds must be positive")
+        self.root = root.expanduser().absolute()
+        self.agent = agent
+        self.stable_seconds = stable_seconds
+        self.rescan_seconds = rescan_seconds
+        self.use_observer = use_observer
+        self.notify = notify or (lambda message: log.info("%s", message))
+        self._clock = clock
+        self._wall = wall
+        key = _root_key(self.root)
+        self.state_path = watch_dir(state_dir) / f"{key}.state.json"
+        self.status_path = watch_dir(state_dir) / f"{key}.status.json"
+        self._shipped: dict[str, _Shipped] = self._load_state()
+        self._live: dict[str, _Live] = {}
+        self._trackers: dict[Path, _Tracker] = {}
+        self._closed: dict[Path, tuple[Signature, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._last_status: str | None = None
+
+    # -- events (observer thread) ---------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def note_closed(self, path: Path) -> None:
+        """A writer closed ``path``: remember the file as it was at that moment."""
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        with self._lock:
+            self._closed[path.resolve()] = ((st.st_size, st.st_mtime_ns), self._clock())
+        self._wake.set()
+
+    # -- main loop -------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Scan on every event and every ``rescan_seconds`` until ``stop`` is set."""
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root} is not a folder")
+        observer: Any = None
+        if self.use_observer:
+            observer = Observer()
+            observer.schedule(_Handler(self), str(self.root), recursive=True)
+            observer.start()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                pending = self.scan()
+                self._wake.wait(PENDING_POLL_S if pending else self.rescan_seconds)
+                if stop.is_set():
+                    break
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join()
+
+    def scan(self) -> bool:
+        """One pass over every session folder; True while some listed file is waiting."""
+        pending = False
+        for folder in self._session_folders():
+            try:
+                pending |= self._scan_folder(folder)
+            except Exception as exc:  # one bad folder must not stop the others
+                log.exception("%s: unexpected error", folder)
+                self._live.setdefault(str(folder), _Live()).error = f"unexpected error: {exc}"
+        self._write_status()
+        return pending
+
+    def status(self) -> dict[str, Any]:
+        sessions = []
+        for key in sorted(set(self._live) | set(self._shipped)):
+            live = self._live.get(key, _Live())
+            done = self._shipped.get(key)
+            sessions.append(
+                {
+                    "folder": key,
+                    "session_id": done.session_id if done else live.session_id,
+                    "listed": live.listed,
+                    "shipped": len(done.shipped) if done else 0,
+                    "waiting": list(live.waiting),
+                    "ended": bool(done and done.ended),
+                    "state": (
+                        "rejected"
+                        if live.rejected_signature is not None
+                        else "error"
+                        if live.error
+                        else "ended"
+                        if done and done.ended
+                        else "open"
+                        if done
+                        else "new"
+                    ),
+                    "error": live.error,
+                }
+            )
+        return {"root": str(self.root), "pid": os.getpid(), "sessions": sessions}
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _session_folders(self) -> list[Path]:
+        if (self.root / MANIFEST_NAME).exists():
+            return [self.root]
+        try:
+            children = sorted(self.root.iterdir())
+        except OSError as exc:
+            log.warning("cannot list %s: %s", self.root, exc)
+            return []
+        return [c for c in children if not c.name.startswith(".") and c.is_dir()]
+
+    def _scan_folder(self, folder: Path) -> bool:
+        key = str(folder)
+        done = self._shipped.get(key)
+        if done is not None and done.ended:
+            return False
+        manifest_path = folder / MANIFEST_NAME
+        try:
+            st = manifest_path.stat()
+        except FileNotFoundError:
+            return False
+        signature = (st.st_size, st.st_mtime_ns)
+        live = self._live.setdefault(key, _Live())
+        if live.rejected_signature == signature:
+            return False
+        try:
+            manifest, ended_at, complete = self._read_manifest(folder)
+        except (ManifestError, InvalidNameError) as exc:
+            if self._wall() - st.st_mtime < MANIFEST_SETTLE_S:
+                return True  # probably still being written; look again shortly
+            self._reject(key, live, signature, str(exc))
+            return False
+        claimed = self._owner_of(manifest.id)
+        if claimed is not None and claimed != key:
+            self._reject(
+                key, live, signature, f"session id {manifest.id!r} is already used by {claimed}"
+            )
+            return False
+        if done is not None and done.session_id != manifest.id:
+            self._reject(
+                key,
+                live,
+                signature,
+                f"session id changed from {done.session_id!r} to {manifest.id!r}",
+            )
+            return False
+        if live.rejected_signature is not None:
+            self.notify(f"{folder}: session.json is valid again")
+        live.rejected_signature = None
+        live.error = None
+        live.session_id = manifest.id
+        live.listed = len(manifest.segments)
+
+        if done is None:
+            done = self._shipped[key] = _Shipped(session_id=manifest.id)
+        if not done.begun:
+            self.agent.begin_session(
+                manifest.id,
+                name=manifest.name,
+                started_at=manifest.started_at,
+                priority=manifest.priority,
+            )
+            done.begun = True
+            self._save_state()
+            self.notify(f"session {manifest.id}: begun ({folder})")
+
+        waiting = []
+        shipped = set(done.shipped)
+        for segment in manifest.segments:
+            if segment.file in shipped:
+                continue
+            path = segment_file(folder, segment)
+            state = self._completeness(path)
+            if state is not True:
+                if state is False:
+                    waiting.append(segment.file)
+                elif state is not None:
+                    live.error = state
+                continue
+            try:
+                self.agent.add_segment(
+                    manifest.id,
+                    path,
+                    kind=segment.kind,
+                    file=segment.file,
+                    started_at=segment.started_at,
+                    duration=segment.duration,
+                )
+            except (OSError, ValueError) as exc:
+                live.error = f"segment {segment.file!r}: {exc}"
+                log.warning("session %s: %s", manifest.id, live.error)
+                continue
+            done.shipped.append(segment.file)
+            shipped.add(segment.file)
+            self._trackers.pop(path, None)
+            with self._lock:
+                self._closed.pop(path, None)
+            self._save_state()
+            self.notify(f"session {manifest.id}: segment {segment.file} queued for upload")
+        live.waiting = waiting
+
+        if (ended_at is not None or complete) and not waiting and live.error is None:
+            all_listed = all(s.file in shipped for s in manifest.segments)
+            if all_listed:
+                self.agent.end_session(manifest.id, ended_at=ended_at)
+                done.ended = True
+                self._save_state()
+                self.notify(f"session {manifest.id}: ended ({len(done.shipped)} segments)")
+        return bool(waiting)
+
+    def _read_manifest(self, folder: Path) -> tuple[Manifest, datetime | None, bool]:
+        """Validated manifest plus the watcher's end markers (``ended_at``, ``complete``)."""
+        manifest = load_manifest(folder)
+        for segment in manifest.segments:
+            segment_file(folder, segment)  # refuses symlinks leading out before any is read
+        return manifest, manifest.ended_at, manifest.complete
+
+    def _completeness(self, path: Path) -> bool | str | None:
+        """True when complete, False while waiting, a message when the entry is unusable."""
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            self._trackers.pop(path, None)
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = path.stat()  # segment_file already checked it stays inside
+            except FileNotFoundError:
+                return False
+        if not stat.S_ISREG(st.st_mode):
+            return f"{path.name} is not a regular file"
+        signature = (st.st_size, st.st_mtime_ns)
+        now = self._clock()
+        tracker = self._trackers.get(path)
+        if tracker is None or tracker.signature != signature:
+            tracker = self._trackers[path] = _Tracker(signature, now)
+        if st.st_size == 0:
+            return False
+        with self._lock:
+            closed = self._closed.get(path)
+        if closed is not None and closed[0] == signature and now - closed[1] >= CLOSE_SETTLE_S:
+            return True
+        if now - tracker.since >= self.stable_seconds:
+            return True
+        return self._wall() - st.st_mtime >= self.stable_seconds and tracker.since < now
+
+    def _owner_of(self, session_id: str) -> str | None:
+        for key, done in self._shipped.items():
+            if done.session_id == session_id:
+                return key
+        return None
+
+    def _reject(self, key: str, live: _Live, signature: Signature, message: str) -> None:
+        live.rejected_signature = signature
+        live.error = message
+        live.waiting = []
+        log.error("rejected %s: %s", key, message)
+        self.notify(f"rejected {key}: {message}")
+
+    def _load_state(self) -> dict[str, _Shipped]:
+        try:
+            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable (%s); starting afresh", self.state_path, exc)
+            return {}
+        sessions = raw.get("sessions", {}) if isinstance(raw, dict) else {}
+        loaded = {}
+        for key, value in sessions.items():
+            with contextlib.suppress(TypeError, KeyError):
+                loaded[key] = _Shipped(
+                    session_id=str(value["session_id"]),
+                    begun=bool(value.get("begun")),
+                    shipped=[str(f) for f in value.get("shipped", [])],
+                    ended=bool(value.get("ended")),
+                )
+        return loaded
+
+    def _save_state(self) -> None:
+        doc = {
+            "version": STATE_VERSION,
+            "root": str(self.root),
+            "sessions": {key: asdict(value) for key, value in self._shipped.items()},
+        }
+        _write_json(self.state_path, doc)
+
+    def _write_status(self) -> None:
+        doc = self.status()
+        text = json.dumps(doc, indent=2)
+        if text != self._last_status:
+            _write_json(self.status_path, doc)
+            self._last_status = text
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(doc, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
