@@ -1,4 +1,7 @@
-"""Pipeline state: sessions, their segments, one job per (session, stage), and received events."""
+"""Pipeline state: sessions, their segments, one job per (session, stage), and received events.
+
+Plus the per-session state of the incremental audio encoder (``audio_chunk_state``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -98,6 +102,9 @@ class Segment(Base):
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration: Mapped[float | None] = mapped_column(Float)
+    # Seconds measured by probing the stored file, remembered so that the stages after the
+    # session ends plan without probing every file again (0002).
+    probed_duration: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -157,4 +164,29 @@ class Event(Base):
     emitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class AudioChunkState(Base):
+    """Incremental AAC chunk encoding of one session: a lock and a request counter.
+
+    Ingest bumps ``requested`` for every stored audio segment; a chunk task takes the lock
+    (``owner`` + ``lease_until``, by conditional UPDATE), encodes what is settled, and marks
+    ``covered`` the request count it has seen. ``closed`` is set by the concat_audio stage:
+    from then on only that stage writes chunks.
+    """
+
+    __tablename__ = "audio_chunk_state"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    requested: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    covered: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    chunks_encoded: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )

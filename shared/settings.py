@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     video_preset: str = "veryfast"
     audio_sample_rate: int = Field(default=48_000, gt=0)
     audio_bitrate: int = Field(default=128_000, gt=0)
+    audio_aac_coder: Literal["twoloop", "fast"] = Field(
+        default="twoloop", description="ffmpeg AAC coder; twoloop is ffmpeg's default."
+    )
+    audio_incremental: bool = Field(
+        default=True, description="Encode audio chunks while the session is still recording."
+    )
+    audio_chunk_s: float = Field(
+        default=20.0, gt=0, le=3600, description="Seconds per independently encoded AAC chunk."
+    )
+    audio_workers: int = Field(
+        default=2, ge=1, le=64, description="Encoder threads when many chunks are left to encode."
+    )
 
     task_max_retries: int = Field(default=5, ge=0)
     task_retry_backoff_max_s: int = Field(default=600, gt=0)

@@ -92,6 +92,16 @@ def apply_event(db: DbSession, session: models.Session, event: Event) -> None:
     # session.paused / session.resumed / heartbeat are kept in the events table only.
 
 
+def wants_audio_chunks(session: models.Session, event: Event) -> bool:
+    """A fresh audio segment of a session still recording: some audio may have settled.
+
+    Once processing has started the concat_audio stage encodes everything left itself.
+    """
+    if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
+        return False
+    return event.segment().kind == "audio"
+
+
 def ready_to_process(db: DbSession, session: models.Session) -> bool:
     if session.ended_at is None or session.expected_segments is None:
         return False

@@ -9,17 +9,27 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
 from shared.settings import Settings
 from shared.storage import Storage, sha256_file
+from workers.media.aacchunk import (
+    ChunkedAudioResult,
+    ChunkStore,
+    IncrementalResult,
+    concat_audio_chunked,
+    encode_settled_chunks,
+)
 from workers.media.errors import MediaError
 from workers.media.probe import probe
 from workers.media.timeline import Kind, SegmentInput, Timeline, plan_timeline
 
 AUDIO_OUTPUT = "audio.m4a"
+AUDIO_CHUNKS_DIR = "audio-chunks"  # under derived/: chunks encoded while recording
 MANIFEST_OUTPUT = "outputs.json"
+PROBE_CACHE_ENTRIES = 4096  # probed files remembered per process (chunk passes re-plan often)
 ProgressFn = Callable[[float], None]
 
 
@@ -35,6 +45,7 @@ class SegmentRef:
     sha256: str
     started_at: datetime | None
     duration: float | None
+    probed_duration: float | None = None  # remembered from an earlier probe of the file
 
 
 @dataclass(frozen=True)
@@ -55,18 +66,37 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@lru_cache(maxsize=PROBE_CACHE_ENTRIES)
+def _probed_duration(path: str, size: int, mtime_ns: int) -> float:
+    """Probe once per file version: chunk passes re-plan the session for every segment."""
+    return probe(Path(path)).duration
+
+
+def probe_duration(path: Path) -> float:
+    """Duration of a stored segment, from the per-process cache when the file is unchanged."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return probe(path).duration  # raises the MediaError naming the file
+    return _probed_duration(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def build_timeline(
     snapshot: SessionSnapshot,
     storage: Storage,
     *,
     cut_pauses: bool,
     needed: frozenset[str] = frozenset({"audio", "video"}),
+    probed: dict[str, float] | None = None,
 ) -> Timeline:
     """Resolve and probe every segment, then plan where it goes on the output timeline.
 
     Segments of a kind the stage does not read (``needed``) only shape the timeline (where
     pauses are): a broken one there falls back to its declared duration, so the stage that
-    reads it is the one that fails and names it.
+    reads it is the one that fails and names it. A segment probed before (its
+    ``probed_duration``) is not probed again: probing every video file after the session
+    ends would take seconds. New probe results are added to ``probed`` (storage key ->
+    seconds) for the caller to remember; the stage that reads a file still checks it whole.
     """
     origin = _aware(snapshot.started_at) if snapshot.started_at else None
     inputs: list[SegmentInput] = []
@@ -76,13 +106,18 @@ def build_timeline(
             raise MediaError(
                 f"segment {ref.file!r} is missing from storage ({ref.storage_key})", path=ref.file
             )
-        try:
-            probed = probe(path).duration
-        except MediaError:
-            if ref.kind in needed or ref.duration is None:
-                raise
-            probed = ref.duration
-        duration = probed if ref.duration is None else min(ref.duration, probed)
+        measured = ref.probed_duration
+        if measured is None:
+            try:
+                measured = probe_duration(path)
+            except MediaError:
+                if ref.kind in needed or ref.duration is None:
+                    raise
+                measured = ref.duration
+            else:
+                if probed is not None:
+                    probed[ref.storage_key] = measured
+        duration = measured if ref.duration is None else min(ref.duration, measured)
         offset: float | None = None
         if ref.started_at is not None and origin is not None:
             offset = max(0.0, (_aware(ref.started_at) - origin).total_seconds())
@@ -96,39 +131,105 @@ def build_timeline(
         )
     pauses = []
     if origin is not None:
-        pauses = [
-            ((_aware(a) - origin).total_seconds(), (_aware(b) - origin).total_seconds())
-            for a, b in snapshot.pauses
-        ]
+        # Clock skew must not fail a session: clip to its start, drop inverted intervals.
+        for a, b in snapshot.pauses:
+            start = max(0.0, (_aware(a) - origin).total_seconds())
+            end = max(0.0, (_aware(b) - origin).total_seconds())
+            if end > start:
+                pauses.append((start, end))
     return plan_timeline(inputs, cut_pauses=cut_pauses, pauses=pauses)
 
 
-def concat_audio(
-    snapshot: SessionSnapshot, storage: Storage, settings: Settings, progress: ProgressFn
-) -> StageOutput:
-    from workers.media.audio import concat_audio as encode_audio
+def segment_identities(snapshot: SessionSnapshot, storage: Storage) -> dict[str, str]:
+    """Path -> sha256 of every segment: what chunk signatures use as the file's identity."""
+    return {str(storage.path(ref.storage_key)): ref.sha256 for ref in snapshot.segments}
 
+
+def audio_chunk_store(snapshot: SessionSnapshot, storage: Storage) -> ChunkStore:
+    return ChunkStore(storage.output_path(storage.derived_key(snapshot.id, AUDIO_CHUNKS_DIR)))
+
+
+def encode_audio_chunks(
+    snapshot: SessionSnapshot,
+    storage: Storage,
+    settings: Settings,
+    keep_going: Callable[[], bool],
+    probed: dict[str, float] | None = None,
+) -> IncrementalResult:
+    """While recording: encode the chunks of audio that can no longer change, and store them.
+
+    Purely an optimisation for the concat_audio stage, which reuses every stored chunk whose
+    signature still matches and encodes the rest (see build_timeline for ``probed``).
+    """
     timeline = build_timeline(
-        snapshot, storage, cut_pauses=settings.cut_pauses, needed=frozenset({"audio"})
+        snapshot,
+        storage,
+        cut_pauses=settings.cut_pauses,
+        needed=frozenset({"audio"}),
+        probed=probed,
     )
-    if not timeline.has_audio:
-        return StageOutput(output_key=None, result={"skipped": "session has no audio segments"})
-    key = storage.derived_key(snapshot.id, AUDIO_OUTPUT)
-    out = encode_audio(
+    return encode_settled_chunks(
         timeline,
-        storage.output_path(key),
+        audio_chunk_store(snapshot, storage),
         sample_rate=settings.audio_sample_rate,
         bitrate=settings.audio_bitrate,
-        progress=progress,
+        aac_coder=settings.audio_aac_coder,
+        chunk_seconds=settings.audio_chunk_s,
+        identities=segment_identities(snapshot, storage),
+        keep_going=keep_going,
     )
-    return StageOutput(
-        output_key=key,
-        result={
-            "duration": out.duration,
-            "segments": len(timeline.of_kind("audio")),
-            "cuts": [list(c) for c in timeline.cuts],
-        },
-    )
+
+
+def concat_audio(
+    snapshot: SessionSnapshot,
+    storage: Storage,
+    settings: Settings,
+    progress: ProgressFn,
+    probed: dict[str, float] | None = None,
+) -> StageOutput:
+    """The session's audio track: stored chunks reused, the rest encoded in parallel, remuxed.
+
+    The chunk folder is removed afterwards, and after a failure caused by the input (which
+    a retry cannot fix), so only ``audio.m4a`` stays in the derived folder. See
+    build_timeline for ``probed``.
+    """
+    store = audio_chunk_store(snapshot, storage)
+    key = storage.derived_key(snapshot.id, AUDIO_OUTPUT)
+    try:
+        timeline = build_timeline(
+            snapshot,
+            storage,
+            cut_pauses=settings.cut_pauses,
+            needed=frozenset({"audio"}),
+            probed=probed,
+        )
+        if not timeline.has_audio:
+            store.clear()
+            return StageOutput(output_key=None, result={"skipped": "session has no audio segments"})
+        out = concat_audio_chunked(
+            timeline,
+            storage.output_path(key),
+            sample_rate=settings.audio_sample_rate,
+            bitrate=settings.audio_bitrate,
+            progress=progress,
+            aac_coder=settings.audio_aac_coder,
+            workers=settings.audio_workers,
+            chunk_seconds=settings.audio_chunk_s,
+            store=store,
+            identities=segment_identities(snapshot, storage),
+        )
+    except (MediaError, ValueError):
+        store.clear()
+        raise
+    store.clear()
+    result: dict[str, Any] = {
+        "duration": out.duration,
+        "segments": len(timeline.of_kind("audio")),
+        "cuts": [list(c) for c in timeline.cuts],
+    }
+    if isinstance(out, ChunkedAudioResult):
+        result["chunks"] = {"total": out.chunks, "reused": out.reused, "encoded": out.encoded}
+    return StageOutput(output_key=key, result=result)
 
 
 def merge(

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Task
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared import models
 from shared.db import session_scope
@@ -21,7 +21,7 @@ from shared.events import Event
 from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.routing import TASK_CONCAT_AUDIO, TASK_FINALIZE, TASK_INGEST_EVENT, TASK_MERGE
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.storage import Storage
 from workers import jobs, stages
 from workers.app import app
@@ -32,15 +32,39 @@ from workers.ingest import (
     ready_to_process,
     record_event,
     start_processing,
+    wants_audio_chunks,
 )
 from workers.media.errors import Cancelled
-from workers.pipeline import FIRST_STAGE, Stage, next_stage, prepare, send
+from workers.pipeline import (
+    FIRST_STAGE,
+    TASK_AUDIO_CHUNKS,
+    Stage,
+    acquire_audio_chunks,
+    audio_chunk_state,
+    audio_chunks_busy,
+    close_audio_chunks,
+    next_stage,
+    prepare,
+    release_audio_chunks,
+    renew_audio_chunks,
+    request_audio_chunks,
+    send,
+    send_audio_chunks,
+)
 from workers.retry import backoff_seconds, is_permanent
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 INGEST_MAX_RETRIES = 50  # events must not be lost: with the 600 s cap this is about 8 hours
+# A chunk pass renews its lease before writing each chunk (a chunk takes about a second), so
+# a pass that died blocks the session's chunking, and the stage's take-over, this long.
+AUDIO_CHUNK_LEASE_S = 60.0
+AUDIO_CHUNK_RETRY_S = 2.0  # countdown when another pass holds the session's chunk lock
+# Retries on a held lock: together with the countdown, well past a dead holder's lease.
+AUDIO_CHUNK_MAX_RETRIES = 60
+AUDIO_CHUNK_MAX_PASSES = 1000  # passes of one task while segments keep arriving
+TAKE_OVER_POLL_S = 0.05  # how often concat_audio checks whether a chunk pass has stopped
 
 
 def _describe(exc: BaseException) -> str:
@@ -58,14 +82,19 @@ def ingest_event(self: Task, event: dict[str, Any]) -> str:
         return f"rejected: {exc.error_count()} validation error(s)"
     settings = get_settings()
     try:
+        chunk_request: int | None = None
         with session_scope(settings.database_url) as db:
             session = lock_session(db, parsed.session_id)
             fresh = record_event(db, parsed)
             if fresh:
                 apply_event(db, session, parsed)
+                if settings.audio_incremental and wants_audio_chunks(session, parsed):
+                    chunk_request = request_audio_chunks(db, session.id)
             must_send = ready_to_process(db, session) and start_processing(db, session)
         if must_send:
             send(app, session, FIRST_STAGE)
+        elif chunk_request is not None:  # when processing starts, the stage encodes it all
+            send_audio_chunks(app, session, chunk_request)
     except Exception as exc:
         if is_permanent(exc):
             raise
@@ -112,6 +141,7 @@ def _snapshot(db: Any, session: models.Session) -> stages.SessionSnapshot:
             sha256=s.sha256,
             started_at=s.started_at,
             duration=s.duration,
+            probed_duration=s.probed_duration,
         )
         for s in segments
     )
@@ -190,6 +220,23 @@ def run_stage(task: Task, session_id: str, stage: Stage, work: StageWork) -> str
     return f"{stage.value} succeeded"
 
 
+def _remember_probes(database_url: str, session_id: str, probed: dict[str, float]) -> None:
+    """Store durations measured by probing, so later stages need not probe those files."""
+    if not probed:
+        return
+    with session_scope(database_url) as db:
+        for key, seconds in probed.items():
+            db.execute(
+                update(models.Segment)
+                .where(
+                    models.Segment.session_id == session_id,
+                    models.Segment.storage_key == key,
+                    models.Segment.probed_duration.is_(None),
+                )
+                .values(probed_duration=seconds)
+            )
+
+
 def _set_session_status(db: Any, session_id: str, status: SessionStatus) -> None:
     session = db.get(models.Session, session_id)
     if session is not None:
@@ -200,16 +247,112 @@ def _storage() -> Storage:
     return Storage(get_settings().storage)
 
 
+# -- incremental audio ----------------------------------------------------------------------
+class _LockHeld(Exception):
+    """Another chunk pass holds the session's lock and has not covered this request yet."""
+
+
+@app.task(name=TASK_AUDIO_CHUNKS, bind=True, acks_late=True)
+def audio_chunks(self: Task, session_id: str, request: int) -> str:
+    """Encode the session's settled audio chunks while it records (stages.encode_audio_chunks).
+
+    One pass at a time per session: a task finding the lock held retries with a countdown
+    until a pass has covered its segment (the holder re-plans when segments arrived during
+    its pass) or the concat_audio stage has taken over. Input errors are only logged: the
+    stage encodes whatever is missing and reports them; transient ones are retried.
+    """
+    validate_session_id(session_id)
+    settings = get_settings()
+    try:
+        return _chunk_passes(settings, session_id, request, owner=f"chunks:{self.request.id}")
+    except _LockHeld as exc:
+        raise self.retry(
+            exc=exc, countdown=AUDIO_CHUNK_RETRY_S, max_retries=AUDIO_CHUNK_MAX_RETRIES
+        ) from exc
+    except Exception as exc:
+        if is_permanent(exc):
+            log.warning("audio chunks for %s: %s (left to concat_audio)", session_id, exc)
+            return f"skipped: {_describe(exc)}"
+        raise self.retry(
+            exc=exc,
+            countdown=backoff_seconds(self.request.retries),
+            max_retries=settings.task_max_retries,
+        ) from exc
+
+
+def _chunk_passes(settings: Settings, session_id: str, request: int, *, owner: str) -> str:
+    """Passes under the session's chunk lock until no segment arrived during the last one."""
+    url = settings.database_url
+    lease = timedelta(seconds=AUDIO_CHUNK_LEASE_S)
+    encoded = 0
+    for _ in range(AUDIO_CHUNK_MAX_PASSES):
+        with session_scope(url) as db:
+            session = db.get(models.Session, session_id)
+            if session is None:
+                return f"unknown session {session_id!r}"
+            seen = acquire_audio_chunks(db, session_id, owner, lease=lease)
+            if seen is None:
+                state = audio_chunk_state(db, session_id)
+                if state.closed:
+                    return "stage took over"
+                if state.covered >= request:
+                    return "covered by another pass"
+                raise _LockHeld(f"chunk lock of {session_id} is held by {state.owner}")
+            snapshot = _snapshot(db, session)
+
+        def keep_going() -> bool:
+            with session_scope(url) as db:
+                return renew_audio_chunks(db, session_id, owner, lease=lease)
+
+        probed: dict[str, float] = {}
+        try:
+            result = stages.encode_audio_chunks(snapshot, _storage(), settings, keep_going, probed)
+        except BaseException:
+            with session_scope(url) as db:
+                release_audio_chunks(db, session_id, owner, covered=None, encoded=0)
+            raise
+        encoded += result.encoded
+        _remember_probes(url, session_id, probed)
+        with session_scope(url) as db:
+            again = release_audio_chunks(
+                db, session_id, owner, covered=seen, encoded=result.encoded
+            )
+        if not again or result.stopped:
+            break
+    return f"encoded {encoded} chunk(s)"
+
+
+def _take_over_audio_chunks(database_url: str, session_id: str) -> None:
+    """Stop incremental chunk passes and wait for a running one to finish its chunk.
+
+    After this no pass writes chunk files, so the stage can reuse and then remove them. A
+    pass that died holding the lock is waited for until its lease runs out.
+    """
+    with session_scope(database_url) as db:
+        close_audio_chunks(db, session_id)
+    deadline = time.monotonic() + AUDIO_CHUNK_LEASE_S
+    while time.monotonic() < deadline:
+        with session_scope(database_url) as db:
+            if not audio_chunks_busy(db, session_id):
+                return
+        time.sleep(TAKE_OVER_POLL_S)
+
+
 @app.task(name=TASK_CONCAT_AUDIO, bind=True, acks_late=True)
 def concat_audio(self: Task, session_id: str) -> str:
-    return run_stage(
-        self,
-        session_id,
-        Stage.CONCAT_AUDIO,
-        lambda snap, _outs, progress: stages.concat_audio(
-            snap, _storage(), get_settings(), progress
-        ),
-    )
+    def work(
+        snap: stages.SessionSnapshot,
+        _outs: dict[str, str | None],
+        progress: Callable[[float], None],
+    ) -> stages.StageOutput:
+        settings = get_settings()
+        _take_over_audio_chunks(settings.database_url, snap.id)
+        probed: dict[str, float] = {}
+        out = stages.concat_audio(snap, _storage(), settings, progress, probed)
+        _remember_probes(settings.database_url, snap.id, probed)  # merge plans without probing
+        return out
+
+    return run_stage(self, session_id, Stage.CONCAT_AUDIO, work)
 
 
 @app.task(name=TASK_MERGE, bind=True, acks_late=True)

@@ -208,7 +208,10 @@ def _measure_end(
 
     With a declared duration only the tail is read (seek, then decode the last packets, which
     also proves the data there is intact); short files are decoded completely; without any
-    declared duration every packet is demuxed, undecoded.
+    declared duration every packet is demuxed, undecoded. Only audio is decoded: decoding
+    seconds of high-resolution video per file would make planning a long session take
+    seconds, while demuxing already finds the missing or damaged packets of a cut-off file
+    (the stage that reads the video decodes it all and reports what is left).
     """
     if declared is not None and declared > _TAIL_SECONDS:
         target = int((declared - _TAIL_SECONDS) * av.time_base) + (container.start_time or 0)
@@ -236,7 +239,7 @@ def _scan(
     for packet in container.demux(list(streams)):
         if packet.is_corrupt:
             raise MediaError(f"{name} is truncated or corrupt (damaged packet)", path=name)
-        if decode:
+        if decode and packet.stream.type == "audio":
             packet.decode()  # raises on undecodable packets
         ts = packet.pts if packet.pts is not None else packet.dts
         if ts is None or packet.time_base is None:
