@@ -16,12 +16,16 @@ QUEUES: Final = (QUEUE_MEDIA, QUEUE_ENRICH, QUEUE_DEFAULT)
 TASK_INGEST_EVENT: Final = "sessionpipe.ingest_event"
 TASK_CONCAT_AUDIO: Final = "sessionpipe.concat_audio"
 TASK_MERGE: Final = "sessionpipe.merge"
+TASK_COMPRESS: Final = "sessionpipe.compress"
 TASK_FINALIZE: Final = "sessionpipe.finalize"
+TASK_AUDIO_CHUNKS: Final = "sessionpipe.audio_chunks"  # incremental audio while recording
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
     TASK_CONCAT_AUDIO: {"queue": QUEUE_MEDIA},
     TASK_MERGE: {"queue": QUEUE_MEDIA},
+    TASK_COMPRESS: {"queue": QUEUE_MEDIA},
+    TASK_AUDIO_CHUNKS: {"queue": QUEUE_MEDIA},
     TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
 }
 

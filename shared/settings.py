@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     storage_root: Path | None = Field(default=None, description="Shared storage root.")
 
     cut_pauses: bool = Field(default=True, description="Cut time where every track stopped.")
+    merge_copy_video: bool = Field(
+        default=True, description="Copy H.264/HEVC into the playable MP4 when exact."
+    )
+    compress: bool = Field(default=True, description="Make the compressed copy.")
+    compress_preset: Literal["low", "medium", "high"] = "medium"
+    keep_originals_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="Delete segments and the full MP4 this long after the compressed copy "
+        "exists (`sessionpipe retention apply`); None keeps them.",
+    )
     video_fps: float | None = Field(default=None, description="Output frame rate; None = source.")
     video_crf: int = Field(default=23, ge=0, le=51)
     video_preset: str = "veryfast"

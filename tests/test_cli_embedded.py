@@ -78,7 +78,7 @@ def test_process_a_session_folder(
     report = status_json(home, "cli-1")
     assert report["outcome"] == "completed"
     stages = {s["stage"]: s for s in report["stages"]}  # type: ignore[attr-defined]
-    assert set(stages) == {"concat_audio", "merge", "finalize"}
+    assert set(stages) == {"concat_audio", "merge", "compress", "finalize"}
     assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in stages.values())
     output = Path(stages["finalize"]["output_path"])
     decoded = decode_output(output)

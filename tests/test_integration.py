@@ -28,7 +28,7 @@ SESSION_WAIT_S = 240.0
 SPEC = SyntheticSpec(
     duration=16.0, segment_seconds=4.0, audio_holes=((6.0, 10.0),), width=320, height=180, fps=15
 )
-STAGES = {"concat_audio", "merge", "finalize"}
+STAGES = {"concat_audio", "merge", "compress", "finalize"}
 
 
 @pytest.fixture
@@ -98,6 +98,10 @@ def test_agent_events_become_a_synced_mp4_once(
     assert onset is not None and abs(onset - 10.0) <= 1024 / rate, onset
     manifest = json.loads(storage.path("sessions/integration-ok/derived/outputs.json").read_text())
     assert manifest["outputs"]["mp4"]["key"] == merged.output_key
+    compressed = storage.path(manifest["outputs"]["compressed"]["key"])
+    small = decode_output(compressed)
+    assert small.video_codecs == ["h264"] and small.audio_codecs == ["aac"]
+    assert compressed.stat().st_size < output.stat().st_size
 
     # The same events again, plus a new one to know when the worker has seen them all.
     mtime = output.stat().st_mtime_ns
@@ -128,11 +132,15 @@ def test_agent_events_become_a_synced_mp4_once(
             .select_from(models.Segment)
             .where(models.Segment.session_id == "integration-ok")
         ).scalar_one()
-    assert len(again) == 3 and all(j.attempts == 1 and j.status == "succeeded" for j in again)
+    assert len(again) == len(STAGES) and all(
+        j.attempts == 1 and j.status == "succeeded" for j in again
+    )
     assert segments == count
     assert output.stat().st_mtime_ns == mtime
     derived = sorted(p.name for p in output.parent.iterdir())
-    assert derived == sorted(["audio.m4a", "integration-ok.mp4", "outputs.json"])
+    assert derived == sorted(
+        ["audio.m4a", "integration-ok.mp4", "integration-ok-compressed.mp4", "outputs.json"]
+    )
     emitter.close()
 
 

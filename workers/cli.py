@@ -245,6 +245,38 @@ def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[An
     console.print(f"requeued {stage} for {session_id}")
 
 
+retention_cli = typer.Typer(help="Retention of original segments.", no_args_is_help=True)
+cli.add_typer(retention_cli, name="retention")
+
+
+@retention_cli.command("apply")
+def retention_apply(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Delete originals of sessions whose compressed copy is older than the retention."""
+    from shared.storage import Storage
+    from workers.retention import apply_retention
+
+    settings = _settings(home)
+    if settings.keep_originals_days is None:
+        console.print("retention is off: originals are kept (set SESSIONPIPE_KEEP_ORIGINALS_DAYS)")
+        return
+    actions = apply_retention(
+        settings.database_url,
+        Storage(settings.storage),
+        keep_days=settings.keep_originals_days,
+        dry_run=dry_run,
+    )
+    verb = "would delete" if dry_run else "deleted"
+    for action in actions:
+        console.print(
+            f"{action.session_id}: {verb} {action.deleted_files} segment file(s), "
+            f"{action.deleted_bytes} bytes"
+        )
+    console.print(f"{len(actions)} session(s)")
+
+
 # -- helpers ----------------------------------------------------------------------------------
 def _require_embedded(settings: Settings, command: str) -> None:
     if not settings.embedded_broker:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from celery import Celery
 from sqlalchemy import CursorResult, Executable, case, or_, select, update
@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session as DbSession
 
 from shared.models import AudioChunkState, Job, JobStatus, Session
 from shared.routing import (
-    QUEUE_MEDIA,
+    TASK_AUDIO_CHUNKS,
+    TASK_COMPRESS,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_MERGE,
@@ -32,14 +33,16 @@ log = logging.getLogger(__name__)
 class Stage(StrEnum):
     CONCAT_AUDIO = "concat_audio"
     MERGE = "merge"
+    COMPRESS = "compress"
     FINALIZE = "finalize"
 
 
-STAGES: tuple[Stage, ...] = (Stage.CONCAT_AUDIO, Stage.MERGE, Stage.FINALIZE)
+STAGES: tuple[Stage, ...] = (Stage.CONCAT_AUDIO, Stage.MERGE, Stage.COMPRESS, Stage.FINALIZE)
 FIRST_STAGE = STAGES[0]
 TASK_OF_STAGE: dict[Stage, str] = {
     Stage.CONCAT_AUDIO: TASK_CONCAT_AUDIO,
     Stage.MERGE: TASK_MERGE,
+    Stage.COMPRESS: TASK_COMPRESS,
     Stage.FINALIZE: TASK_FINALIZE,
 }
 
@@ -75,10 +78,8 @@ def session_outcome(jobs: list[Job]) -> str | None:
 
 
 # -- incremental audio ------------------------------------------------------------------------
-# Not a stage: it has no job row (a session's stages stay concat_audio, merge, finalize) and
-# its work is optional, since concat_audio encodes whatever is missing. Sent to the media
-# queue explicitly because shared.routing only routes the stages.
-TASK_AUDIO_CHUNKS: Final = "sessionpipe.audio_chunks"
+# Not a stage: it has no job row and its work is optional, since concat_audio encodes
+# whatever is missing. Routed to the media queue like the stages (shared.routing).
 
 
 def send_audio_chunks(app: Celery, session: Session, request: int) -> None:
@@ -86,7 +87,6 @@ def send_audio_chunks(app: Celery, session: Session, request: int) -> None:
     app.send_task(
         TASK_AUDIO_CHUNKS,
         args=[session.id, request],
-        queue=QUEUE_MEDIA,
         priority=priority_value(session.priority),
     )
 

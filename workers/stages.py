@@ -253,34 +253,86 @@ def merge(
         fps=settings.video_fps,
         crf=settings.video_crf,
         preset=settings.video_preset,
+        copy_video=settings.merge_copy_video,
         progress=progress,
     )
     return StageOutput(
         output_key=key,
-        result={"duration": out.duration, "has_video": out.has_video, "has_audio": out.has_audio},
+        result={
+            "duration": out.duration,
+            "has_video": out.has_video,
+            "has_audio": out.has_audio,
+            "video_copied": out.video_copied,
+            "video_codec": out.video_codec,
+            "fallback_reason": out.fallback_reason,
+        },
     )
 
 
-def finalize(snapshot: SessionSnapshot, storage: Storage, merged_key: str) -> StageOutput:
-    """Check the merged file really plays and write the session's outputs manifest."""
+def compressed_output_name(session_id: str) -> str:
+    return f"{session_id}-compressed.mp4"
+
+
+def compress(
+    snapshot: SessionSnapshot,
+    storage: Storage,
+    settings: Settings,
+    progress: ProgressFn,
+    merged_key: str,
+) -> StageOutput:
+    """The small copy for sharing and archive: screen-tuned H.264, still stretches dropped."""
+    from workers.media.compress import compress as shrink
+
+    if not settings.compress:
+        return StageOutput(output_key=None, result={"skipped": "compression is turned off"})
     merged = storage.path(merged_key)
-    info = probe(merged)
+    if not probe(merged).has_video:
+        return StageOutput(output_key=None, result={"skipped": "session has no video"})
+    key = storage.derived_key(snapshot.id, compressed_output_name(snapshot.id))
+    out = shrink(
+        merged, storage.output_path(key), preset=settings.compress_preset, progress=progress
+    )
+    return StageOutput(
+        output_key=key,
+        result={
+            "preset": out.preset,
+            "size": out.size,
+            "source_size": out.source_size,
+            "ratio": out.ratio,
+            "frames_in": out.frames_in,
+            "frames_out": out.frames_out,
+        },
+    )
+
+
+def _describe_output(storage: Storage, key: str) -> dict[str, Any]:
+    path = storage.path(key)
+    info = probe(path)
+    return {
+        "key": key,
+        "path": str(path),
+        "size": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "duration": info.duration,
+        "video_codec": info.video_codec,
+        "audio_codec": info.audio_codec,
+    }
+
+
+def finalize(
+    snapshot: SessionSnapshot, storage: Storage, merged_key: str, compressed_key: str | None
+) -> StageOutput:
+    """Check the outputs really play and write the session's outputs manifest."""
+    outputs = {"mp4": _describe_output(storage, merged_key)}
+    if compressed_key is not None:
+        outputs["compressed"] = _describe_output(storage, compressed_key)
+    info_duration = outputs["mp4"]["duration"]
     manifest = {
         "session_id": snapshot.id,
-        "outputs": {
-            "mp4": {
-                "key": merged_key,
-                "path": str(merged),
-                "size": merged.stat().st_size,
-                "sha256": sha256_file(merged),
-                "duration": info.duration,
-                "video_codec": info.video_codec,
-                "audio_codec": info.audio_codec,
-            }
-        },
+        "outputs": outputs,
         "finalized_at": datetime.now(UTC).isoformat(),
     }
     key = storage.derived_key(snapshot.id, MANIFEST_OUTPUT)
     with storage.atomic_path(key) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return StageOutput(output_key=merged_key, result={"manifest": key, "duration": info.duration})
+    return StageOutput(output_key=merged_key, result={"manifest": key, "duration": info_duration})

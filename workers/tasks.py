@@ -20,7 +20,15 @@ from shared.db import session_scope
 from shared.events import Event
 from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
-from shared.routing import TASK_CONCAT_AUDIO, TASK_FINALIZE, TASK_INGEST_EVENT, TASK_MERGE
+from shared.receipts import write_receipt
+from shared.routing import (
+    TASK_AUDIO_CHUNKS,
+    TASK_COMPRESS,
+    TASK_CONCAT_AUDIO,
+    TASK_FINALIZE,
+    TASK_INGEST_EVENT,
+    TASK_MERGE,
+)
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
 from workers import jobs, stages
@@ -37,7 +45,6 @@ from workers.ingest import (
 from workers.media.errors import Cancelled
 from workers.pipeline import (
     FIRST_STAGE,
-    TASK_AUDIO_CHUNKS,
     Stage,
     acquire_audio_chunks,
     audio_chunk_state,
@@ -91,6 +98,8 @@ def ingest_event(self: Task, event: dict[str, Any]) -> str:
                 if settings.audio_incremental and wants_audio_chunks(session, parsed):
                     chunk_request = request_audio_chunks(db, session.id)
             must_send = ready_to_process(db, session) and start_processing(db, session)
+        if parsed.type == "segment.stored":
+            _confirm_segment(settings, parsed)
         if must_send:
             send(app, session, FIRST_STAGE)
         elif chunk_request is not None:  # when processing starts, the stage encodes it all
@@ -102,6 +111,23 @@ def ingest_event(self: Task, event: dict[str, Any]) -> str:
             exc=exc, countdown=backoff_seconds(self.request.retries), max_retries=INGEST_MAX_RETRIES
         ) from exc
     return "applied" if fresh else "duplicate"
+
+
+def _confirm_segment(settings: Settings, event: Event) -> None:
+    """Receipt for the agent (it may delete its local copy): only for verified content.
+
+    Written after the commit and for duplicates too, so a lost receipt is restored.
+    """
+    segment = event.segment()
+    storage = Storage(settings.storage)
+    if storage.verify(segment.key, segment.sha256):
+        write_receipt(storage, event.session_id, segment.index, segment.sha256)
+    else:
+        log.warning(
+            "segment %s of %s does not match its checksum in storage; no receipt",
+            segment.file,
+            event.session_id,
+        )
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -367,6 +393,25 @@ def merge(self: Task, session_id: str) -> str:
     )
 
 
+def _merged_key(snap: stages.SessionSnapshot, outs: dict[str, str | None], stage: Stage) -> str:
+    merged = outs.get(Stage.MERGE.value)
+    if merged is None:
+        raise stages.MediaError(f"session {snap.id!r} has no merged output to {stage.value}")
+    return merged
+
+
+@app.task(name=TASK_COMPRESS, bind=True, acks_late=True)
+def compress(self: Task, session_id: str) -> str:
+    return run_stage(
+        self,
+        session_id,
+        Stage.COMPRESS,
+        lambda snap, outs, progress: stages.compress(
+            snap, _storage(), get_settings(), progress, _merged_key(snap, outs, Stage.COMPRESS)
+        ),
+    )
+
+
 @app.task(name=TASK_FINALIZE, bind=True, acks_late=True)
 def finalize(self: Task, session_id: str) -> str:
     def work(
@@ -374,9 +419,7 @@ def finalize(self: Task, session_id: str) -> str:
         outs: dict[str, str | None],
         _progress: Callable[[float], None],
     ) -> stages.StageOutput:
-        merged = outs.get(Stage.MERGE.value)
-        if merged is None:
-            raise stages.MediaError(f"session {snap.id!r} has no merged output to finalize")
-        return stages.finalize(snap, _storage(), merged)
+        merged = _merged_key(snap, outs, Stage.FINALIZE)
+        return stages.finalize(snap, _storage(), merged, outs.get(Stage.COMPRESS.value))
 
     return run_stage(self, session_id, Stage.FINALIZE, work)

@@ -21,7 +21,7 @@ from tests.conftest import WorkerProcess, service_env
 
 pytestmark = pytest.mark.integration
 
-STAGES = {"concat_audio", "merge", "finalize"}
+STAGES = {"concat_audio", "merge", "compress", "finalize"}
 SPEC = SyntheticSpec(
     duration=4.0, segment_seconds=2.0, audio_holes=(), width=160, height=96, fps=10
 )

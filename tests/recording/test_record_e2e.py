@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 #: Redis database of these tests (db 15 belongs to the main suite's fixture).
 REDIS_URL = "redis://127.0.0.1:6379/13"
-STAGES = {"concat_audio", "merge", "finalize"}
+STAGES = {"concat_audio", "merge", "compress", "finalize"}
 SESSION_WAIT_S = 240.0
 RECORD_SECONDS = 5.0
 
