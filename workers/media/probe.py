@@ -57,11 +57,14 @@ def local_path(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(text)
 
 
-def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+def open_input(
+    path: str | os.PathLike[str], *, options: dict[str, str] | None = None
+) -> av.container.InputContainer:
     """Open a local file for reading with the ``file`` protocol only.
 
     The explicit ``file:`` prefix stops FFmpeg from reading ``name:rest`` as a protocol, and
     the whitelist stops playlist-style demuxers from opening anything but local files.
+    ``options`` adds demuxer options (never a way to lift the whitelist).
     """
     text = local_path(path)
     if not os.path.isfile(text):
@@ -70,7 +73,7 @@ def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
         return av.open(
             "file:" + text,
             "r",
-            options={"protocol_whitelist": "file"},
+            options={**(options or {}), "protocol_whitelist": "file"},
             metadata_errors="replace",
         )
     except av.error.FFmpegError as exc:

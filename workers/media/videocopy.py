@@ -21,7 +21,6 @@ operations, so the copy runs close to the speed of a plain ``ffmpeg -c copy``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,7 +29,7 @@ import av
 import av.container
 
 from .errors import MediaError
-from .probe import demux_checked, local_path
+from .probe import demux_checked, open_input
 from .timeline import Piece, PlacedSegment, Timeline
 
 __all__ = ["COPYABLE_CODECS", "TICK_SLACK", "CopyNotExact", "CopyStats", "VideoCopier"]
@@ -54,18 +53,7 @@ _HEADER_ONLY_OPTIONS = {"probesize": "32", "analyzeduration": "0", "skip_frame":
 
 def _open(path: str) -> av.container.InputContainer:
     """Like :func:`.probe.open_input` (local ``file:`` only), without trial decoding."""
-    text = local_path(path)
-    if not os.path.isfile(text):
-        raise MediaError(f"file not found: {text}", path=text)
-    try:
-        return av.open(
-            "file:" + text,
-            "r",
-            options={"protocol_whitelist": "file", **_HEADER_ONLY_OPTIONS},
-            metadata_errors="replace",
-        )
-    except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(f"cannot open {text}: {exc}", path=text) from exc
+    return open_input(path, options=_HEADER_ONLY_OPTIONS)
 
 
 class CopyNotExact(Exception):
