@@ -57,12 +57,13 @@ class Settings(BaseSettings):
     )
 
     task_max_retries: int = Field(default=5, ge=0)
-    task_retry_backoff_max_s: int = Field(default=600, gt=0)
-    segment_wait_s: float = Field(default=5.0, gt=0, description="Recheck delay for late segments.")
     job_lease_s: int = Field(
-        default=3600, gt=0, description="A running job untouched this long is stale."
+        default=900,
+        gt=0,
+        description="A running job whose row was not touched this long (stages report "
+        "progress every second or so) belongs to a dead worker: it may be taken over and "
+        "the reaper sends it again.",
     )
-    default_priority: Literal["high", "normal", "low"] = "normal"
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -173,3 +173,49 @@ def test_corrupt_segment_fails_merge_naming_the_file(
     good_jobs = wait_for_outcome(settings, "integration-good", worker)
     assert {j.status for j in good_jobs} == {"succeeded"}
     emitter.close()
+
+
+def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
+    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+) -> None:
+    from celery import Celery
+    from sqlalchemy import delete, update
+
+    from shared.routing import QUEUE_DEFAULT, TASK_REAP_STALE_JOBS
+    from workers.jobs import now
+
+    settings, worker = system
+    folder = record(tmp_path, "integration-reap")
+    emitter = EventEmitter(settings)
+    storage = Storage(settings.storage)
+    ship_session_dir(folder, storage, emitter)
+    emitter.close()
+    assert {j.status for j in wait_for_outcome(settings, "integration-reap", worker)} == {
+        "succeeded"
+    }
+    merged = storage.path("sessions/integration-reap/derived/integration-reap.mp4")
+    # As if the worker running merge had been killed: its row still says running, nothing
+    # after it exists, and its output never appeared.
+    with session_scope(settings.database_url) as db:
+        db.execute(
+            update(models.Job)
+            .where(models.Job.session_id == "integration-reap", models.Job.stage == "merge")
+            .values(
+                status="running", task_id="killed-worker", updated_at=now() - timedelta(hours=2)
+            )
+        )
+        db.execute(
+            delete(models.Job).where(
+                models.Job.session_id == "integration-reap",
+                models.Job.stage.in_(["compress", "finalize"]),
+            )
+        )
+    merged.unlink()
+
+    client = Celery("test-client", broker=settings.broker_url, set_as_current=False)
+    client.send_task(TASK_REAP_STALE_JOBS, queue=QUEUE_DEFAULT)
+    client.close()
+    jobs = {j.stage: j for j in wait_for_outcome(settings, "integration-reap", worker)}
+    assert {s: j.status for s, j in jobs.items()} == dict.fromkeys(STAGES, "succeeded")
+    assert jobs["merge"].attempts == 2
+    assert merged.is_file() and decode_output(merged).video_codecs == ["h264"]

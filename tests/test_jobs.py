@@ -91,3 +91,29 @@ def test_cancel_is_seen_by_progress_reports(db_url: str) -> None:
     with session_scope(db_url) as db:
         assert jobs.report_progress(db, claim.job_id, "t1", 0.6) is JobStatus.CANCELLED
         assert not jobs.succeed(db, claim.job_id, "t1", output_key=None, result={})
+
+
+def test_requeue_stale_resets_only_jobs_without_recent_progress(db_url: str) -> None:
+    sid = "reap-" + db_url.split(":")[0][:6]
+    _session(db_url, sid)
+    with session_scope(db_url) as db:
+        dead = jobs.claim(db, sid, "merge", "dead-worker", lease=LEASE)
+        alive = jobs.claim(db, sid, "compress", "busy-worker", lease=LEASE)
+        assert dead is not None and alive is not None
+        db.execute(
+            update(models.Job)
+            .where(models.Job.id == dead.job_id)
+            .values(updated_at=jobs.now() - timedelta(hours=2))
+        )
+    with session_scope(db_url) as db:
+        reset = jobs.requeue_stale(db, lease=LEASE)
+    assert reset == [(sid, "merge")]
+    with session_scope(db_url) as db:
+        merge = jobs.get_job(db, sid, "merge")
+        compress = jobs.get_job(db, sid, "compress")
+        assert (
+            merge is not None and merge.status == "pending" and "no progress" in (merge.error or "")
+        )
+        assert compress is not None and compress.status == "running"
+        again = jobs.claim(db, sid, "merge", "new-worker", lease=LEASE)
+    assert again is not None and again.attempt == 2

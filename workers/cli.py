@@ -206,6 +206,35 @@ def jobs_requeue(
     _requeue(_settings(home), session_id, stage, statuses)
 
 
+@jobs_cli.command("reap")
+def jobs_reap(
+    lease: Annotated[
+        float | None, typer.Option(help="Seconds without progress (default JOB_LEASE_S).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Send again the running jobs whose worker died (what `celery beat` does every minute)."""
+    from datetime import timedelta
+
+    from workers.app import app
+    from workers.pipeline import requeue_stale_jobs
+
+    settings = _settings(home)
+    window = timedelta(seconds=lease if lease is not None else settings.job_lease_s)
+    if settings.embedded_broker:
+        from workers.embedded import embedded_worker
+
+        with embedded_worker(app):
+            reset = requeue_stale_jobs(app, settings.database_url, lease=window)
+            for session_id in sorted({sid for sid, _ in reset}):
+                _wait_and_report(settings, session_id, DEFAULT_WAIT_S)
+    else:
+        reset = requeue_stale_jobs(app, settings.database_url, lease=window)
+    for session_id, stage in reset:
+        console.print(f"requeued {stage} of {session_id}")
+    console.print(f"{len(reset)} stale job(s)")
+
+
 def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[Any, ...]) -> None:
     from shared import models
     from shared.db import session_scope

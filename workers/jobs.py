@@ -216,3 +216,37 @@ def reset_for_retry(
         )
     )
     return _affected(db, stmt) == 1
+
+
+def requeue_stale(db: DbSession, *, lease: timedelta) -> list[tuple[str, str]]:
+    """Running jobs untouched for ``lease`` lost their worker: make them pending again.
+
+    Each row is reset by a conditional UPDATE on its old ``updated_at``, so a worker that
+    reports progress at the same moment keeps its job.
+    """
+    cutoff = now() - lease
+    stale = db.execute(
+        select(Job.id, Job.session_id, Job.stage, Job.updated_at).where(
+            Job.status == JobStatus.RUNNING.value, Job.updated_at < cutoff
+        )
+    ).all()
+    reset: list[tuple[str, str]] = []
+    for job_id, session_id, stage, updated_at in stale:
+        stmt = (
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == JobStatus.RUNNING.value,
+                Job.updated_at == updated_at,
+            )
+            .values(
+                status=JobStatus.PENDING.value,
+                task_id=None,
+                updated_at=now(),
+                error=f"requeued: no progress for {int(lease.total_seconds())} s (worker lost)",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _affected(db, stmt) == 1:
+            reset.append((session_id, stage))
+    return reset

@@ -16,6 +16,7 @@ from celery import Celery
 from sqlalchemy import CursorResult, Executable, case, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
+from shared.db import session_scope
 from shared.models import AudioChunkState, Job, JobStatus, Session
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
@@ -25,7 +26,7 @@ from shared.routing import (
     TASK_MERGE,
     priority_value,
 )
-from workers.jobs import ensure_job, insert_ignore, now
+from workers.jobs import ensure_job, insert_ignore, now, requeue_stale
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,21 @@ def send(app: Celery, session: Session, stage: Stage) -> None:
         TASK_OF_STAGE[stage], args=[session.id], priority=priority_value(session.priority)
     )
     log.info("sent %s for session %s", stage.value, session.id)
+
+
+def requeue_stale_jobs(
+    app: Celery, database_url: str, *, lease: timedelta
+) -> list[tuple[str, str]]:
+    """Send again every running job whose worker died (no progress for ``lease``)."""
+    with session_scope(database_url) as db:
+        reset = requeue_stale(db, lease=lease)
+        sessions = {sid: db.get(Session, sid) for sid, _ in reset}
+    for session_id, stage in reset:
+        session = sessions[session_id]
+        if session is not None:
+            log.warning("job %s of %s lost its worker: sent again", stage, session_id)
+            send(app, session, Stage(stage))
+    return reset
 
 
 def session_outcome(jobs: list[Job]) -> str | None:

@@ -28,6 +28,7 @@ from shared.routing import (
     TASK_FINALIZE,
     TASK_INGEST_EVENT,
     TASK_MERGE,
+    TASK_REAP_STALE_JOBS,
 )
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
@@ -55,6 +56,7 @@ from workers.pipeline import (
     release_audio_chunks,
     renew_audio_chunks,
     request_audio_chunks,
+    requeue_stale_jobs,
     send,
     send_audio_chunks,
 )
@@ -423,3 +425,18 @@ def finalize(self: Task, session_id: str) -> str:
         return stages.finalize(snap, _storage(), merged, outs.get(Stage.COMPRESS.value))
 
     return run_stage(self, session_id, Stage.FINALIZE, work)
+
+
+@app.task(name=TASK_REAP_STALE_JOBS, ignore_result=True)
+def reap_stale_jobs() -> list[list[str]]:
+    """Periodic (celery beat): running jobs of a worker that died are sent again.
+
+    With Redis, an unacknowledged message of a killed worker only comes back after the
+    visibility timeout (hours, as long as the longest task); this brings it back within
+    ``SESSIONPIPE_JOB_LEASE_S`` instead.
+    """
+    settings = get_settings()
+    reset = requeue_stale_jobs(
+        app, settings.database_url, lease=timedelta(seconds=settings.job_lease_s)
+    )
+    return [list(item) for item in reset]
