@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import func, select
 
 from capture_agent.emit import EventEmitter
-from capture_agent.ship import ship_session_dir
 from capture_agent.synthetic import SyntheticSpec, record_synthetic_session
 from shared import events, models
 from shared.db import session_scope
@@ -21,6 +20,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 from tests.conftest import WorkerProcess, service_env, settings_for
 from tests.outputs import decode_output, first_onset, rms
+from tests.shipping import ship_session_dir
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from capture_agent.ship import SessionShipper
 from capture_agent.synthetic import SyntheticSpec, record_synthetic_session
 from shared import events
 from shared.db import session_scope
@@ -26,6 +25,7 @@ from shared.models import AudioChunkState, Job, Segment
 from shared.settings import Settings, get_settings, reset_settings
 from shared.storage import Storage
 from tests.mediagen import decode_audio
+from tests.shipping import SessionShipper
 
 SESSION = "pipe-audio"
 STARTED = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

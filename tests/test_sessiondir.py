@@ -5,18 +5,27 @@ from pathlib import Path
 
 import pytest
 
-from capture_agent.ship import ship_session_dir
+from capture_agent.agent import Agent
+from capture_agent.settings import AgentSettings
 from shared.events import Event
 from shared.sessiondir import ManifestError, load_manifest
+from shared.settings import Settings
 from shared.storage import Storage
 
 
 class RecordingEmitter:
+    """Stands in for the broker only: storage and the outbox are the real ones."""
+
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def emit(self, event: Event, *, priority: str = "normal") -> None:
+    def emit(self, event: Event, *, priority: str = "normal", retry: bool = True) -> None:
         self.events.append(event)
+
+
+def agent_for(tmp_path: Path, emitter: RecordingEmitter) -> Agent:
+    settings = AgentSettings(state_dir=tmp_path / "state", storage=str(tmp_path / "storage"))
+    return Agent(settings, shared=Settings(home=tmp_path / "home"), publisher=emitter)
 
 
 def write(folder: Path, manifest: dict[str, object]) -> Path:
@@ -91,10 +100,12 @@ def test_hostile_session_is_refused_before_storage_is_touched(tmp_path: Path) ->
     )
     (folder / "ok.m4a").write_bytes(b"x")
     emitter = RecordingEmitter()
-    root = tmp_path / "storage"
+    agent = agent_for(tmp_path, emitter)
     with pytest.raises(ManifestError):
-        ship_session_dir(folder, Storage(root), emitter)
-    assert not root.exists()
+        agent.enqueue_session_dir(folder)
+    assert agent.outbox.pending_count() == 0
+    agent.close()
+    assert not (tmp_path / "storage").exists()
     assert emitter.events == []
 
 
@@ -103,13 +114,15 @@ def test_symlinked_segment_escaping_the_folder_is_refused(tmp_path: Path) -> Non
     secret.write_bytes(b"secret")
     folder = write(tmp_path / "s", {**BASE, "segments": [{"kind": "audio", "file": "a.m4a"}]})
     (folder / "a.m4a").symlink_to(secret)
-    root = tmp_path / "storage"
+    agent = agent_for(tmp_path, RecordingEmitter())
     with pytest.raises(ManifestError, match="outside"):
-        ship_session_dir(folder, Storage(root), RecordingEmitter())
-    assert not root.exists()
+        agent.enqueue_session_dir(folder)
+    assert agent.outbox.pending_count() == 0
+    agent.close()
+    assert not (tmp_path / "storage").exists()
 
 
-def test_shipping_emits_deterministic_sequence_numbers(tmp_path: Path) -> None:
+def test_agent_ships_a_session_folder_in_order_once(tmp_path: Path) -> None:
     folder = write(
         tmp_path / "s",
         {
@@ -120,8 +133,14 @@ def test_shipping_emits_deterministic_sequence_numbers(tmp_path: Path) -> None:
     (folder / "a.m4a").write_bytes(b"aaa")
     (folder / "v.mp4").write_bytes(b"vvvv")
     emitter = RecordingEmitter()
+    (tmp_path / "storage").mkdir()
     storage = Storage(tmp_path / "storage")
-    ship_session_dir(folder, storage, emitter)
+    agent = agent_for(tmp_path, emitter)
+    agent.enqueue_session_dir(folder)
+    agent.enqueue_session_dir(folder)  # again (a restart): nothing is added twice
+    agent.start()
+    assert agent.stop(drain=True, timeout=60)
+    agent.close()
     assert [(e.type, e.seq) for e in emitter.events] == [
         ("session.started", 0),
         ("segment.stored", 1),

@@ -17,6 +17,7 @@ from rich.table import Table
 from shared.settings import Settings, get_settings, reset_settings
 
 DEFAULT_WAIT_S = 1800.0
+SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
 POLL_INTERVAL_S = 0.5
 
 cli = typer.Typer(
@@ -316,19 +317,40 @@ def _require_embedded(settings: Settings, command: str) -> None:
         raise typer.Exit(2)
 
 
-def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
-    from capture_agent.emit import EventEmitter
-    from capture_agent.ship import SessionShipper
-    from capture_agent.synthetic import RecordedSegment, record_synthetic_session
-    from shared.storage import Storage
+def _agent(settings: Settings) -> Any:
+    """The capture agent itself (outbox, verified uploads), configured for this home."""
+    from capture_agent.agent import Agent
+    from capture_agent.settings import AgentSettings
 
-    emitter = EventEmitter(settings)
-    shipper = SessionShipper(Storage(settings.storage), emitter, session_id)
+    agent = Agent(AgentSettings(), shared=settings)
+    agent.start()
+    return agent
+
+
+def _drain(agent: Any, what: str) -> None:
+    """Wait for the agent to ship and announce everything, or exit with what is pending."""
+    try:
+        if not agent.stop(drain=True, timeout=SHIP_TIMEOUT_S):
+            status = agent.status()
+            err.print(
+                f"[red]error:[/red] {what} is not fully shipped after {SHIP_TIMEOUT_S:.0f} s "
+                f"(last error: {status.get('last_error')}); `capture-agent run` resumes it"
+            )
+            raise typer.Exit(1)
+    finally:
+        agent.close()
+
+
+def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
+    from capture_agent.synthetic import RecordedSegment, record_synthetic_session
+
+    agent = _agent(settings)
     started_at = datetime.now(UTC)
-    shipper.start(name="Synthetic demo session", started_at=started_at)
+    agent.begin_session(session_id, name="Synthetic demo session", started_at=started_at)
 
     def on_segment(segment: RecordedSegment) -> None:
-        shipper.ship_segment(
+        agent.add_segment(
+            session_id,
             segment.path,
             kind=segment.kind,
             file=segment.file,
@@ -344,23 +366,19 @@ def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec
         started_at=started_at,
         on_segment=on_segment,
     )
-    shipper.end()
-    emitter.close()
+    agent.end_session(session_id)
+    _drain(agent, f"session {session_id}")
 
 
 def _ship_dir(settings: Settings, session_dir: Path) -> None:
-    from capture_agent.emit import EventEmitter
-    from capture_agent.ship import ship_session_dir
-    from shared.storage import Storage
-
-    emitter = EventEmitter(settings)
+    agent = _agent(settings)
     try:
-        ship_session_dir(session_dir, Storage(settings.storage), emitter)
+        agent.enqueue_session_dir(session_dir)
     except (OSError, ValueError) as exc:
+        agent.close()
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    finally:
-        emitter.close()
+    _drain(agent, str(session_dir))
 
 
 def _run_embedded(

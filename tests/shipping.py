@@ -1,8 +1,9 @@
-"""Shipping a session: copy each finished segment into shared storage, then announce it.
+"""A raw shipper for tests: copy a session's segments and send its events directly.
 
-Sequence numbers are deterministic (session.started = 0, segments 1..n in order,
-session.ended = n + 1), so shipping the same session again re-sends identical events that
-the workers recognise as duplicates.
+The product ships through the capture agent's outbox (``capture_agent.agent``), which never
+sends an event twice. Tests of the workers need to send events on demand, duplicates
+included; sequence numbers are deterministic (session.started = 0, segments 1..n,
+session.ended = n + 1), so shipping a folder again re-sends identical events.
 """
 
 from __future__ import annotations
