@@ -219,3 +219,32 @@ def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
     assert {s: j.status for s, j in jobs.items()} == dict.fromkeys(STAGES, "succeeded")
     assert jobs["merge"].attempts == 2
     assert merged.is_file() and decode_output(merged).video_codecs == ["h264"]
+
+
+def test_workers_survive_database_connections_being_dropped(
+    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+) -> None:
+    """As after a PostgreSQL restart: every open connection of the workers is killed."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_DSN
+
+    settings, worker = system
+    emitter = EventEmitter(settings)
+    storage = Storage(settings.storage)
+    ship_session_dir(record(tmp_path, "integration-db-1"), storage, emitter)
+    assert {j.status for j in wait_for_outcome(settings, "integration-db-1", worker)} == {
+        "succeeded"
+    }
+    database = settings.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1  # the worker held pooled connections
+    ship_session_dir(record(tmp_path, "integration-db-2"), storage, emitter)
+    emitter.close()
+    jobs = wait_for_outcome(settings, "integration-db-2", worker)
+    assert {j.status for j in jobs} == {"succeeded"}, worker.log()[-3000:]
