@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from bisect import bisect_right
 from datetime import datetime
@@ -18,7 +19,14 @@ from capture_agent.synthetic import SyntheticSpec, read_timecode, record_synthet
 from tests.media.conftest import leftovers
 from tests.mediagen import index_image, read_index, truncate, write_random_bytes
 from workers.media import Cancelled, MediaError, SegmentInput, concat_audio, merge, plan_timeline
-from workers.media.compress import PRESETS, CompressResult, compress, is_duplicate
+from workers.media import compress as compress_module
+from workers.media.compress import (
+    PRESETS,
+    CompressResult,
+    compress,
+    queue_frames,
+    thread_split,
+)
 from workers.media.quality import PSNR_IDENTICAL_DB, compare, psnr, ssim
 
 SECONDS = 10.0
@@ -172,17 +180,6 @@ def test_duplicate_frames_are_dropped_and_the_kept_ones_last(tmp_path: Path) -> 
     assert track_ends(result.path)["video"] == pytest.approx(3.0)
 
 
-def test_is_duplicate_follows_mpdecimate() -> None:
-    rng = np.random.default_rng(7)
-    still = rng.integers(40, 200, (90, 160), dtype=np.uint8)  # a downscaled luma plane
-    noise = (still.astype(np.int16) + rng.integers(-1, 2, still.shape)).astype(np.uint8)
-    assert is_duplicate(still, still)
-    assert is_duplicate(still, noise)  # re-quantisation noise is not a change
-    caret = still.copy()
-    caret[40:45, 70] = 255  # a 1-pixel caret (2 px at full size) appears
-    assert not is_duplicate(still, caret)
-
-
 @pytest.mark.parametrize("damage", ["random", "truncated"])
 def test_corrupt_input_raises_and_leaves_nothing(source: Path, tmp_path: Path, damage: str) -> None:
     if damage == "random":
@@ -206,6 +203,7 @@ def test_progress_and_cancel(source: Path, tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         compress(source, tmp_path / "c.mp4", progress=cancel)
     assert len(seen) == 1 and leftovers(tmp_path) == []
+    assert not encode_threads_alive()
 
     reports: list[tuple[float, float]] = []
     compress(
@@ -232,3 +230,45 @@ def test_quality_helpers(source: Path) -> None:
     assert psnr(plane, worse) < 20 and ssim(plane, worse) < 0.99
     same = compare(source, source, samples=3)
     assert (same.frames, same.psnr, same.ssim) == (3, PSNR_IDENTICAL_DB, pytest.approx(1.0))
+
+
+def encode_threads_alive() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "compress-encode" and t.is_alive()]
+
+
+def test_a_failing_encoder_stops_the_copy_and_leaves_nothing(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[int] = []
+    real_encode = compress_module._EncodeThread._encode
+
+    def encode_then_fail(self: object, frame: av.VideoFrame, duration: int) -> None:
+        encoded.append(duration)
+        if len(encoded) == 3:
+            raise OSError(28, "No space left on device")
+        real_encode(self, frame, duration)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compress_module._EncodeThread, "_encode", encode_then_fail)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        compress(source, out_dir / "small.mp4")
+    assert len(encoded) == 3  # the decoding side stopped handing frames on
+    assert leftovers(out_dir) == []
+    assert not encode_threads_alive()
+
+
+def test_threads_are_split_between_decoding_and_encoding() -> None:
+    assert thread_split(1) == (1, 1)
+    assert thread_split(2) == (1, 1)
+    assert thread_split(3) == (2, 1)
+    assert thread_split(8) == (4, 4)
+    assert sum(thread_split()) >= 2
+
+
+def test_queue_depth_follows_picture_size() -> None:
+    full_hd = queue_frames(1920, 1080)
+    assert full_hd * 1920 * 1080 * 3 // 2 <= compress_module.ENCODE_QUEUE_BYTES
+    assert full_hd >= 60  # two seconds of a burst at 30 fps
+    assert queue_frames(16384, 16384) == compress_module.ENCODE_QUEUE_MIN_FRAMES
+    assert queue_frames(320, 240) > full_hd

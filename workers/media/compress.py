@@ -10,13 +10,17 @@ then a few glyphs. Two things make them small without making text blurry:
   noise around glyphs), light deblocking, adaptive quantisation that protects flat areas, a
   long keyframe interval with scene-cut detection for window switches.
 
-Audio is copied as it is. Decoding and encoding are both threaded; the x264 preset per quality
-level is chosen so the encoder keeps up with the decoder.
+Audio is copied as it is. The work runs on two threads side by side: decoding plus the
+duplicate test on one, x264 plus muxing on the other, with a queue between them deep enough
+to ride out a burst of changing frames. On 2 cores that keeps both busy, and the whole copy
+takes well under twice the time of decoding alone (see bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,10 +31,11 @@ import av
 import av.container
 import numpy as np
 from av.video.frame import PictureType
-from av.video.reformatter import Interpolation, VideoReformatter
+from av.video.reformatter import VideoReformatter
 
 from .audio import ProgressCallback, Throttle, output_url, temp_path
 from .errors import MediaError
+from .framediff import FrameDiff, is_duplicate
 from .probe import local_path, open_input
 
 __all__ = ["PRESETS", "CompressPreset", "CompressResult", "Encoding", "compress", "is_duplicate"]
@@ -48,7 +53,7 @@ class Encoding:
 
 #: Quality levels, smallest file first. "veryfast" keeps macroblock-tree rate control (what
 #: makes still content cheap: a static frame's quality is inherited by the frames that repeat
-#: it) while costing a few ms per kept 720p frame; slower presets saved nothing on screens.
+#: it); slower presets saved nothing on screens, and X264_PARAMS trims it further for speed.
 PRESETS: dict[CompressPreset, Encoding] = {
     "low": Encoding(crf=30, x264_preset="veryfast"),
     "medium": Encoding(crf=25, x264_preset="veryfast"),
@@ -62,22 +67,27 @@ X264_PARAMS = ":".join(
         "aq-mode=2",  # auto-variance AQ: keeps flat backgrounds clean
         "deblock=-1,-1",  # keep glyph edges sharp
         "scenecut=40",
-        "bframes=3",
+        # Speed: x264 on one core is the slower half of the pipeline (see _EncodeThread), and
+        # these three took about 30 % off its time per kept 1080p frame at the same PSNR, for
+        # about 15 % more bytes (the copy stays near 3 % of the original, under 40 %). Kept
+        # frames are far apart after duplicates are dropped, which is where B-frames and
+        # fine motion search would otherwise pay for themselves.
+        "bframes=0",
+        "me=dia",
+        "subme=1",
     ]
 )
 #: Longest stretch between keyframes, in *kept* frames (duplicates do not count).
 KEYINT_FRAMES = 600
-#: Duplicates are judged on luma downscaled by this factor (area average, done by swscale in
-#: C): 4x fewer pixels to compare, and zero-mean coding noise of re-quantised still frames
-#: averages out while a change (glyph, caret) keeps its summed difference.
-DUP_SCALE = 2
-#: mpdecimate's rule and default thresholds, per 8x8 block of full-resolution 8-bit luma:
-#: the frame is new if one block's sum of absolute differences exceeds DUP_HI, or more than
-#: DUP_FRAC of all blocks exceed DUP_LO. Scaled by DUP_SCALE**2 for the downscaled plane.
-DUP_BLOCK = 8  # pixels at full resolution
-DUP_HI = 64 * 12
-DUP_LO = 64 * 5
-DUP_FRAC = 0.33
+#: Decoded pictures that may wait for the encoder, in bytes. Kept frames come in bursts (a
+#: window being dragged keeps every frame for seconds, then nothing changes for a minute);
+#: the queue lets decoding run on through a burst while x264 catches up in the still part
+#: after it, so neither core idles. 256 MiB holds 86 frames of 1080p (2.9 s at 30 fps).
+ENCODE_QUEUE_BYTES = 256 * 1024 * 1024
+ENCODE_QUEUE_MIN_FRAMES = 4
+#: Decoded frames waiting for the duplicate test (which keeps up on average; this smooths).
+DECODED_QUEUE_FRAMES = 8
+_QUEUE_POLL_S = 0.1  # how often a blocked hand-over looks whether the other side failed
 _OUTPUT_PIX_FMT = "yuv420p"
 _FALLBACK_FRAME_SECONDS = 1 / 30  # last frame's duration when the source does not say
 
@@ -102,40 +112,35 @@ class CompressResult:
         return self.size / self.source_size if self.source_size else 0.0
 
 
-def _block_sads(ref: np.ndarray, cur: np.ndarray, block: int) -> np.ndarray:
-    """Sum of absolute differences per ``block`` x ``block`` tile (partial edge tiles dropped).
+def thread_split(cpus: int | None = None) -> tuple[int, int]:
+    """(decoder, x264) threads: half the cores each, at least one.
 
-    Strided adds of whole rows and columns: far cheaper in numpy than a reshape-and-sum over
-    a middle axis.
+    Decoding and encoding run side by side (see :class:`_EncodeThread`), so each gets its
+    own share instead of both spreading threads over every core. On 2 cores that is one
+    thread each, which is also simply cheaper: libavcodec's frame threading on a screen
+    recording took 1.7x the CPU time of one thread for the same wall time, and x264's frame
+    threads about 15 % more CPU per frame than one thread.
     """
-    height, width = cur.shape
-    h, w = height - height % block, width - width % block
-    diff = np.maximum(ref[:h, :w], cur[:h, :w]) - np.minimum(ref[:h, :w], cur[:h, :w])
-    rows = diff[0::block].astype(np.uint16)
-    for k in range(1, block):
-        rows += diff[k::block]
-    sads = rows[:, 0::block].astype(np.uint32)
-    for k in range(1, block):
-        sads += rows[:, k::block]
-    return sads
+    cores = max(1, cpus if cpus is not None else os.cpu_count() or 1)
+    encoder = max(1, cores // 2)
+    return max(1, cores - encoder), encoder
 
 
-def is_duplicate(ref: np.ndarray, cur: np.ndarray, scale: int = DUP_SCALE) -> bool:
-    """Whether ``cur`` shows nothing new next to ``ref`` (luma planes downscaled by ``scale``).
+def queue_frames(width: int, height: int) -> int:
+    """How many decoded 4:2:0 pictures of this size fit in ENCODE_QUEUE_BYTES."""
+    picture = max(1, width * height * 3 // 2)
+    return max(ENCODE_QUEUE_MIN_FRAMES, ENCODE_QUEUE_BYTES // picture)
 
-    FFmpeg's mpdecimate rule with its default thresholds, rescaled from full-resolution 8x8
-    blocks to the downscaled plane (a same-sign change keeps its sum under area averaging).
-    """
-    if np.array_equal(ref, cur):
-        return True
-    block = max(1, DUP_BLOCK // scale)
-    sads = _block_sads(ref, cur, block)
-    if sads.size == 0:
-        return True
-    area = scale * scale
-    if int(sads.max()) * area > DUP_HI:
-        return False
-    return int(np.count_nonzero(sads * area > DUP_LO)) <= DUP_FRAC * sads.size
+
+#: A kept frame and how long it lasts, in its stream's time base.
+_Kept = tuple[av.VideoFrame, int]
+
+
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's 8-bit luma plane as a view (no copy; valid while ``frame`` lives)."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, : frame.width]
 
 
 def _input_error(path: str, exc: BaseException) -> MediaError:
@@ -143,58 +148,32 @@ def _input_error(path: str, exc: BaseException) -> MediaError:
     return MediaError(f"cannot decode {path}: {reason}", path=path)
 
 
-class _VideoEncoder:
-    """Drops duplicates, gives each kept frame the duration until the next kept one, encodes.
+class _Decimator:
+    """Drops duplicates and gives each kept frame the duration until the next kept one.
 
-    Holding one kept frame back is what lets its duration be known before it is encoded;
-    the durations also go on the packets, so the MP4's last sample ends where the source did.
+    Holding one kept frame back is what lets its duration be known before it is encoded:
+    :meth:`add` returns the previous kept frame with its duration once the next one shows.
     """
 
-    def __init__(
-        self,
-        container: av.container.OutputContainer,
-        source: av.VideoStream,
-        encoding: Encoding,
-    ) -> None:
+    def __init__(self, source: av.VideoStream) -> None:
         cc = source.codec_context
         self.width = max(2, cc.width - cc.width % 2)  # 4:2:0 needs even sizes
         self.height = max(2, cc.height - cc.height % 2)
-        rate = source.average_rate or source.guessed_rate or Fraction(30)
+        self.rate: Fraction = source.average_rate or source.guessed_rate or Fraction(30)
         self.time_base: Fraction = source.time_base or Fraction(1, 90000)
-        self._stream = container.add_stream(
-            "libx264",
-            rate=rate,
-            options={
-                "crf": str(encoding.crf),
-                "preset": encoding.x264_preset,
-                "x264-params": f"{X264_PARAMS}:keyint={KEYINT_FRAMES}",
-            },
-        )
-        self._stream.width, self._stream.height = self.width, self.height
-        self._stream.pix_fmt = _OUTPUT_PIX_FMT
-        self._stream.time_base = self.time_base
-        self._stream.codec_context.time_base = self.time_base
-        self._stream.codec_context.thread_type = "AUTO"
-        self._container = container
         self._reformatter = VideoReformatter()
-        self._small = VideoReformatter()
-        self._small_size = (
-            max(1, self.width // DUP_SCALE),
-            max(1, self.height // DUP_SCALE),
-        )
-        self._pending: av.VideoFrame | None = None
-        self._reference: np.ndarray | None = None
-        self._durations: dict[int, int] = {}
+        self._diff = FrameDiff(self.height, self.width)
+        self._pending: av.VideoFrame | None = None  # last kept frame, not yet handed on
         self._end = 0  # end of the latest source frame, in ticks
         self.frames_in = 0
         self.frames_out = 0
 
-    def add(self, frame: av.VideoFrame) -> None:
+    def add(self, frame: av.VideoFrame) -> _Kept | None:
         """Take the next decoded source frame (presentation order)."""
         self.frames_in += 1
         pts = frame.pts
         if pts is None:
-            return  # cannot be placed; the previous frame stays on screen
+            return None  # cannot be placed; the previous frame stays on screen
         step = frame.duration or round(_FALLBACK_FRAME_SECONDS / self.time_base)
         self._end = max(self._end, pts + step)
         if (
@@ -206,45 +185,199 @@ class _VideoEncoder:
                 frame, width=self.width, height=self.height, format=_OUTPUT_PIX_FMT
             )
             frame.pts = pts
-        small = self._small.reformat(
-            frame,
-            width=self._small_size[0],
-            height=self._small_size[1],
-            format="gray",
-            interpolation=Interpolation.AREA,
-        ).to_ndarray()
-        if self._reference is not None and is_duplicate(self._reference, small):
-            return
-        if self._pending is not None:
-            if pts <= (self._pending.pts or 0):
-                return  # out-of-order or repeated timestamp: keep the earlier frame
-            self._encode(self._pending, pts - (self._pending.pts or 0))
-        self._pending, self._reference = frame, small
+        pending, self._pending = self._pending, frame
+        if pending is None:
+            return None
+        if self._diff.is_duplicate(_luma(pending), _luma(frame)) or pts <= (pending.pts or 0):
+            # nothing new, or an out-of-order/repeated timestamp: the earlier frame stays
+            self._pending = pending
+            return None
+        return self._hand_on(pending, pts - (pending.pts or 0))
 
     @property
     def end(self) -> float:
         """Seconds where the source video ends (last frame's time plus its duration)."""
         return float(self._end * self.time_base)
 
-    def finish(self) -> None:
-        """Encode the held frame so it lasts to the end of the source video, then flush."""
-        if self._pending is not None:
-            pts = self._pending.pts or 0
-            self._encode(self._pending, max(1, self._end - pts))
-            self._pending = None
-        self._mux(self._stream.encode(None))
+    def finish(self) -> _Kept | None:
+        """The held frame, lasting to the end of the source video."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        return self._hand_on(pending, max(1, self._end - (pending.pts or 0)))
+
+    def _hand_on(self, frame: av.VideoFrame, duration: int) -> _Kept:
+        self.frames_out += 1
+        return frame, duration
+
+
+#: What goes from thread to thread: a decoded frame, a kept frame and its duration, a packet
+#: to mux as it is, or None for "that was all".
+_Item = av.VideoFrame | _Kept | av.Packet | None
+
+
+class _Pipeline:
+    """What the compress threads share: the first failure, after which every thread stops."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.failure: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.stopping.set()
+
+    def check(self) -> None:
+        """Raise the failure of another thread, if there was one."""
+        if self.failure is not None:
+            raise self.failure
+
+
+class _Handover:
+    """A queue from one thread to the next that holds at most ``frames`` video frames.
+
+    Packets ride along uncounted (they are small and come interleaved with frames). A side
+    that waits keeps looking whether the pipeline is stopping, so a failure anywhere ends
+    every thread instead of leaving one blocked.
+    """
+
+    def __init__(self, pipeline: _Pipeline, frames: int) -> None:
+        self._pipeline = pipeline
+        self._items: queue.Queue[tuple[_Item, bool]] = queue.Queue()
+        self._slots = threading.Semaphore(frames)
+
+    def send(self, item: _Item, *, frame: bool = False) -> None:
+        while frame and not self._slots.acquire(timeout=_QUEUE_POLL_S):
+            self._stop_if_failed()
+        self._stop_if_failed()
+        self._items.put((item, frame))
+
+    def receive(self) -> _Item:
+        while True:
+            try:
+                item, frame = self._items.get(timeout=_QUEUE_POLL_S)
+            except queue.Empty:
+                self._stop_if_failed()
+                continue
+            if frame:
+                self._slots.release()
+            return item
+
+    def _stop_if_failed(self) -> None:
+        if self._pipeline.stopping.is_set():
+            raise _Stopped
+
+
+class _Stopped(Exception):
+    """Another thread of the pipeline failed or the copy was abandoned."""
+
+
+class _StageThread(threading.Thread):
+    """One step of the pipeline; its exception is recorded for the decoding thread to raise."""
+
+    def __init__(self, name: str, pipeline: _Pipeline) -> None:
+        super().__init__(name=name, daemon=True)
+        self._pipeline = pipeline
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            self._pipeline.fail(exc)
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+
+class _DecimateThread(_StageThread):
+    """Runs the duplicate test on every decoded frame and hands the kept ones on."""
+
+    def __init__(
+        self, pipeline: _Pipeline, decimator: _Decimator, inbox: _Handover, outbox: _Handover
+    ) -> None:
+        super().__init__("compress-decimate", pipeline)
+        self.decimator = decimator
+        self._inbox, self._outbox = inbox, outbox
+
+    def work(self) -> None:
+        while (item := self._inbox.receive()) is not None:
+            if isinstance(item, av.VideoFrame):
+                kept = self.decimator.add(item)
+                if kept is not None:
+                    self._outbox.send(kept, frame=True)
+            else:
+                self._outbox.send(item)
+        kept = self.decimator.finish()
+        if kept is not None:
+            self._outbox.send(kept, frame=True)
+        self._outbox.send(None)
+
+
+class _EncodeThread(_StageThread):
+    """Encodes kept frames with x264 and muxes every packet, audio included.
+
+    The only thread that touches the output container, so packets keep their order.
+    """
+
+    def __init__(
+        self,
+        pipeline: _Pipeline,
+        container: av.container.OutputContainer,
+        decimator: _Decimator | None,
+        encoding: Encoding,
+        inbox: _Handover,
+        *,
+        threads: int = 1,
+    ) -> None:
+        super().__init__("compress-encode", pipeline)
+        self._container = container
+        self._inbox = inbox
+        self._durations: dict[int, int] = {}
+        self._stream: av.VideoStream | None = None
+        self._time_base = Fraction(1, 90000)
+        if decimator is not None:
+            stream = container.add_stream(
+                "libx264",
+                rate=decimator.rate,
+                options={
+                    "crf": str(encoding.crf),
+                    "preset": encoding.x264_preset,
+                    "x264-params": f"{X264_PARAMS}:keyint={KEYINT_FRAMES}",
+                },
+            )
+            stream.width, stream.height = decimator.width, decimator.height
+            stream.pix_fmt = _OUTPUT_PIX_FMT
+            stream.time_base = decimator.time_base
+            stream.codec_context.time_base = decimator.time_base
+            stream.codec_context.thread_count = threads
+            self._stream = stream
+            self._time_base = decimator.time_base
+
+    def work(self) -> None:
+        while (item := self._inbox.receive()) is not None:
+            if isinstance(item, tuple):
+                self._encode(*item)
+            else:
+                assert isinstance(item, av.Packet)
+                self._container.mux(item)
+        if self._stream is not None:
+            self._write(self._stream.encode(None))
 
     def _encode(self, frame: av.VideoFrame, duration: int) -> None:
-        frame.time_base = self.time_base
+        assert self._stream is not None and frame.pts is not None
+        frame.time_base = self._time_base
         frame.duration = duration
         # a decoded frame keeps its I/P type, which libx264 would obey
         frame.pict_type = PictureType.NONE
-        assert frame.pts is not None
         self._durations[frame.pts] = duration
-        self.frames_out += 1
-        self._mux(self._stream.encode(frame))
+        self._write(self._stream.encode(frame))
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _write(self, packets: list[av.Packet]) -> None:
+        # the durations also go on the packets, so the MP4's last sample ends where the
+        # source did
         for packet in packets:
             if packet.pts is not None:
                 packet.duration = self._durations.pop(packet.pts, packet.duration)
@@ -272,6 +405,26 @@ def _demux(
             )
 
 
+def _decoded(
+    inp: av.container.InputContainer,
+    vin: av.VideoStream | None,
+    ain: av.AudioStream | None,
+    path: str,
+) -> Iterator[av.VideoFrame | av.Packet]:
+    """Decoded video frames and audio packets in file order; MediaError names a bad input."""
+    streams = [s for s in (vin, ain) if s is not None]
+    try:
+        for packet in _demux(inp, streams, path):
+            if packet.stream is ain:
+                yield packet
+            else:
+                yield from packet.decode()
+        if vin is not None:
+            yield from vin.decode(None)
+    except (av.error.FFmpegError, OSError, EOFError) as exc:
+        raise _input_error(path, exc) from exc
+
+
 def compress(
     source: Path,
     output: Path,
@@ -292,7 +445,8 @@ def compress(
     output = Path(output)
     tmp = temp_path(output)
     throttle = Throttle(progress)
-    encoder: _VideoEncoder | None = None
+    decode_threads, encode_threads = thread_split()
+    decimator: _Decimator | None = None
     audio_end = 0.0
     try:
         with open_input(path) as inp:
@@ -304,47 +458,63 @@ def compress(
             with av.open(
                 output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
             ) as out:
+                pipeline = _Pipeline()
+                to_encode = _Handover(pipeline, 1)
+                stages: list[_StageThread] = []
                 if vin is not None:
                     vin.codec_context.thread_type = "AUTO"
-                    encoder = _VideoEncoder(out, vin, encoding)
+                    vin.codec_context.thread_count = decode_threads
+                    decimator = _Decimator(vin)
+                    to_encode = _Handover(pipeline, queue_frames(decimator.width, decimator.height))
+                    to_decimate = _Handover(pipeline, DECODED_QUEUE_FRAMES)
+                    stages.append(_DecimateThread(pipeline, decimator, to_decimate, to_encode))
+                encoder = _EncodeThread(
+                    pipeline, out, decimator, encoding, to_encode, threads=encode_threads
+                )
+                stages.append(encoder)
+                first = to_decimate if decimator is not None else to_encode
                 aout = out.add_stream_from_template(ain) if ain is not None else None
-                streams = [s for s in (vin, ain) if s is not None]
+                for stage in stages:
+                    stage.start()
                 try:
-                    for packet in _demux(inp, streams, path):
-                        if packet.stream is ain:
-                            assert aout is not None and packet.time_base is not None
-                            end = (packet.pts or 0) + (packet.duration or 0)
-                            audio_end = max(audio_end, float(end * packet.time_base))
-                            packet.stream = aout
-                            out.mux(packet)
+                    for item in _decoded(inp, vin, ain, path):
+                        if isinstance(item, av.Packet):
+                            assert aout is not None and item.time_base is not None
+                            end = (item.pts or 0) + (item.duration or 0)
+                            audio_end = max(audio_end, float(end * item.time_base))
+                            item.stream = aout
+                            first.send(item)
                             continue
-                        assert encoder is not None
-                        for frame in packet.decode():
-                            encoder.add(frame)
-                            if frame.time is not None and duration:
-                                throttle(frame.time / duration)
-                    if encoder is not None:
-                        for frame in vin.decode(None) if vin is not None else ():
-                            encoder.add(frame)
-                        encoder.finish()
-                except (av.error.FFmpegError, OSError, EOFError) as exc:
-                    raise _input_error(path, exc) from exc
-                if encoder is not None and encoder.frames_in == 0:
+                        first.send(item, frame=True)
+                        if item.time is not None and duration:
+                            throttle(item.time / duration)
+                    first.send(None)
+                    for stage in stages:
+                        stage.join()
+                    pipeline.check()
+                except BaseException as exc:
+                    if not isinstance(exc, _Stopped):
+                        pipeline.fail(exc)  # stops the other threads
+                    for stage in stages:
+                        stage.join()
+                    pipeline.check()  # what stopped them, if it was not this thread
+                    raise
+                if decimator is not None and decimator.frames_in == 0:
                     raise MediaError(f"no video frame could be decoded from {path}", path=path)
         throttle.done()  # last chance to cancel before the file becomes visible
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    video_end = encoder.end if encoder is not None else 0.0
+    video_end = decimator.end if decimator is not None else 0.0
     return CompressResult(
         path=output,
         preset=preset,
         duration=max(video_end, audio_end),
         size=output.stat().st_size,
         source_size=os.path.getsize(path),
-        frames_in=encoder.frames_in if encoder is not None else 0,
-        frames_out=encoder.frames_out if encoder is not None else 0,
-        has_video=encoder is not None,
+        frames_in=decimator.frames_in if decimator is not None else 0,
+        frames_out=decimator.frames_out if decimator is not None else 0,
+        has_video=decimator is not None,
         has_audio=ain is not None,
     )
