@@ -51,6 +51,7 @@ def write_tone_segment(
     options = {"movflags": "+faststart"} if faststart else None
     with av.open(str(path), "w", format=_AUDIO_FORMATS[codec], container_options=options) as out:
         stream = out.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, av.AudioStream)
         fmt = _ENCODER_FORMATS[codec]
         frame_size = stream.codec_context.frame_size or 1024
         pts = 0
@@ -114,6 +115,7 @@ def write_video_segment(
     options = {"movflags": "+faststart"} if faststart else None
     with av.open(str(path), "w", format="mp4", container_options=options) as out:
         stream = out.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
