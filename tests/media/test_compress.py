@@ -156,12 +156,19 @@ def test_video_only_source_at_most_40_percent(tmp_path: Path) -> None:
         assert [s.type for s in container.streams] == ["video"]
 
 
-def write_held_frames(path: Path, unique: int, repeat: int, fps: int = 10) -> Path:
+def write_held_frames(
+    path: Path,
+    unique: int,
+    repeat: int,
+    fps: int = 10,
+    *,
+    size: tuple[int, int] = (160, 120),
+    pix_fmt: str = "yuv420p",
+) -> Path:
     """A constant-rate video where each picture is repeated ``repeat`` times (a still screen)."""
-    size = (160, 120)
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
         for i in range(unique * repeat):
             frame = av.VideoFrame.from_ndarray(index_image(i // repeat, size), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, fps)
@@ -170,11 +177,21 @@ def write_held_frames(path: Path, unique: int, repeat: int, fps: int = 10) -> Pa
     return path
 
 
-def test_duplicate_frames_are_dropped_and_the_kept_ones_last(tmp_path: Path) -> None:
-    source = write_held_frames(tmp_path / "held.mp4", unique=6, repeat=5)
+@pytest.mark.parametrize(
+    ("size", "pix_fmt"),
+    [((160, 120), "yuv420p"), ((161, 121), "yuv444p")],  # odd 4:4:4 is converted to even 4:2:0
+)
+def test_duplicate_frames_are_dropped_and_the_kept_ones_last(
+    tmp_path: Path, size: tuple[int, int], pix_fmt: str
+) -> None:
+    source = write_held_frames(
+        tmp_path / "held.mp4", unique=6, repeat=5, size=size, pix_fmt=pix_fmt
+    )
     result = compress(source, tmp_path / "vfr.mp4")
     assert (result.frames_in, result.frames_out) == (30, 6)
     with av.open(str(result.path)) as container:
+        cc = container.streams.video[0].codec_context
+        assert (cc.width, cc.height, cc.pix_fmt) == (160, 120, "yuv420p")
         frames = [(float(f.time or 0.0), read_index(f)) for f in container.decode(video=0)]
     assert frames == [(pytest.approx(0.5 * i), i) for i in range(6)]
     assert track_ends(result.path)["video"] == pytest.approx(3.0)
