@@ -9,4 +9,4 @@ COPY capture_agent capture_agent
 COPY migrations migrations
 RUN pip install --no-cache-dir . && useradd --create-home sessionpipe
 USER sessionpipe
-CMD ["celery", "-A", "workers.app", "worker", "-Q", "media,enrich,default"]
+CMD ["celery", "-A", "workers.app", "worker", "-Q", "media,audio,enrich,default"]

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-QUEUE_MEDIA: Final = "media"  # heavy decode/encode work, one task per worker process
+QUEUE_MEDIA: Final = "media"  # heavy video decode/encode, one task per worker process
+# Audio: AAC chunks encoded while a session records, and the join at its end. Seconds of
+# work each, and the finished audio is promised within seconds of the session's end, so it
+# has its own queue and worker instead of waiting behind a 30-minute video transcode.
+QUEUE_AUDIO: Final = "audio"
 QUEUE_ENRICH: Final = "enrich"  # transcripts, summaries, chapters: never waits behind a transcode
 QUEUE_DEFAULT: Final = "default"  # event ingest and bookkeeping
-QUEUES: Final = (QUEUE_MEDIA, QUEUE_ENRICH, QUEUE_DEFAULT)
+QUEUES: Final = (QUEUE_MEDIA, QUEUE_AUDIO, QUEUE_ENRICH, QUEUE_DEFAULT)
 
 TASK_INGEST_EVENT: Final = "sessionpipe.ingest_event"
 TASK_CONCAT_AUDIO: Final = "sessionpipe.concat_audio"
@@ -23,10 +27,10 @@ TASK_REAP_STALE_JOBS: Final = "sessionpipe.reap_stale_jobs"  # periodic, from ce
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
-    TASK_CONCAT_AUDIO: {"queue": QUEUE_MEDIA},
+    TASK_CONCAT_AUDIO: {"queue": QUEUE_AUDIO},
     TASK_MERGE: {"queue": QUEUE_MEDIA},
     TASK_COMPRESS: {"queue": QUEUE_MEDIA},
-    TASK_AUDIO_CHUNKS: {"queue": QUEUE_MEDIA},
+    TASK_AUDIO_CHUNKS: {"queue": QUEUE_AUDIO},
     TASK_REAP_STALE_JOBS: {"queue": QUEUE_DEFAULT},
     TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
 }

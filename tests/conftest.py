@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from shared.migrate import upgrade
+from shared.routing import QUEUES
 from shared.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get(
@@ -91,7 +92,7 @@ class WorkerProcess:
         env: dict[str, str],
         log_path: Path,
         *,
-        queues: str = "media,enrich,default",
+        queues: str = ",".join(QUEUES),
         concurrency: int = 2,
     ) -> None:
         self.log_path = log_path

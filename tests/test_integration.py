@@ -248,3 +248,47 @@ def test_workers_survive_database_connections_being_dropped(
     emitter.close()
     jobs = wait_for_outcome(settings, "integration-db-2", worker)
     assert {j.status for j in jobs} == {"succeeded"}, worker.log()[-3000:]
+
+
+def test_audio_is_finished_by_its_own_worker_while_no_media_worker_runs(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """Audio work has its own queue: it must not wait for a (busy or absent) media worker."""
+    from shared.routing import QUEUE_AUDIO, QUEUE_DEFAULT
+
+    home = tmp_path / "home"
+    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
+    settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log", queues=f"{QUEUE_AUDIO},{QUEUE_DEFAULT}")
+    try:
+        folder = record(tmp_path, "audio-alone")
+        emitter = EventEmitter(settings)
+        storage = Storage(settings.storage)
+        ship_session_dir(folder, storage, emitter)
+        emitter.close()
+        deadline = time.monotonic() + SESSION_WAIT_S
+        stages: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            with session_scope(settings.database_url) as db:
+                jobs = db.execute(
+                    select(models.Job).where(models.Job.session_id == "audio-alone")
+                ).scalars()
+                stages = {j.stage: j.status for j in jobs}
+            if stages.get("concat_audio") in ("succeeded", "failed"):
+                break
+            time.sleep(0.3)
+        assert stages.get("concat_audio") == "succeeded", (stages, worker.log()[-4000:])
+        time.sleep(1.0)  # a media task, wrongly taken by this worker, would start by now
+        with session_scope(settings.database_url) as db:
+            merge = db.execute(
+                select(models.Job).where(
+                    models.Job.session_id == "audio-alone", models.Job.stage == "merge"
+                )
+            ).scalar_one()
+        assert (merge.status, merge.attempts) == ("pending", 0)
+        audio = decode_output(storage.path("sessions/audio-alone/derived/audio.m4a"))
+        assert audio.audio_codecs == ["aac"] and audio.video_codecs == []
+        assert audio.audio_duration is not None
+        assert abs(audio.audio_duration - SPEC.duration) < 0.1
+    finally:
+        worker.stop()

@@ -95,7 +95,7 @@ def session_outcome(jobs: list[Job]) -> str | None:
 
 # -- incremental audio ------------------------------------------------------------------------
 # Not a stage: it has no job row and its work is optional, since concat_audio encodes
-# whatever is missing. Routed to the media queue like the stages (shared.routing).
+# whatever is missing. Routed to the audio queue with concat_audio (shared.routing).
 
 
 def send_audio_chunks(app: Celery, session: Session, request: int) -> None:
