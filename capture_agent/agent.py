@@ -22,10 +22,11 @@ from typing import Any, Literal
 from capture_agent.agentstate import build_status
 from capture_agent.emit import EventEmitter
 from capture_agent.outbox import Outbox, OutboxError
+from capture_agent.recover import Recovered, recover_dead_recordings
 from capture_agent.settings import AgentSettings
 from capture_agent.stores import LocalStore, S3Store, TokenBucket, make_store, segment_key
 from capture_agent.uploader import Publisher, Uploader, describe
-from shared.events import Event
+from shared.events import Event, SegmentStored
 from shared.sessiondir import Manifest, load_manifest, segment_file
 from shared.settings import Settings, get_settings
 from shared.storage import COPY_CHUNK_BYTES
@@ -199,6 +200,20 @@ class Agent:
         """Record ``session.ended``; it is published after all the session's segments."""
         self.outbox.end_session(session_id, ended_at=ended_at or datetime.now(UTC))
         self._wake()
+
+    def recorded_segments(self, session_id: str) -> list[SegmentStored]:
+        return self.outbox.recorded_segments(session_id)
+
+    def session_state(self, session_id: str) -> Literal["unknown", "open", "ended"]:
+        info = self.outbox.session_info(session_id)
+        if info is None:
+            return "unknown"
+        return "ended" if info["ended"] else "open"
+
+    def recover_recordings(self) -> list[Recovered]:
+        """Finish the recordings of this agent whose recorder died (see capture_agent.recover)."""
+        assert self.settings.state_dir is not None
+        return recover_dead_recordings(self.settings.state_dir, self)
 
     def enqueue_session_dir(self, session_dir: Path) -> Manifest:
         """Put a whole session folder in the outbox (idempotent; completes a partial one)."""

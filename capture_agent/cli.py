@@ -29,6 +29,8 @@ console = Console()
 err = Console(stderr=True)
 
 WAIT_SLICE_S = 0.5
+#: How often `capture-agent run --forever` looks for recordings whose recorder died, in seconds.
+RECOVER_EVERY_S = 30.0
 
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each upload.")]
 
@@ -63,8 +65,16 @@ def _drain(timeout: float | None, *, forever: bool) -> bool:
     agent = Agent()
     agent.start()
     deadline = None if timeout is None else time.monotonic() + timeout
+    next_recovery = 0.0
     try:
         while not stopping.is_set():
+            if time.monotonic() >= next_recovery:  # recordings whose recorder died
+                for recovered in agent.recover_recordings():
+                    console.print(
+                        f"recording {recovered.session_id} lost its recorder: ended at "
+                        f"{recovered.ended_at.isoformat()}, {len(recovered.added)} more segments"
+                    )
+                next_recovery = time.monotonic() + RECOVER_EVERY_S
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if agent.wait_idle(WAIT_SLICE_S) and not forever:

@@ -10,6 +10,9 @@ Signals need no socket, work from ``kill`` or launchd too, and a handler only qu
 request, so the recorder acts on it in its own loop. The sender then waits for the
 recorder's acknowledgement: the control file's ``state`` changing, or the file (and process)
 going away for ``stop``.
+
+The file also names the current ffmpeg run. If the recorder dies without removing it, the
+file stays: ``capture_agent.recover`` finishes that recording from its files and removes it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +54,15 @@ class RecorderInfo:
     folder: str
     state: State
     started_at: str  # ISO 8601
+    priority: str = "normal"
+    # The current ffmpeg run, so that a recording whose recorder died can be finished from
+    # its files (capture_agent.recover): run number, where it starts on the session clock,
+    # its first segment numbers, the kinds it records and the ffmpeg process.
+    run: int = 0
+    run_anchor: str = ""  # ISO 8601
+    run_start_numbers: dict[str, int] = field(default_factory=dict)
+    run_kinds: tuple[str, ...] = ()
+    ffmpeg_pid: int | None = None
 
 
 def control_dir(state_dir: Path) -> Path:
@@ -82,30 +94,42 @@ def remove_info(state_dir: Path, session_id: str, *, pid: int | None = None) -> 
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (an unreaped zombie has)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    return not _zombie(pid)
 
 
-def running_recorders(state_dir: Path) -> list[RecorderInfo]:
-    """Recorders whose process is alive; control files of dead ones are removed."""
+def _zombie(pid: int) -> bool:
+    # Linux only: elsewhere (macOS) launchd reaps orphans at once, so kill(pid, 0) suffices
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces or parentheses, the state follows the last ")"
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _recorders(state_dir: Path) -> list[RecorderInfo]:
     folder = control_dir(state_dir)
     if not folder.is_dir():
         return []
-    alive = []
-    for path in sorted(folder.glob("*.json")):
-        info = _read(path)
-        if info is None:
-            continue
-        if pid_alive(info.pid):
-            alive.append(info)
-        else:
-            path.unlink(missing_ok=True)
-    return alive
+    found = (_read(path) for path in sorted(folder.glob("*.json")))
+    return [info for info in found if info is not None]
+
+
+def running_recorders(state_dir: Path) -> list[RecorderInfo]:
+    """Recorders whose process is alive."""
+    return [info for info in _recorders(state_dir) if pid_alive(info.pid)]
+
+
+def dead_recorders(state_dir: Path) -> list[RecorderInfo]:
+    """Recorders that died without finishing (their control file is left for recovery)."""
+    return [info for info in _recorders(state_dir) if not pid_alive(info.pid)]
 
 
 def select_recorder(state_dir: Path, session_id: str | None = None) -> RecorderInfo:
@@ -154,6 +178,11 @@ def send(
     )
 
 
+def read_info(state_dir: Path, session_id: str) -> RecorderInfo | None:
+    """A recorder's control file, or None when there is none (or it is unreadable)."""
+    return _read(control_path(state_dir, session_id))
+
+
 def _read(path: Path) -> RecorderInfo | None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -164,6 +193,12 @@ def _read(path: Path) -> RecorderInfo | None:
             folder=str(raw.get("folder", "")),
             state=raw.get("state", "recording"),
             started_at=str(raw.get("started_at", "")),
+            priority=str(raw.get("priority", "normal")),
+            run=int(raw.get("run", 0)),
+            run_anchor=str(raw.get("run_anchor", "")),
+            run_start_numbers={str(k): int(v) for k, v in raw.get("run_start_numbers", {}).items()},
+            run_kinds=tuple(str(k) for k in raw.get("run_kinds", ())),
+            ffmpeg_pid=int(raw["ffmpeg_pid"]) if raw.get("ffmpeg_pid") is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -520,6 +520,17 @@ class Outbox:
         )
         return {r["file"]: r["sha256"] for r in rows}
 
+    def recorded_segments(self, session_id: str) -> list[SegmentStored]:
+        """The segments recorded for a session, as their events describe them."""
+        rows = self._query(
+            "SELECT event FROM items WHERE session_id = ? AND file IS NOT NULL ORDER BY seq",
+            (session_id,),
+        )
+        return [
+            SegmentStored.model_validate(Event.model_validate_json(r["event"]).payload)
+            for r in rows
+        ]
+
     def session_info(self, session_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
         return dict(rows[0]) if rows else None

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -194,63 +194,29 @@ def probe_duration(path: Path) -> float | None:
         return None
 
 
-class _Run:
-    """One ffmpeg process and the segments it has finished so far."""
+class RunFiles:
+    """The segment files of one ffmpeg run, and how many of each kind were handed over.
+
+    Needs no process: the recorder reads them while ffmpeg writes, and a recording whose
+    recorder died is finished from them alone (capture_agent.recover).
+    """
 
     def __init__(
         self,
-        options: RecordOptions,
+        folder: Path,
         *,
-        ffmpeg: str,
-        encoder: str,
         number: int,
-        next_numbers: dict[Kind, int],
+        kinds: Sequence[Kind],
+        start_numbers: dict[Kind, int],
         anchor: datetime,
-        max_seconds: float | None,
     ) -> None:
-        self.folder = options.folder
+        self.folder = folder
         self.number = number
         self.anchor = anchor
-        self.start_numbers = dict(next_numbers)
-        self.kinds: list[Kind] = ["video"]
-        source = options.source
-        if (isinstance(source, SyntheticSource) and source.audio) or (
-            not isinstance(source, SyntheticSource) and source.audio_device is not None
-        ):
-            self.kinds.append("audio")
+        self.start_numbers = dict(start_numbers)
+        self.kinds: list[Kind] = list(kinds)
         self.reported: dict[Kind, int] = {kind: 0 for kind in self.kinds}
         self.last_end: dict[Kind, float] = {kind: 0.0 for kind in self.kinds}
-        self.argv = build_record_command(
-            ffmpeg,
-            options.source,
-            segment_seconds=options.segment_seconds,
-            video_start=next_numbers["video"],
-            audio_start=next_numbers["audio"],
-            run=number,
-            encoder=encoder,
-            max_seconds=max_seconds,
-        )
-        self.log_path = self.folder / f".ffmpeg-run{number:03d}.log"
-        self._log: IO[bytes] = self.log_path.open("wb")
-        log.debug("run %d: %s", number, " ".join(self.argv))
-        try:
-            # Own process group: a Ctrl-C in the terminal reaches only the recorder, which
-            # then stops ffmpeg itself, once, in order.
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.folder,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._log,
-                start_new_session=True,
-            )
-        except OSError:
-            self._log.close()
-            raise
-        self.stop_requested = False
-
-    def exited(self) -> bool:
-        return self.proc.poll() is not None
 
     def collect(self, *, final: bool) -> list[Segment]:
         """Segments finished since the last call, in recording order.
@@ -312,6 +278,62 @@ class _Run:
             kind: self.start_numbers[kind] + self.reported.get(kind, 0)
             for kind in ("video", "audio")
         }
+
+
+class _Run(RunFiles):
+    """One ffmpeg process and the segments it has finished so far."""
+
+    def __init__(
+        self,
+        options: RecordOptions,
+        *,
+        ffmpeg: str,
+        encoder: str,
+        number: int,
+        next_numbers: dict[Kind, int],
+        anchor: datetime,
+        max_seconds: float | None,
+    ) -> None:
+        kinds: list[Kind] = ["video"]
+        source = options.source
+        if (isinstance(source, SyntheticSource) and source.audio) or (
+            not isinstance(source, SyntheticSource) and source.audio_device is not None
+        ):
+            kinds.append("audio")
+        super().__init__(
+            options.folder, number=number, kinds=kinds, start_numbers=next_numbers, anchor=anchor
+        )
+        self.argv = build_record_command(
+            ffmpeg,
+            options.source,
+            segment_seconds=options.segment_seconds,
+            video_start=next_numbers["video"],
+            audio_start=next_numbers["audio"],
+            run=number,
+            encoder=encoder,
+            max_seconds=max_seconds,
+        )
+        self.log_path = self.folder / f".ffmpeg-run{number:03d}.log"
+        self._log: IO[bytes] = self.log_path.open("wb")
+        log.debug("run %d: %s", number, " ".join(self.argv))
+        try:
+            # Own process group: a Ctrl-C in the terminal reaches only the recorder, which
+            # then stops ffmpeg itself, once, in order.
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._log,
+                start_new_session=True,
+            )
+        except OSError:
+            self._log.close()
+            raise
+        self.stop_requested = False
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
 
     def stop(self) -> int:
         """End ffmpeg gracefully: SIGINT, then SIGTERM, SIGKILL only as the last resort."""
@@ -430,6 +452,7 @@ class Recorder:
                         break
                     self._run = run
                     resumed_at = None
+                    self._publish_state(self._state)  # with the new run, for recovery
                     self.notify(f"recording run {run_count} (ffmpeg pid {run.proc.pid})")
                 try:
                     action: Request | None = self._requests.get(timeout=POLL_INTERVAL_S)
@@ -561,6 +584,7 @@ class Recorder:
         if opts.state_dir is None:
             return
         assert self._started_at is not None
+        run = self._run
         control.write_info(
             opts.state_dir,
             control.RecorderInfo(
@@ -570,6 +594,12 @@ class Recorder:
                 folder=str(opts.folder),
                 state=state,
                 started_at=self._started_at.isoformat(),
+                priority=opts.priority,
+                run=run.number if run is not None else 0,
+                run_anchor=run.anchor.isoformat() if run is not None else "",
+                run_start_numbers={str(k): n for k, n in run.start_numbers.items()} if run else {},
+                run_kinds=tuple(run.kinds) if run is not None else (),
+                ffmpeg_pid=run.proc.pid if run is not None else None,
             ),
         )
 

@@ -70,6 +70,12 @@ def running_agent(settings: AgentSettings, drain_timeout: float) -> Iterator[Ses
     """Start the agent, and at the end give it ``drain_timeout`` seconds to ship."""
     agent = make_agent(settings)
     agent.start()
+    recover = getattr(agent, "recover_recordings", None)  # test fakes have no outbox
+    for recovered in recover() if recover is not None else ():
+        console.print(
+            f"recording {recovered.session_id} lost its recorder: ended at "
+            f"{recovered.ended_at.isoformat()}, {len(recovered.added)} more segments"
+        )
     try:
         yield agent
     finally:

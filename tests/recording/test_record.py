@@ -319,7 +319,7 @@ def test_control_commands_need_a_running_recorder(tmp_path: Path) -> None:
     env = agent_cli_env(tmp_path)
     result = run(fake_cli("pause", "--session", "../evil"), env)
     assert result.returncode == 2 and "invalid session id" in result.stderr
-    # A control file left by a dead recorder is cleaned up, not signalled.
+    # A control file left by a dead recorder is not signalled; it stays for recovery.
     state = tmp_path / "state"
     control.write_info(
         state,
@@ -334,7 +334,7 @@ def test_control_commands_need_a_running_recorder(tmp_path: Path) -> None:
     )
     result = run(fake_cli("stop"), env)
     assert result.returncode == 2 and "no recorder is running" in result.stderr
-    assert not control.control_path(state, "ghost").exists()
+    assert control.dead_recorders(state) == [control.read_info(state, "ghost")]
 
 
 def test_record_refuses_duration_without_synthetic(tmp_path: Path) -> None:
