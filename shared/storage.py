@@ -22,6 +22,10 @@ COPY_CHUNK_BYTES = 1024 * 1024
 SESSIONS_DIR = "sessions"
 SEGMENTS_DIR = "segments"
 DERIVED_DIR = "derived"
+#: A file being written is a hidden sibling of its final name: ``.<name>.tmp-<pid>`` (the
+#: media engine, workers.media.audio.temp_path) or ``.<name>.<random>.part`` (atomic_path).
+TEMP_MARK = ".tmp-"
+PART_SUFFIX = ".part"
 
 
 class StorageError(Exception):
@@ -69,9 +73,18 @@ class Storage:
 
     # -- writing ------------------------------------------------------------------------
     def output_path(self, key: str) -> Path:
-        """Path for a tool that writes ``key`` itself (to a temporary name, then renames)."""
+        """Path for a tool that writes ``key`` itself (to a temporary name, then renames).
+
+        Temporary files that an earlier writer of ``key`` left beside it are removed: that
+        writer was killed mid-way (a clean failure removes its own), and the caller holds
+        the job that writes ``key``, so no live writer shares them.
+        """
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for pattern in (f".{path.name}{TEMP_MARK}*", f".{path.name}.*{PART_SUFFIX}"):
+            for stale in path.parent.glob(pattern):
+                if stale.is_file():
+                    stale.unlink(missing_ok=True)
         return path
 
     @contextmanager
@@ -79,7 +92,9 @@ class Storage:
         """Yield a temporary path beside ``key``'s final place; rename into place on success."""
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:

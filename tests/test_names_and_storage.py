@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from shared.ids import InvalidNameError, validate_relative_path, validate_session_id
-from shared.storage import Storage, StorageError
+from shared.storage import PART_SUFFIX, TEMP_MARK, Storage, StorageError
 
 HOSTILE_IDS = [
     "../x",
@@ -96,3 +96,24 @@ def test_put_file_with_wrong_expected_checksum_leaves_nothing(tmp_path: Path) ->
     with pytest.raises(StorageError, match="checksum mismatch"):
         storage.put_file(source, key, expected_sha256="0" * 64)
     assert list(storage.path(key).parent.iterdir()) == []
+
+
+def test_output_path_removes_what_a_killed_writer_left_beside_it(tmp_path: Path) -> None:
+    from workers.media.audio import temp_path
+
+    storage = Storage(tmp_path / "root")
+    key = "sessions/s1/derived/s1.mp4"
+    final = storage.path(key)
+    final.parent.mkdir(parents=True)
+    # what a worker killed mid-transcode leaves: the engine's temp name and an atomic part
+    killed = final.with_name(f".s1.mp4{TEMP_MARK}4242")
+    assert temp_path(final).name.startswith(f".{final.name}{TEMP_MARK}")  # same convention
+    part = final.with_name(f".s1.mp4.k3j2{PART_SUFFIX}")
+    other = final.with_name(f".s1-compressed.mp4{TEMP_MARK}4242")  # another output's writer
+    for path in (killed, part, other):
+        path.write_bytes(b"half")
+    final.write_bytes(b"previous good output")
+
+    assert storage.output_path(key) == final
+    assert not killed.exists() and not part.exists()
+    assert other.exists() and final.read_bytes() == b"previous good output"
