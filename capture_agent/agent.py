@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,6 +209,13 @@ class Agent:
         if info is None:
             return "unknown"
         return "ended" if info["ended"] else "open"
+
+    def prune_outbox(self, now: datetime | None = None) -> int:
+        """Forget sessions shipped over ``keep_shipped_days`` ago (Outbox.prune_shipped)."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.settings.keep_shipped_days)
+        return self.outbox.prune_shipped(
+            before=cutoff, keep_awaiting_receipts=self.settings.delete_after_confirm
+        )
 
     def recover_recordings(self) -> list[Recovered]:
         """Finish the recordings of this agent whose recorder died (see capture_agent.recover)."""

@@ -29,7 +29,8 @@ console = Console()
 err = Console(stderr=True)
 
 WAIT_SLICE_S = 0.5
-#: How often `capture-agent run --forever` looks for recordings whose recorder died, in seconds.
+#: How often `capture-agent run --forever` looks for recordings whose recorder died and
+#: forgets long-shipped sessions (keep_shipped_days), in seconds.
 RECOVER_EVERY_S = 30.0
 
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each upload.")]
@@ -74,6 +75,7 @@ def _drain(timeout: float | None, *, forever: bool) -> bool:
                         f"recording {recovered.session_id} lost its recorder: ended at "
                         f"{recovered.ended_at.isoformat()}, {len(recovered.added)} more segments"
                     )
+                agent.prune_outbox()
                 next_recovery = time.monotonic() + RECOVER_EVERY_S
             if deadline is not None and time.monotonic() >= deadline:
                 break

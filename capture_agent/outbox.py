@@ -505,6 +505,26 @@ class Outbox:
                 "UPDATE items SET local_deleted = ? WHERE id = ?", (2 if kept else 1, item_id)
             )
 
+    def prune_shipped(self, *, before: datetime, keep_awaiting_receipts: bool) -> int:
+        """Forget the items of ended sessions whose every item shipped before ``before``.
+
+        A session with anything unshipped or given up on (``failed``: an operator must see
+        it) keeps all its items, and so does one whose local files still wait for their
+        receipts to be deleted. The session row stays as a tombstone: its sequence numbers
+        never restart, and a segment added to it again is refused as "ended", not taken for
+        new work. Returns how many items were removed.
+        """
+        with self._tx() as db:
+            cursor = db.execute(
+                "DELETE FROM items WHERE session_id IN ("
+                " SELECT s.session_id FROM sessions s WHERE s.ended = 1 AND NOT EXISTS ("
+                "  SELECT 1 FROM items i WHERE i.session_id = s.session_id AND ("
+                "   i.state != ? OR i.done_at IS NULL OR i.done_at >= ?"
+                "   OR (? AND i.file IS NOT NULL AND i.local_deleted = 0))))",
+                (DONE, before.astimezone(UTC).isoformat(), int(keep_awaiting_receipts)),
+            )
+            return int(cursor.rowcount)
+
     def pending_count(self) -> int:
         rows = self._query("SELECT count(*) FROM items WHERE state IN (?, ?)", (UPLOAD, ANNOUNCE))
         return int(rows[0][0])

@@ -36,6 +36,9 @@ class AgentSettings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 region (default from AWS env).")
     bandwidth_limit: int = Field(default=0, ge=0, description="Upload bytes/s; 0 = unlimited.")
     heartbeat_s: float = Field(default=30.0, gt=0)
+    keep_shipped_days: float = Field(
+        default=30.0, ge=0, description="Days the outbox remembers a fully shipped session."
+    )
     delete_after_confirm: bool = Field(
         default=False, description="Delete local segments once the workers wrote a receipt."
     )

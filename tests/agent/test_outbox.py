@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -279,3 +279,55 @@ def test_token_bucket_wait_is_cancelled_by_stop() -> None:
     threading.Timer(0.05, cancel.set).start()
     with pytest.raises(Cancelled):
         bucket.consume(1000, cancel)  # would take 100 s
+
+
+def ship(outbox: Outbox, session: str) -> None:
+    """Every item of the session through upload and announcement, as the uploader does."""
+    for row in outbox._query("SELECT id, file FROM items WHERE session_id = ?", (session,)):
+        if row["file"] is not None:
+            outbox.mark_stored(row["id"])
+        outbox.mark_done(row["id"])
+
+
+def item_count(outbox: Outbox, session: str) -> int:
+    return int(outbox._query("SELECT count(*) FROM items WHERE session_id = ?", (session,))[0][0])
+
+
+def test_prune_forgets_only_sessions_shipped_long_enough_ago(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    for session in ("old", "open", "unshipped", "gave-up", "receipts"):
+        outbox.begin_session(session, name=session, started_at=T0)
+        add(outbox, session, "a.m4a")
+        if session != "open":
+            outbox.end_session(session, ended_at=T0)
+    for session in ("old", "open", "gave-up", "receipts"):
+        ship(outbox, session)
+    gave_up = outbox._query(
+        "SELECT id FROM items WHERE session_id = 'gave-up' AND file IS NOT NULL"
+    )
+    outbox.mark_failed(gave_up[0]["id"], "changed after shipping")
+    later = datetime.now(UTC) + timedelta(days=1)
+
+    # nothing is old enough yet
+    assert (
+        outbox.prune_shipped(
+            before=datetime.now(UTC) - timedelta(days=1), keep_awaiting_receipts=False
+        )
+        == 0
+    )
+    # with receipts awaited, a shipped session whose local file is not deleted yet stays
+    removed = outbox.prune_shipped(before=later, keep_awaiting_receipts=True)
+    assert removed == 0
+    for row in outbox._query("SELECT id FROM items WHERE session_id = 'old' AND file IS NOT NULL"):
+        outbox.mark_local_deleted(row["id"])
+    assert outbox.prune_shipped(before=later, keep_awaiting_receipts=True) == 3  # old: 3 events
+    assert item_count(outbox, "old") == 0
+    assert outbox.prune_shipped(before=later, keep_awaiting_receipts=False) == 3  # receipts
+    # started + segment (+ ended): still open, not shipped, or given up on - all kept
+    assert [item_count(outbox, s) for s in ("open", "unshipped", "gave-up")] == [2, 3, 3]
+
+    # the pruned session is a tombstone: ended, sequence numbers never restart
+    assert outbox.session_info("old") is not None
+    with pytest.raises(SessionClosedError):
+        add(outbox, "old", "a.m4a")
+    outbox.close()
