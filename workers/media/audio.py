@@ -24,7 +24,7 @@ import av.container
 import numpy as np
 
 from .aacplan import AAC_FRAME, AudioPlan, plan_audio
-from .errors import MediaError
+from .errors import MediaError, decode_failure
 from .probe import demux_checked, local_path, open_input
 from .timeline import Timeline
 
@@ -95,11 +95,6 @@ def output_url(path: Path) -> str:
     return "file:" + os.path.abspath(path)
 
 
-def _input_failure(path: str, exc: BaseException) -> MediaError:
-    reason = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else exc
-    return MediaError(f"cannot decode {path}: {reason}", path=path)
-
-
 def _primer_packet(previous: str, stream: av.AudioStream) -> av.Packet | None:
     """The last packet of ``previous`` if it continues the same AAC stream as ``stream``.
 
@@ -167,7 +162,7 @@ def _decoded_chunks(
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, EOFError) as exc:
-        raise _input_failure(path, exc) from exc
+        raise decode_failure(path, exc) from exc
 
 
 def _batched(frames: Generator[av.AudioFrame, None, None]) -> Generator[av.AudioFrame, None, None]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,9 +34,9 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from .audio import ProgressCallback, Throttle, output_url, temp_path
-from .errors import MediaError
+from .errors import MediaError, decode_failure
 from .framediff import FrameDiff, is_duplicate
-from .probe import local_path, open_input
+from .probe import demux_checked, is_flush, local_path, open_input
 
 __all__ = ["PRESETS", "CompressPreset", "CompressResult", "Encoding", "compress", "is_duplicate"]
 
@@ -140,11 +140,6 @@ def _luma(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
     return rows[:, : frame.width]
-
-
-def _input_error(path: str, exc: BaseException) -> MediaError:
-    reason = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else exc
-    return MediaError(f"cannot decode {path}: {reason}", path=path)
 
 
 class _Decimator:
@@ -383,27 +378,6 @@ class _EncodeThread(_StageThread):
             self._container.mux(packet)
 
 
-def _demux(
-    container: av.container.InputContainer, streams: Sequence[av.stream.Stream], path: str
-) -> Iterator[av.Packet]:
-    """Packets of the given streams; MediaError on damaged or missing (truncated) data."""
-    counts = dict.fromkeys((s.index for s in streams), 0)
-    for packet in container.demux(streams):
-        if packet.dts is None and packet.pts is None and packet.size == 0:
-            continue  # flush marker
-        if packet.is_corrupt:
-            raise MediaError(f"{path} is truncated or corrupt (damaged packet)", path=path)
-        counts[packet.stream.index] += 1
-        yield packet
-    for stream in streams:
-        if stream.frames and counts[stream.index] < stream.frames:
-            raise MediaError(
-                f"{path} is truncated: its index lists {stream.frames} packets of stream "
-                f"{stream.index} but only {counts[stream.index]} are present",
-                path=path,
-            )
-
-
 def _decoded(
     inp: av.container.InputContainer,
     vin: av.VideoStream | None,
@@ -413,15 +387,13 @@ def _decoded(
     """Decoded video frames and audio packets in file order; MediaError names a bad input."""
     streams = [s for s in (vin, ain) if s is not None]
     try:
-        for packet in _demux(inp, streams, path):
-            if packet.stream is ain:
+        for packet in demux_checked(inp, streams, path):
+            if packet.stream is vin:
+                yield from packet.decode()  # the flush packet drains the decoder
+            elif not is_flush(packet):
                 yield packet
-            else:
-                yield from packet.decode()
-        if vin is not None:
-            yield from vin.decode(None)
     except (av.error.FFmpegError, OSError, EOFError) as exc:
-        raise _input_error(path, exc) from exc
+        raise decode_failure(path, exc) from exc
 
 
 def compress(

@@ -6,7 +6,9 @@ help, while any other exception (disk full, a bug) may be transient.
 
 from __future__ import annotations
 
-__all__ = ["Cancelled", "MediaError"]
+import av
+
+__all__ = ["Cancelled", "MediaError", "decode_failure", "failure_reason"]
 
 
 class MediaError(Exception):
@@ -20,6 +22,18 @@ class MediaError(Exception):
             message = f"{path}: {message}"
         super().__init__(message)
         self.path = path
+
+
+def failure_reason(exc: BaseException) -> str:
+    """libav's own words for an error (``Invalid data found ...``) where it has them."""
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def decode_failure(path: str, exc: BaseException) -> MediaError:
+    """The MediaError for an input that libav could not demux or decode."""
+    return MediaError(f"cannot decode {path}: {failure_reason(exc)}", path=path)
 
 
 class Cancelled(Exception):

@@ -31,7 +31,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from .audio import ProgressCallback, Throttle, output_url, temp_path
-from .errors import MediaError
+from .errors import MediaError, decode_failure
 from .probe import demux_checked, local_path, open_input
 from .timeline import PlacedSegment, Timeline
 from .videocopy import CopyNotExact, VideoCopier
@@ -61,11 +61,6 @@ class MergeResult:
     fallback_reason: str | None = None  # why video was re-encoded instead of copied
 
 
-def _decode_failure(path: str, exc: BaseException) -> MediaError:
-    reason = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else exc
-    return MediaError(f"cannot decode {path}: {reason}", path=path)
-
-
 def _first_video_info(path: str) -> tuple[int, int, float | None]:
     """Width, height and average frame rate of a segment's first video stream."""
     try:
@@ -84,7 +79,7 @@ def _first_video_info(path: str) -> tuple[int, int, float | None]:
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, EOFError) as exc:
-        raise _decode_failure(path, exc) from exc
+        raise decode_failure(path, exc) from exc
 
 
 def _choose_fps(fps: float | None, source_rate: float | None) -> Fraction:
@@ -142,7 +137,7 @@ def _placed_frames(
         except MediaError:
             raise
         except (av.error.FFmpegError, OSError, EOFError) as exc:
-            raise _decode_failure(seg.path, exc) from exc
+            raise decode_failure(seg.path, exc) from exc
 
 
 def _frames(
@@ -188,7 +183,7 @@ class _AudioCopier:
                 if packet.dts is not None:
                     return packet
         except (av.error.FFmpegError, OSError, EOFError) as exc:
-            raise _decode_failure(self.path, exc) from exc
+            raise decode_failure(self.path, exc) from exc
         return None
 
     def copy_until(self, seconds: float) -> None:

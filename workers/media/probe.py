@@ -15,9 +15,9 @@ from pathlib import Path
 import av
 import av.container
 
-from .errors import MediaError
+from .errors import MediaError, failure_reason
 
-__all__ = ["MediaInfo", "demux_checked", "local_path", "open_input", "probe"]
+__all__ = ["MediaInfo", "demux_checked", "is_flush", "local_path", "open_input", "probe"]
 
 # Seconds before the declared end where the tail check starts reading packets.
 _TAIL_SECONDS = 3.0
@@ -77,40 +77,43 @@ def open_input(
             metadata_errors="replace",
         )
     except av.error.FFmpegError as exc:
-        raise MediaError(f"cannot open {text}: {_reason(exc)}", path=text) from exc
+        raise MediaError(f"cannot open {text}: {failure_reason(exc)}", path=text) from exc
     except OSError as exc:
         raise MediaError(f"cannot open {text}: {exc}", path=text) from exc
 
 
+def is_flush(packet: av.Packet) -> bool:
+    """The empty packet demux ends each stream with (it flushes that stream's decoder)."""
+    return packet.dts is None and packet.pts is None and packet.size == 0
+
+
 def demux_checked(
-    container: av.container.InputContainer, stream: av.stream.Stream, path: str
+    container: av.container.InputContainer,
+    streams: av.stream.Stream | Sequence[av.stream.Stream],
+    path: str,
 ) -> Iterator[av.Packet]:
-    """Packets of one stream (ending with the decoder-flush packet), refusing truncated data.
+    """Packets of the streams (each ending with its decoder-flush packet), refusing truncation.
 
     A cut-off file with its index first demuxes "successfully" up to the cut, and threaded
     decoders hide the error on the partial packet, so truncation is caught here instead: a
     partial (corrupt) packet, or fewer packets than the container's index lists.
     """
-    count = 0
-    for packet in container.demux(stream):
-        if packet.dts is None and packet.pts is None and packet.size == 0:
-            if stream.frames and count < stream.frames:
+    wanted = [streams] if isinstance(streams, av.stream.Stream) else list(streams)
+    counts = dict.fromkeys((s.index for s in wanted), 0)
+    for packet in container.demux(wanted):
+        stream = packet.stream
+        if is_flush(packet):
+            if stream.frames and counts[stream.index] < stream.frames:
                 raise MediaError(
-                    f"{path} is truncated: its index lists {stream.frames} packets "
-                    f"but only {count} are present",
+                    f"{path} is truncated: its index lists {stream.frames} packets of stream "
+                    f"{stream.index} but only {counts[stream.index]} are present",
                     path=path,
                 )
         elif packet.is_corrupt:
             raise MediaError(f"{path} is truncated or corrupt (damaged packet)", path=path)
         else:
-            count += 1
+            counts[stream.index] += 1
         yield packet
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 def probe(path: Path) -> MediaInfo:
@@ -122,7 +125,7 @@ def probe(path: Path) -> MediaInfo:
         except MediaError:
             raise
         except (av.error.FFmpegError, OSError, EOFError) as exc:
-            raise MediaError(f"cannot read {text}: {_reason(exc)}", path=text) from exc
+            raise MediaError(f"cannot read {text}: {failure_reason(exc)}", path=text) from exc
 
 
 def _probe_open(container: av.container.InputContainer, path: Path) -> MediaInfo:
