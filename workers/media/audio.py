@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -88,6 +88,20 @@ class Throttle:
 def temp_path(output: Path) -> Path:
     """Hidden name next to ``output`` so ``os.replace`` is atomic on the same filesystem."""
     return output.with_name(f".{output.name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def atomic_output(output: Path, throttle: Throttle) -> Iterator[Path]:
+    """The temporary path to write ``output`` at; renamed into place when the block ends
+    (after a last chance to cancel), removed when it raises: the file is whole or absent."""
+    tmp = temp_path(output)
+    try:
+        yield tmp
+        throttle.done()  # last chance to cancel before the file becomes visible
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def output_url(path: Path) -> str:
@@ -432,11 +446,13 @@ def concat_audio(
     plan = plan_audio(timeline, sample_rate)
     total = plan.total
     output = Path(output)
-    tmp = temp_path(output)
     throttle = Throttle(progress)
     readers: dict[str, SegmentReader] = {}
     try:
-        with av.open(output_url(tmp), "w", format="mp4") as container:
+        with (
+            atomic_output(output, throttle) as tmp,
+            av.open(output_url(tmp), "w", format="mp4") as container,
+        ):
             stream = container.add_stream("aac", rate=sample_rate, layout=layout)
             configure_aac_encoder(stream.codec_context, sample_rate, layout, bitrate, aac_coder)
             writer = _AacWriter(container, stream, layout, sample_rate, channels)
@@ -446,11 +462,6 @@ def concat_audio(
                 throttle(writer.written / total if total else 1.0)
             writer.silence(total - writer.written)
             writer.close()
-        throttle.done()  # last chance to cancel before the file becomes visible
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         close_readers(readers)
     return AudioResult(

@@ -33,7 +33,7 @@ import numpy as np
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from .audio import ProgressCallback, Throttle, output_url, temp_path
+from .audio import ProgressCallback, Throttle, atomic_output, output_url
 from .errors import MediaError, decode_failure
 from .framediff import FrameDiff, is_duplicate
 from .probe import demux_checked, is_flush, local_path, open_input
@@ -396,6 +396,59 @@ def _decoded(
         raise decode_failure(path, exc) from exc
 
 
+def _run_threads(
+    inp: av.container.InputContainer,
+    out: av.container.OutputContainer,
+    vin: av.VideoStream | None,
+    ain: av.AudioStream | None,
+    path: str,
+    *,
+    encoding: Encoding,
+    throttle: Throttle,
+) -> tuple[_Decimator | None, float]:
+    """Decode here, test duplicates and encode on their own threads; (decimator, audio end s)."""
+    decode_threads, encode_threads = thread_split()
+    pipeline = _Pipeline()
+    decimator = _Decimator(vin) if vin is not None else None
+    frames = queue_frames(decimator.width, decimator.height) if decimator is not None else 1
+    to_encode = first = _Handover(pipeline, frames)
+    stages: list[_StageThread] = [
+        _EncodeThread(pipeline, out, decimator, encoding, to_encode, threads=encode_threads)
+    ]
+    if vin is not None and decimator is not None:
+        vin.codec_context.thread_type = "AUTO"
+        vin.codec_context.thread_count = decode_threads
+        first = _Handover(pipeline, DECODED_QUEUE_FRAMES)
+        stages.append(_DecimateThread(pipeline, decimator, first, to_encode))
+    aout = out.add_stream_from_template(ain) if ain is not None else None
+    duration = (inp.duration or 0) / av.time_base
+    audio_end = 0.0
+    for stage in stages:
+        stage.start()
+    try:
+        for item in _decoded(inp, vin, ain, path):
+            if isinstance(item, av.Packet):
+                assert aout is not None and item.time_base is not None
+                end = (item.pts or 0) + (item.duration or 0)
+                audio_end = max(audio_end, float(end * item.time_base))
+                item.stream = aout
+                first.send(item)
+            else:
+                first.send(item, frame=True)
+                if item.time is not None and duration:
+                    throttle(item.time / duration)
+        first.send(None)
+    except BaseException as exc:
+        if not isinstance(exc, _Stopped):
+            pipeline.fail(exc)  # stops the other threads
+        raise
+    finally:
+        for stage in stages:
+            stage.join()
+        pipeline.check()  # a failure of another thread (or what stopped this one)
+    return decimator, audio_end
+
+
 def compress(
     source: Path,
     output: Path,
@@ -414,69 +467,20 @@ def compress(
     encoding = PRESETS[preset]
     path = local_path(source)
     output = Path(output)
-    tmp = temp_path(output)
     throttle = Throttle(progress)
-    decode_threads, encode_threads = thread_split()
-    decimator: _Decimator | None = None
-    audio_end = 0.0
-    try:
-        with open_input(path) as inp:
-            vin = inp.streams.video[0] if inp.streams.video else None
-            ain = inp.streams.audio[0] if inp.streams.audio else None
-            if vin is None and ain is None:
-                raise MediaError(f"no audio or video stream in {path}", path=path)
-            duration = (inp.duration or 0) / av.time_base
-            with av.open(
-                output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
-            ) as out:
-                pipeline = _Pipeline()
-                to_encode = _Handover(pipeline, 1)
-                stages: list[_StageThread] = []
-                if vin is not None:
-                    vin.codec_context.thread_type = "AUTO"
-                    vin.codec_context.thread_count = decode_threads
-                    decimator = _Decimator(vin)
-                    to_encode = _Handover(pipeline, queue_frames(decimator.width, decimator.height))
-                    to_decimate = _Handover(pipeline, DECODED_QUEUE_FRAMES)
-                    stages.append(_DecimateThread(pipeline, decimator, to_decimate, to_encode))
-                encoder = _EncodeThread(
-                    pipeline, out, decimator, encoding, to_encode, threads=encode_threads
-                )
-                stages.append(encoder)
-                first = to_decimate if decimator is not None else to_encode
-                aout = out.add_stream_from_template(ain) if ain is not None else None
-                for stage in stages:
-                    stage.start()
-                try:
-                    for item in _decoded(inp, vin, ain, path):
-                        if isinstance(item, av.Packet):
-                            assert aout is not None and item.time_base is not None
-                            end = (item.pts or 0) + (item.duration or 0)
-                            audio_end = max(audio_end, float(end * item.time_base))
-                            item.stream = aout
-                            first.send(item)
-                            continue
-                        first.send(item, frame=True)
-                        if item.time is not None and duration:
-                            throttle(item.time / duration)
-                    first.send(None)
-                    for stage in stages:
-                        stage.join()
-                    pipeline.check()
-                except BaseException as exc:
-                    if not isinstance(exc, _Stopped):
-                        pipeline.fail(exc)  # stops the other threads
-                    for stage in stages:
-                        stage.join()
-                    pipeline.check()  # what stopped them, if it was not this thread
-                    raise
-                if decimator is not None and decimator.frames_in == 0:
-                    raise MediaError(f"no video frame could be decoded from {path}", path=path)
-        throttle.done()  # last chance to cancel before the file becomes visible
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(output, throttle) as tmp, open_input(path) as inp:
+        vin = inp.streams.video[0] if inp.streams.video else None
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        if vin is None and ain is None:
+            raise MediaError(f"no audio or video stream in {path}", path=path)
+        with av.open(
+            output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
+        ) as out:
+            decimator, audio_end = _run_threads(
+                inp, out, vin, ain, path, encoding=encoding, throttle=throttle
+            )
+        if decimator is not None and decimator.frames_in == 0:
+            raise MediaError(f"no video frame could be decoded from {path}", path=path)
     video_end = decimator.end if decimator is not None else 0.0
     return CompressResult(
         path=output,

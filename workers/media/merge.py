@@ -18,7 +18,6 @@ are, interleaved with the video by time.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Generator
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -30,7 +29,7 @@ import av.container
 import numpy as np
 from av.video.frame import PictureType
 
-from .audio import ProgressCallback, Throttle, output_url, temp_path
+from .audio import ProgressCallback, Throttle, atomic_output, output_url
 from .errors import MediaError, decode_failure
 from .probe import demux_checked, local_path, open_input
 from .timeline import PlacedSegment, Timeline
@@ -256,15 +255,17 @@ def _copy_merge(
     timeline: Timeline, audio: Path | None, output: Path, progress: ProgressCallback | None
 ) -> MergeResult:
     """Remux the recorded video packets at their output times (see videocopy)."""
-    tmp = temp_path(output)
     throttle = Throttle(progress)
     copier: _AudioCopier | None = None
     video: VideoCopier | None = None
     total = timeline.duration or 1.0
     try:
-        with av.open(
-            output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
-        ) as container:
+        with (
+            atomic_output(output, throttle) as tmp,
+            av.open(
+                output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
+            ) as container,
+        ):
             video = VideoCopier(timeline, container)
             if audio is not None:
                 copier = _AudioCopier(audio, container)
@@ -278,11 +279,6 @@ def _copy_merge(
             stats = video.run(on_packet)
             if copier is not None:
                 copier.copy_until(math.inf)
-        throttle.done()  # last chance to cancel before the file becomes visible
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         if video is not None:
             video.close()
@@ -311,16 +307,18 @@ def _reencode_merge(
 ) -> MergeResult:
     """Decode every segment and encode H.264 at a constant frame rate (always exact)."""
     video_segments = timeline.of_kind("video")
-    tmp = temp_path(output)
     throttle = Throttle(progress)
     copier: _AudioCopier | None = None
     frames_iter: Generator[tuple[float, av.VideoFrame], None, None] | None = None
     frame_count = 0
     rate = Fraction(_DEFAULT_FPS)
     try:
-        with av.open(
-            output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
-        ) as container:
+        with (
+            atomic_output(output, throttle) as tmp,
+            av.open(
+                output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
+            ) as container,
+        ):
             if video_segments:
                 width, height, source_rate = _first_video_info(video_segments[0].path)
                 rate = _choose_fps(fps, source_rate)
@@ -364,11 +362,6 @@ def _reencode_merge(
                 container.mux(vstream.encode(None))
             if copier is not None:
                 copier.copy_until(math.inf)
-        throttle.done()  # last chance to cancel before the file becomes visible
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         if frames_iter is not None:
             frames_iter.close()
