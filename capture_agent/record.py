@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -112,6 +112,34 @@ class Segment:
     @property
     def ended_at(self) -> datetime:
         return self.started_at + timedelta(seconds=self.duration)
+
+    def listed(self) -> ManifestSegment:
+        return ManifestSegment(
+            kind=self.kind, file=self.file, started_at=self.started_at, duration=self.duration
+        )
+
+
+def write_recording_manifest(
+    folder: Path,
+    *,
+    session_id: str,
+    name: str,
+    started_at: datetime,
+    priority: Literal["high", "normal", "low"],
+    segments: Iterable[ManifestSegment],
+    ended_at: datetime,
+) -> Path:
+    """``session.json`` of a finished recording: every segment in time order, complete."""
+    manifest = Manifest(
+        id=session_id,
+        name=name,
+        started_at=started_at,
+        priority=priority,
+        segments=sorted(segments, key=lambda s: (s.started_at, s.kind, s.file)),
+        ended_at=ended_at,
+        complete=True,
+    )
+    return write_manifest(folder, manifest)
 
 
 @dataclass(frozen=True)
@@ -554,22 +582,15 @@ class Recorder:
             if self._segments or self._begun:
                 ended_at = now()
                 assert self._started_at is not None
-                listed = sorted(self._segments, key=lambda s: (s.started_at, s.kind, s.file))
-                manifest = Manifest(
-                    id=opts.session_id,
+                manifest_path = write_recording_manifest(
+                    opts.folder,
+                    session_id=opts.session_id,
                     name=opts.name,
                     started_at=self._started_at,
                     priority=opts.priority,
-                    segments=[
-                        ManifestSegment(
-                            kind=s.kind, file=s.file, started_at=s.started_at, duration=s.duration
-                        )
-                        for s in listed
-                    ],
+                    segments=[s.listed() for s in self._segments],
                     ended_at=ended_at,
-                    complete=True,
                 )
-                manifest_path = write_manifest(opts.folder, manifest)
                 self._ensure_begun()
                 self.agent.end_session(opts.session_id, ended_at=ended_at)
                 self.notify(f"session {opts.session_id} ended: {len(self._segments)} segments")

@@ -32,9 +32,9 @@ from typing import Literal, Protocol, cast
 
 from capture_agent import control
 from capture_agent.ffmpeg_cmd import Kind, segment_list_name, segment_name
-from capture_agent.record import RunFiles, Segment, SessionSink
+from capture_agent.record import RunFiles, Segment, SessionSink, write_recording_manifest
 from shared.events import SegmentStored
-from shared.sessiondir import Manifest, ManifestSegment, write_manifest
+from shared.sessiondir import ManifestSegment
 
 __all__ = ["Recovered", "recover_dead_recordings"]
 
@@ -94,8 +94,8 @@ def _recover(info: control.RecorderInfo, sink: RecoverySink) -> Recovered | None
     if state == "unknown" and not added:
         log.info("recording %s: died before recording anything", session_id)
         return None
+    priority = cast(Literal["high", "normal", "low"], info.priority)
     if state == "unknown":
-        priority = cast(Literal["high", "normal", "low"], info.priority)
         sink.begin_session(session_id, name=info.name, started_at=started_at, priority=priority)
     for segment in added:
         sink.add_segment(
@@ -109,7 +109,20 @@ def _recover(info: control.RecorderInfo, sink: RecoverySink) -> Recovered | None
     ends = [s.started_at + timedelta(seconds=s.duration or 0) for s in known if s.started_at]
     ends += [s.ended_at for s in added]
     ended_at = max(ends, default=started_at)
-    _write_manifest(info, folder, started_at, ended_at, known, added)
+    write_recording_manifest(
+        folder,
+        session_id=session_id,
+        name=info.name,
+        started_at=started_at,
+        priority=priority,
+        segments=[
+            ManifestSegment(kind=s.kind, file=s.file, started_at=s.started_at, duration=s.duration)
+            for s in known
+            if s.started_at is not None
+        ]
+        + [s.listed() for s in added],
+        ended_at=ended_at,
+    )
     sink.end_session(session_id, ended_at=ended_at)
     log.warning(
         "recording %s: its recorder died; ended at %s with %d more segments",
@@ -147,35 +160,6 @@ def _unhanded_segments(
                 end = (segment.started_at - files.anchor).total_seconds() + (segment.duration or 0)
                 files.last_end[kind] = max(files.last_end[kind], end)
     return [s for s in files.collect(final=True) if s.file not in recorded]
-
-
-def _write_manifest(
-    info: control.RecorderInfo,
-    folder: Path,
-    started_at: datetime,
-    ended_at: datetime,
-    known: list[SegmentStored],
-    added: list[Segment],
-) -> None:
-    segments = [
-        ManifestSegment(kind=s.kind, file=s.file, started_at=s.started_at, duration=s.duration)
-        for s in known
-        if s.started_at is not None
-    ] + [
-        ManifestSegment(kind=s.kind, file=s.file, started_at=s.started_at, duration=s.duration)
-        for s in added
-    ]
-    segments.sort(key=lambda s: (s.started_at, s.kind, s.file))
-    manifest = Manifest(
-        id=info.session_id,
-        name=info.name,
-        started_at=started_at,
-        priority=cast(Literal["high", "normal", "low"], info.priority),
-        segments=segments,
-        ended_at=ended_at,
-        complete=True,
-    )
-    write_manifest(folder, manifest)
 
 
 def _is_run_ffmpeg(pid: int, info: control.RecorderInfo, folder: Path) -> bool:
