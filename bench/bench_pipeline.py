@@ -65,7 +65,7 @@ COMPRESS_MAX_VS_DECODE = 2.0  # compressed copy vs decode-only time
 MAX_VS_PLAIN = 1.1  # pipeline vs the correct plain command
 COMPRESSED_MAX_PCT = 40.0  # compressed size, % of the original
 COMPRESS_LEVEL = "medium"  # the level the size target applies to
-COMPRESS_LEVEL_PARAMS = ("preset", "level", "quality")  # what compress() may call it
+COMPRESS_LEVEL_PARAMS = ("preset", "level", "quality")  # what compress_video() may call it
 
 DEFAULT_QUALITY_STRIDE_FRAMES = 30  # compare one frame per second at 30 fps
 BYTES_PER_MB = 1_000_000
@@ -251,11 +251,11 @@ def adapt_plan(ctx: PipelineContext) -> AdapterRun:
 
 def adapt_audio(ctx: PipelineContext) -> AdapterRun:
     """Whole-session audio in one pass: decode, place to the sample, encode AAC once."""
-    from workers.media.audio import concat_audio
+    from workers.media.audio import render_audio
 
     if ctx.timeline is None:
         raise NotAvailable("needs the plan stage")
-    fn = ctx.entry("audio", concat_audio)
+    fn = ctx.entry("audio", render_audio)
     out = ctx.out_dir / "pipeline-audio.m4a"
     result = fn(
         ctx.timeline,
@@ -331,11 +331,11 @@ def adapt_audio_after_end(ctx: PipelineContext) -> AdapterRun:
 
 def adapt_merge(ctx: PipelineContext) -> AdapterRun:
     """The playable MP4 from the timeline's video and the pipeline's audio."""
-    from workers.media.merge import merge
+    from workers.media.merge import mux_playable
 
     if ctx.timeline is None or ctx.audio is None:
         raise NotAvailable("needs the plan and audio stages")
-    fn = ctx.entry("merge", merge)
+    fn = ctx.entry("merge", mux_playable)
     out = ctx.out_dir / "pipeline-playable.mp4"
     s = ctx.settings
     result = fn(
@@ -353,9 +353,9 @@ def adapt_compress(ctx: PipelineContext) -> AdapterRun:
             module = importlib.import_module("workers.media.compress")
         except ModuleNotFoundError as exc:
             raise NotAvailable("workers.media.compress is not in the tree yet") from exc
-        fn = getattr(module, "compress", None)
+        fn = getattr(module, "compress_video", None)
         if fn is None:
-            raise NotAvailable("workers.media.compress has no compress()")
+            raise NotAvailable("workers.media.compress has no compress_video()")
     if ctx.compress_source is None:
         raise NotAvailable("no source MP4 to compress")
     out = ctx.out_dir / "pipeline-compressed.mp4"

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 
-from shared.broker import transport_options
+from shared.broker import broker_transport, transport_options
 from shared.events import Event
 from shared.routing import QUEUE_DEFAULT, TASK_INGEST_EVENT, TASK_ROUTES, priority_value
 from shared.settings import Settings
@@ -34,6 +34,7 @@ class EventEmitter:
         self._app = Celery("capture-agent", set_as_current=False)
         self._app.conf.update(
             broker_url=settings.broker_url,
+            broker_transport=broker_transport(settings),
             broker_transport_options=options,
             broker_connection_retry_on_startup=True,
             broker_connection_timeout=5,

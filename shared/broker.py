@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
 from shared.routing import PRIORITY_STEPS
 from shared.settings import Settings
 
 REDIS_VISIBILITY_TIMEOUT_S = 12 * 3600  # longer than the longest media task (acks_late)
+
+
+def broker_transport(settings: Settings) -> str | None:
+    """Celery's ``broker_transport``: the embedded default's own, else what the URL says."""
+    return EMBEDDED_TRANSPORT if settings.embedded_broker else None
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:

@@ -46,7 +46,10 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+#: A job in one of these never runs again unless an operator resets it (retry/requeue).
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+#: A job that ended in one of these makes its session failed.
+UNSUCCESSFUL_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class SessionStatus(enum.StrEnum):
@@ -56,7 +59,7 @@ class SessionStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-def _status_column(enum_type: type[enum.StrEnum], default: enum.StrEnum) -> Mapped[Any]:
+def _status_column(default: enum.StrEnum) -> Mapped[Any]:
     # Plain strings in the database: readable by operators and easy to extend in migrations.
     return mapped_column(String(16), nullable=False, default=default.value, index=True)
 
@@ -66,7 +69,7 @@ class Session(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(512), nullable=False, default="")
-    status: Mapped[str] = _status_column(SessionStatus, SessionStatus.RECORDING)
+    status: Mapped[str] = _status_column(SessionStatus.RECORDING)
     priority: Mapped[str] = mapped_column(String(8), nullable=False, default="normal")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -123,7 +126,7 @@ class Job(Base):
         ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
     )
     stage: Mapped[str] = mapped_column(String(32), nullable=False)
-    status: Mapped[str] = _status_column(JobStatus, JobStatus.PENDING)
+    status: Mapped[str] = _status_column(JobStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)

@@ -22,7 +22,7 @@ def sessionpipe(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPIPE_")}
     env["COLUMNS"] = "200"
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args, "--home", str(home)],
+        [sys.executable, "-m", "sessionpipe.cli", *args, "--home", str(home)],
         cwd=ROOT,
         env=env,
         capture_output=True,

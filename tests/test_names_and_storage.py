@@ -99,7 +99,7 @@ def test_put_file_with_wrong_expected_checksum_leaves_nothing(tmp_path: Path) ->
 
 
 def test_output_path_removes_what_a_killed_writer_left_beside_it(tmp_path: Path) -> None:
-    from workers.media.audio import temp_path
+    from workers.media.output import temp_path
 
     storage = Storage(tmp_path / "root")
     key = "sessions/s1/derived/s1.mp4"

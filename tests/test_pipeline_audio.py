@@ -22,6 +22,7 @@ from shared import events
 from shared.db import session_scope
 from shared.migrate import upgrade
 from shared.models import AudioChunkState, Job, Segment
+from shared.routing import TASK_AUDIO_CHUNKS
 from shared.settings import Settings, get_settings, reset_settings
 from shared.storage import Storage
 from tests.mediagen import decode_audio
@@ -116,14 +117,14 @@ def marker_onsets(samples: np.ndarray, rate: int) -> list[int]:
 def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
     harness: Harness, tmp_path: Path
 ) -> None:
-    from workers import stages, tasks
-    from workers.pipeline import TASK_AUDIO_CHUNKS
+    from workers import tasks
+    from workers.stages.audio import AUDIO_CHUNKS_DIR
 
     ship_events(harness, record(tmp_path))
     *recording, ended = harness.emitted
     assert ended.type == "session.ended"
     storage = Storage(harness.settings.storage)
-    chunk_dir = storage.path(storage.derived_key(SESSION, stages.AUDIO_CHUNKS_DIR))
+    chunk_dir = storage.path(storage.derived_key(SESSION, AUDIO_CHUNKS_DIR))
 
     passes = 0
     for event in recording:  # a chunk pass runs after each audio segment, as on the queue
@@ -162,16 +163,17 @@ def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
     assert sorted(p.name for p in output.parent.iterdir()) == ["audio.m4a"]  # chunks removed
 
     # same markers as the one-pass reference encode of the same timeline
-    from workers.media.audio import concat_audio as reference
-    from workers.tasks import _snapshot
+    from workers.media.audio import render_audio as reference
+    from workers.snapshot import load_snapshot
+    from workers.stages import build_timeline
 
     with session_scope(harness.settings.database_url) as db:
         from shared.models import Session
 
         session = db.get(Session, SESSION)
         assert session is not None
-        snapshot = _snapshot(db, session)
-    timeline = stages.build_timeline(
+        snapshot = load_snapshot(db, session)
+    timeline = build_timeline(
         snapshot, storage, cut_pauses=True, needed=frozenset({"audio"})
     )
     ref = reference(timeline, tmp_path / "ref.m4a")
@@ -186,11 +188,7 @@ def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
 
 def test_concat_audio_waits_for_a_running_chunk_pass(harness: Harness, tmp_path: Path) -> None:
     from workers import tasks
-    from workers.pipeline import (
-        TASK_AUDIO_CHUNKS,
-        acquire_audio_chunks,
-        audio_chunks_busy,
-    )
+    from workers.audiochunks import acquire, busy
 
     ship_events(harness, record(tmp_path))
     for event in harness.emitted:  # all events arrive before any chunk task runs
@@ -199,8 +197,8 @@ def test_concat_audio_waits_for_a_running_chunk_pass(harness: Harness, tmp_path:
     assert len(late) == 4
     # a pass (on another worker) holds the lock for another second
     with session_scope(harness.settings.database_url) as db:
-        assert acquire_audio_chunks(db, SESSION, "elsewhere", lease=timedelta(seconds=1)) == 4
-        assert audio_chunks_busy(db, SESSION)
+        assert acquire(db, SESSION, "elsewhere", lease=timedelta(seconds=1)) == 4
+        assert busy(db, SESSION)
     (concat_args,) = harness.take("sessionpipe.concat_audio")
     assert tasks.concat_audio.apply(args=concat_args).get() == "concat_audio succeeded"
     with session_scope(harness.settings.database_url) as db:
@@ -212,41 +210,34 @@ def test_concat_audio_waits_for_a_running_chunk_pass(harness: Harness, tmp_path:
 
 
 def test_chunk_lock_protocol(harness: Harness, tmp_path: Path) -> None:
+    from workers.audiochunks import acquire, busy, close, release, renew, request
     from workers.ingest import lock_session
-    from workers.pipeline import (
-        acquire_audio_chunks,
-        audio_chunks_busy,
-        close_audio_chunks,
-        release_audio_chunks,
-        renew_audio_chunks,
-        request_audio_chunks,
-    )
 
     lease = timedelta(seconds=60)
     url = harness.settings.database_url
     with session_scope(url) as db:
         lock_session(db, SESSION)
-        assert [request_audio_chunks(db, SESSION) for _ in range(2)] == [1, 2]
+        assert [request(db, SESSION) for _ in range(2)] == [1, 2]
     with session_scope(url) as db:
-        assert acquire_audio_chunks(db, SESSION, "a", lease=lease) == 2
-        assert acquire_audio_chunks(db, SESSION, "b", lease=lease) is None
-        assert audio_chunks_busy(db, SESSION)
-        assert renew_audio_chunks(db, SESSION, "a", lease=lease)
-        assert not renew_audio_chunks(db, SESSION, "b", lease=lease)
-        request_audio_chunks(db, SESSION)  # a segment arrives during a's pass
-        assert release_audio_chunks(db, SESSION, "a", covered=2, encoded=3) is True
-        assert acquire_audio_chunks(db, SESSION, "a", lease=lease) == 3
-        assert release_audio_chunks(db, SESSION, "a", covered=3, encoded=1) is False
-        assert not audio_chunks_busy(db, SESSION)
+        assert acquire(db, SESSION, "a", lease=lease) == 2
+        assert acquire(db, SESSION, "b", lease=lease) is None
+        assert busy(db, SESSION)
+        assert renew(db, SESSION, "a", lease=lease)
+        assert not renew(db, SESSION, "b", lease=lease)
+        request(db, SESSION)  # a segment arrives during a's pass
+        assert release(db, SESSION, "a", covered=2, encoded=3) is True
+        assert acquire(db, SESSION, "a", lease=lease) == 3
+        assert release(db, SESSION, "a", covered=3, encoded=1) is False
+        assert not busy(db, SESSION)
         # a pass that died: its expired lease lets the next one in
-        assert acquire_audio_chunks(db, SESSION, "dead", lease=timedelta(seconds=-1)) == 3
-        assert not audio_chunks_busy(db, SESSION)
-        assert acquire_audio_chunks(db, SESSION, "c", lease=lease) == 3
+        assert acquire(db, SESSION, "dead", lease=timedelta(seconds=-1)) == 3
+        assert not busy(db, SESSION)
+        assert acquire(db, SESSION, "c", lease=lease) == 3
         # the stage takes over: the holder may not write any more, nobody may start
-        close_audio_chunks(db, SESSION)
-        assert not renew_audio_chunks(db, SESSION, "c", lease=lease)
-        assert release_audio_chunks(db, SESSION, "c", covered=3, encoded=0) is False
-        assert acquire_audio_chunks(db, SESSION, "d", lease=lease) is None
+        close(db, SESSION)
+        assert not renew(db, SESSION, "c", lease=lease)
+        assert release(db, SESSION, "c", covered=3, encoded=0) is False
+        assert acquire(db, SESSION, "d", lease=lease) is None
         state = db.get(AudioChunkState, SESSION)
         assert state is not None
         assert (state.requested, state.covered, state.chunks_encoded) == (3, 3, 4)
@@ -256,9 +247,9 @@ def test_a_segment_broken_after_chunking_fails_the_stage_and_leaves_nothing(
     harness: Harness, tmp_path: Path
 ) -> None:
     from tests.mediagen import truncate
-    from workers import stages, tasks
+    from workers import tasks
     from workers.media.errors import MediaError
-    from workers.pipeline import TASK_AUDIO_CHUNKS
+    from workers.stages.audio import AUDIO_CHUNKS_DIR
 
     ship_events(harness, record(tmp_path))
     *recording, ended = harness.emitted
@@ -267,8 +258,8 @@ def test_a_segment_broken_after_chunking_fails_the_stage_and_leaves_nothing(
         for args in harness.take(TASK_AUDIO_CHUNKS):
             tasks.audio_chunks.apply(args=args).get()
     storage = Storage(harness.settings.storage)
-    derived = storage.path(storage.derived_key(SESSION, stages.AUDIO_CHUNKS_DIR)).parent
-    assert (derived / stages.AUDIO_CHUNKS_DIR).is_dir()
+    derived = storage.path(storage.derived_key(SESSION, AUDIO_CHUNKS_DIR)).parent
+    assert (derived / AUDIO_CHUNKS_DIR).is_dir()
     # the last microphone file is damaged after it was probed and partly encoded
     last = [e for e in recording if e.payload.get("kind") == "audio"][-1]
     truncate(storage.path(last.payload["key"]), 0.5)

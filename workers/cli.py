@@ -1,4 +1,8 @@
-"""``sessionpipe``: set up the database, process sessions, and look after jobs."""
+"""``sessionpipe``: the workers' commands: database, status, jobs, retention.
+
+The commands that drive the capture agent and the workers together on one machine (`demo`,
+`process`) live in ``sessionpipe.local``; ``sessionpipe.cli`` puts both under one command.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,9 +19,8 @@ from rich.table import Table
 
 from shared.settings import Settings, get_settings, reset_settings
 
-DEFAULT_WAIT_S = 1800.0
-SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
-POLL_INTERVAL_S = 0.5
+DEFAULT_WAIT_S = 1800.0  # how long `process` and `jobs retry` wait for a session
+POLL_INTERVAL_S = 0.1  # how often `process` and `jobs retry` look at the session's state
 
 cli = typer.Typer(
     help="sessionpipe: recorded work sessions to finished media.",
@@ -44,7 +46,8 @@ HomeOption = Annotated[
 ]
 
 
-def _settings(home: Path | None) -> Settings:
+def settings_for(home: Path | None) -> Settings:
+    """The settings, with ``--home`` (when given) as the embedded default's folder."""
     if home is not None:
         os.environ["SESSIONPIPE_HOME"] = str(home)
         reset_settings()
@@ -56,7 +59,7 @@ def db_upgrade(revision: str = "head", home: HomeOption = None) -> None:
     """Create or upgrade the schema."""
     from shared.migrate import upgrade
 
-    settings = _settings(home)
+    settings = settings_for(home)
     upgrade(settings.database_url, revision)
     console.print(f"database at revision {revision}: {_redact(settings.database_url)}")
 
@@ -66,57 +69,7 @@ def db_downgrade(revision: str = "base", home: HomeOption = None) -> None:
     """Downgrade the schema (default: drop everything sessionpipe created)."""
     from shared.migrate import downgrade
 
-    downgrade(_settings(home).database_url, revision)
-
-
-@cli.command()
-def demo(
-    home: HomeOption = None,
-    duration: Annotated[float, typer.Option(help="Session length in seconds.")] = 60.0,
-    hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")] = 10.0,
-) -> None:
-    """Record a synthetic session through the capture agent and process it on this machine."""
-    from capture_agent.synthetic import SyntheticSpec
-
-    settings = _settings(home)
-    _require_embedded(settings, "demo")
-    start = max(0.0, duration / 2 - hole / 2)
-    spec = SyntheticSpec(
-        duration=duration, audio_holes=((start, start + hole),) if hole > 0 else ()
-    )
-    session_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    recordings = settings.home / "recordings" / session_id
-    console.print(
-        f"recording a {duration:.0f} s synthetic session ({hole:.0f} s without "
-        f"microphone) into {recordings}"
-    )
-    _run_embedded(
-        settings, lambda: _record_and_ship(settings, recordings, session_id, spec), session_id
-    )
-
-
-@cli.command()
-def process(
-    session_dir: Annotated[Path, typer.Argument(help="Folder with session.json.")],
-    home: HomeOption = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = DEFAULT_WAIT_S,
-) -> None:
-    """Ship a session folder to storage, process it, and wait for the result."""
-    from shared.sessiondir import ManifestError, load_manifest
-
-    settings = _settings(home)
-    try:
-        manifest = load_manifest(session_dir)
-    except ManifestError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    if settings.embedded_broker:
-        _run_embedded(
-            settings, lambda: _ship_dir(settings, session_dir), manifest.id, timeout=timeout
-        )
-    else:
-        _ship_dir(settings, session_dir)
-        _wait_and_report(settings, manifest.id, timeout)
+    downgrade(settings_for(home).database_url, revision)
 
 
 @cli.command()
@@ -126,7 +79,7 @@ def status(
     home: HomeOption = None,
 ) -> None:
     """Show a session's stages: status, attempts, progress, error and outputs."""
-    report = _status_or_exit(_settings(home), session_id)
+    report = _status_or_exit(settings_for(home), session_id)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
@@ -145,7 +98,7 @@ def jobs_list(
     from shared.db import session_scope
     from shared.models import Job
 
-    settings = _settings(home)
+    settings = settings_for(home)
     with session_scope(settings.database_url) as db:
         query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
         if status_filter:
@@ -172,7 +125,7 @@ def jobs_cancel(
     from shared.db import session_scope
     from workers.jobs import cancel
 
-    with session_scope(_settings(home).database_url) as db:
+    with session_scope(settings_for(home).database_url) as db:
         count = cancel(db, session_id, stage)
     console.print(f"cancelled {count} job(s)")
 
@@ -180,7 +133,7 @@ def jobs_cancel(
 @jobs_cli.command("inspect")
 def jobs_inspect(session_id: str, home: HomeOption = None) -> None:
     """Everything about one session's jobs, as JSON (results, errors, timings)."""
-    sys.stdout.write(json.dumps(_status_or_exit(_settings(home), session_id), indent=2) + "\n")
+    sys.stdout.write(json.dumps(_status_or_exit(settings_for(home), session_id), indent=2) + "\n")
 
 
 @jobs_cli.command("retry")
@@ -188,7 +141,7 @@ def jobs_retry(session_id: str, stage: str, home: HomeOption = None) -> None:
     """Run a failed or cancelled stage again (the stages after it follow)."""
     from workers.jobs import JobStatus
 
-    _requeue(_settings(home), session_id, stage, (JobStatus.FAILED, JobStatus.CANCELLED))
+    _requeue(settings_for(home), session_id, stage, (JobStatus.FAILED, JobStatus.CANCELLED))
 
 
 @jobs_cli.command("requeue")
@@ -204,7 +157,7 @@ def jobs_requeue(
     from workers.jobs import JobStatus
 
     statuses: tuple[JobStatus, ...] = tuple(JobStatus) if force else (JobStatus.PENDING,)
-    _requeue(_settings(home), session_id, stage, statuses)
+    _requeue(settings_for(home), session_id, stage, statuses)
 
 
 @jobs_cli.command("reap")
@@ -220,7 +173,7 @@ def jobs_reap(
     from workers.app import app
     from workers.pipeline import requeue_stale_jobs
 
-    settings = _settings(home)
+    settings = settings_for(home)
     window = timedelta(seconds=lease if lease is not None else settings.job_lease_s)
     if settings.embedded_broker:
         from workers.embedded import embedded_worker
@@ -228,7 +181,7 @@ def jobs_reap(
         with embedded_worker(app):
             reset = requeue_stale_jobs(app, settings.database_url, lease=window)
             for session_id in sorted({sid for sid, _ in reset}):
-                _wait_and_report(settings, session_id, DEFAULT_WAIT_S)
+                wait_and_report(settings, session_id, DEFAULT_WAIT_S)
     else:
         reset = requeue_stale_jobs(app, settings.database_url, lease=window)
     for session_id, stage in reset:
@@ -269,7 +222,7 @@ def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[An
         with embedded_worker(app):
             send(app, session, stage_enum)
             console.print(f"requeued {stage} for {session_id}")
-            _wait_and_report(settings, session_id, DEFAULT_WAIT_S)
+            wait_and_report(settings, session_id, DEFAULT_WAIT_S)
         return
     send(app, session, stage_enum)
     console.print(f"requeued {stage} for {session_id}")
@@ -288,7 +241,7 @@ def retention_apply(
     from shared.storage import Storage
     from workers.retention import apply_retention
 
-    settings = _settings(home)
+    settings = settings_for(home)
     if settings.keep_originals_days is None:
         console.print("retention is off: originals are kept (set SESSIONPIPE_KEEP_ORIGINALS_DAYS)")
         return
@@ -308,92 +261,6 @@ def retention_apply(
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _require_embedded(settings: Settings, command: str) -> None:
-    if not settings.embedded_broker:
-        err.print(
-            f"[red]error:[/red] `{command}` runs on the embedded default; unset "
-            "SESSIONPIPE_BROKER_URL or use `sessionpipe process` with running workers"
-        )
-        raise typer.Exit(2)
-
-
-def _agent(settings: Settings) -> Any:
-    """The capture agent itself (outbox, verified uploads), configured for this home."""
-    from capture_agent.agent import Agent
-    from capture_agent.settings import AgentSettings
-
-    agent = Agent(AgentSettings(), shared=settings)
-    agent.start()
-    return agent
-
-
-def _drain(agent: Any, what: str) -> None:
-    """Wait for the agent to ship and announce everything, or exit with what is pending."""
-    try:
-        if not agent.stop(drain=True, timeout=SHIP_TIMEOUT_S):
-            status = agent.status()
-            err.print(
-                f"[red]error:[/red] {what} is not fully shipped after {SHIP_TIMEOUT_S:.0f} s "
-                f"(last error: {status.get('last_error')}); `capture-agent run` resumes it"
-            )
-            raise typer.Exit(1)
-    finally:
-        agent.close()
-
-
-def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
-    from capture_agent.synthetic import RecordedSegment, record_synthetic_session
-
-    agent = _agent(settings)
-    started_at = datetime.now(UTC)
-    agent.begin_session(session_id, name="Synthetic demo session", started_at=started_at)
-
-    def on_segment(segment: RecordedSegment) -> None:
-        agent.add_segment(
-            session_id,
-            segment.path,
-            kind=segment.kind,
-            file=segment.file,
-            started_at=segment.started_at,
-            duration=segment.duration,
-        )
-
-    record_synthetic_session(
-        recordings,
-        session_id=session_id,
-        name="Synthetic demo session",
-        spec=spec,
-        started_at=started_at,
-        on_segment=on_segment,
-    )
-    agent.end_session(session_id)
-    _drain(agent, f"session {session_id}")
-
-
-def _ship_dir(settings: Settings, session_dir: Path) -> None:
-    agent = _agent(settings)
-    try:
-        agent.enqueue_session_dir(session_dir)
-    except (OSError, ValueError) as exc:
-        agent.close()
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    _drain(agent, str(session_dir))
-
-
-def _run_embedded(
-    settings: Settings, produce: Any, session_id: str, timeout: float = DEFAULT_WAIT_S
-) -> None:
-    from shared.migrate import upgrade
-    from workers.app import app
-    from workers.embedded import embedded_worker
-
-    upgrade(settings.database_url)
-    with embedded_worker(app):
-        produce()
-        _wait_and_report(settings, session_id, timeout)
-
-
 def _status_or_exit(settings: Settings, session_id: str) -> dict[str, Any]:
     from shared.ids import InvalidNameError
     from shared.storage import Storage
@@ -406,7 +273,7 @@ def _status_or_exit(settings: Settings, session_id: str) -> dict[str, Any]:
         raise typer.Exit(2) from exc
 
 
-def _wait_and_report(settings: Settings, session_id: str, timeout: float) -> None:
+def wait_and_report(settings: Settings, session_id: str, timeout: float) -> None:
     from workers.status import UnknownSessionError
 
     deadline = time.monotonic() + timeout
@@ -481,10 +348,3 @@ def _redact(url: str) -> str:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
 
-
-def main() -> None:
-    cli()
-
-
-if __name__ == "__main__":
-    main()

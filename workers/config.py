@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from shared.broker import transport_options
+from shared.broker import broker_transport, transport_options
 from shared.routing import (
     PRIORITY_VALUES,
     QUEUE_DEFAULT,
@@ -24,6 +24,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     exchange = Exchange("sessionpipe", type="direct")
     return {
         "broker_url": settings.broker_url,
+        "broker_transport": broker_transport(settings),
         "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "task_queues": [Queue(name, exchange, routing_key=name) for name in QUEUES],

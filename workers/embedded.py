@@ -38,7 +38,11 @@ def embedded_worker(
     app: Celery, *, concurrency: int = EMBEDDED_CONCURRENCY, queues: Sequence[str] = QUEUES
 ) -> Iterator[WorkController]:
     app.finalize()
+    # The pool's threads look tasks up in the *current* app, which is thread-local and falls
+    # back to the default app: make ours the default, or a task would run as a copy bound to
+    # an unconfigured app and send its next stage (or its retry) to a broker nobody reads.
     app.set_current()
+    app.set_default()
     worker = _ReadyWorkController(
         app=app,
         pool_cls="threads",

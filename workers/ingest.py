@@ -6,17 +6,81 @@ Each event is applied in one transaction together with its row in ``events``; th
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Any
 
+from celery import Celery
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
 from shared import models
+from shared.db import session_scope
 from shared.events import Event
 from shared.models import SessionStatus
+from shared.receipts import write_receipt
+from shared.routing import TASK_AUDIO_CHUNKS, priority_value
+from shared.settings import Settings
+from shared.storage import Storage
+from workers import audiochunks
 from workers.jobs import insert_ignore
-from workers.pipeline import FIRST_STAGE, prepare
+from workers.pipeline import Stage, send_all, start
+
+log = logging.getLogger(__name__)
+
+
+def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
+    """Apply one capture-agent event; start processing once the session is complete.
+
+    An invalid event is rejected (logged, not retried: it can never become valid). After the
+    commit: the receipt of a stored segment, then the first stages' tasks or a chunk pass.
+    """
+    try:
+        parsed = Event.model_validate(event)
+    except ValidationError as exc:
+        log.error("rejected invalid event %r: %s", event.get("event_id"), exc)
+        return f"rejected: {exc.error_count()} validation error(s)"
+    chunk_request: int | None = None
+    due: list[Stage] = []
+    with session_scope(settings.database_url) as db:
+        session = lock_session(db, parsed.session_id)
+        fresh = record_event(db, parsed)
+        if fresh:
+            apply_event(db, session, parsed)
+            if settings.audio_incremental and wants_audio_chunks(session, parsed):
+                chunk_request = audiochunks.request(db, session.id)
+        if ready_to_process(db, session):
+            due = start_processing(db, session)
+    if parsed.type == "segment.stored":
+        confirm_segment(settings, parsed)
+    if due:
+        send_all(app, session, due)
+    elif chunk_request is not None:  # once processing starts, the stage encodes it all
+        app.send_task(
+            TASK_AUDIO_CHUNKS,
+            args=[session.id, chunk_request],
+            priority=priority_value(session.priority),
+        )
+    return "applied" if fresh else "duplicate"
+
+
+def confirm_segment(settings: Settings, event: Event) -> None:
+    """Receipt for the agent (it may delete its local copy): only for verified content.
+
+    Written after the commit and for duplicates too, so a lost receipt is restored.
+    """
+    segment = event.segment()
+    storage = Storage(settings.storage)
+    if storage.verify(segment.key, segment.sha256):
+        write_receipt(storage, event.session_id, segment.index, segment.sha256)
+    else:
+        log.warning(
+            "segment %s of %s does not match its checksum in storage; no receipt",
+            segment.file,
+            event.session_id,
+        )
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -113,8 +177,8 @@ def ready_to_process(db: DbSession, session: models.Session) -> bool:
     return stored >= session.expected_segments
 
 
-def start_processing(db: DbSession, session: models.Session) -> bool:
-    """Mark the session processing and create the first job; True if it must be sent."""
+def start_processing(db: DbSession, session: models.Session) -> list[Stage]:
+    """Mark the session processing and create its first jobs; the stages to send."""
     if session.status == SessionStatus.RECORDING.value:
         session.status = SessionStatus.PROCESSING.value
     if session.started_at is None:
@@ -123,26 +187,4 @@ def start_processing(db: DbSession, session: models.Session) -> bool:
                 models.Segment.session_id == session.id
             )
         ).scalar_one()
-    return prepare(db, session.id, FIRST_STAGE)
-
-
-def pauses(db: DbSession, session: models.Session) -> list[tuple[datetime, datetime]]:
-    """Explicit pause intervals from the agent's session.paused / session.resumed events."""
-    rows = db.execute(
-        select(models.Event.type, models.Event.emitted_at, models.Event.payload)
-        .where(
-            models.Event.session_id == session.id,
-            models.Event.type.in_(["session.paused", "session.resumed"]),
-        )
-        .order_by(models.Event.seq)
-    ).all()
-    result: list[tuple[datetime, datetime]] = []
-    paused_at: datetime | None = None
-    for kind, emitted_at, payload in rows:
-        at = _parse_time(payload.get("at")) or emitted_at
-        if kind == "session.paused" and paused_at is None:
-            paused_at = at
-        elif kind == "session.resumed" and paused_at is not None and at is not None:
-            result.append((paused_at, at))
-            paused_at = None
-    return result
+    return start(db, session.id)

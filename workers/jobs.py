@@ -14,12 +14,12 @@ from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
-from shared.models import Job, JobStatus
+from shared.models import TERMINAL_STATUSES, Job, JobStatus
 
 MAX_ERROR_CHARS = 4000
 
 
-def _affected(db: DbSession, stmt: Executable) -> int:
+def affected(db: DbSession, stmt: Executable) -> int:
     """Rows touched by an INSERT/UPDATE: how every conditional transition knows it won."""
     return cast(CursorResult[Any], db.execute(stmt)).rowcount
 
@@ -47,7 +47,7 @@ def insert_ignore(
         )
     else:  # pragma: no cover - only PostgreSQL and SQLite are supported
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    return _affected(db, stmt) > 0
+    return affected(db, stmt) > 0
 
 
 def ensure_job(db: DbSession, session_id: str, stage: str) -> tuple[Job, bool]:
@@ -95,7 +95,7 @@ def claim(
     """
     job, _ = ensure_job(db, session_id, stage)
     status = JobStatus(job.status)
-    if status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.FAILED):
+    if status in TERMINAL_STATUSES:
         return None
     if status is JobStatus.RUNNING and job.task_id != task_id:
         updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=UTC)
@@ -116,7 +116,7 @@ def claim(
         )
         .execution_options(synchronize_session=False)
     )
-    if _affected(db, stmt) != 1:
+    if affected(db, stmt) != 1:
         return None
     return Claim(job_id=job_id, attempt=attempt)
 
@@ -127,7 +127,7 @@ def _finish(db: DbSession, job_id: int, task_id: str, status: JobStatus, **value
         .where(Job.id == job_id, Job.task_id == task_id, Job.status == JobStatus.RUNNING.value)
         .values(status=status.value, updated_at=now(), **values)
     )
-    return _affected(db, stmt) == 1
+    return affected(db, stmt) == 1
 
 
 def succeed(
@@ -158,7 +158,7 @@ def note_retry(db: DbSession, job_id: int, task_id: str, error: str) -> bool:
         .where(Job.id == job_id, Job.task_id == task_id)
         .values(error=f"retrying: {error}"[:MAX_ERROR_CHARS], updated_at=now())
     )
-    return _affected(db, stmt) == 1
+    return affected(db, stmt) == 1
 
 
 def report_progress(db: DbSession, job_id: int, task_id: str, fraction: float) -> JobStatus:
@@ -188,7 +188,7 @@ def cancel(db: DbSession, session_id: str, stage: str | None = None) -> int:
     )
     if stage is not None:
         stmt = stmt.where(Job.stage == stage)
-    return _affected(db, stmt)
+    return affected(db, stmt)
 
 
 def reset_for_retry(
@@ -215,7 +215,7 @@ def reset_for_retry(
             updated_at=now(),
         )
     )
-    return _affected(db, stmt) == 1
+    return affected(db, stmt) == 1
 
 
 def requeue_stale(db: DbSession, *, lease: timedelta) -> list[tuple[str, str]]:
@@ -247,6 +247,6 @@ def requeue_stale(db: DbSession, *, lease: timedelta) -> list[tuple[str, str]]:
             )
             .execution_options(synchronize_session=False)
         )
-        if _affected(db, stmt) == 1:
+        if affected(db, stmt) == 1:
             reset.append((session_id, stage))
     return reset

@@ -1,32 +1,42 @@
-"""The stage graph: what runs after what, and how the next stage is put on its queue.
+"""The stage graph: which stage runs after which, and how a ready stage is put on its queue.
 
-Also the bookkeeping of incremental audio encoding, which runs beside the graph while a
-session records: ``audio_chunk_state`` rows, changed only by conditional UPDATEs so two chunk
-tasks of one session never encode at the same time and the concat_audio stage can take over.
+Each stage is one job row per session (``workers.jobs``) and one Celery task, routed to its
+queue by ``shared.routing.TASK_ROUTES``. A stage becomes ready when every stage it runs
+*after* has succeeded; stages with no ordering between them run side by side, each on its
+own queue. The rule for handing on, which makes a lost or doubled hand-on harmless:
+
+- The stage that succeeds locks the session row, marks its job succeeded and creates the
+  job rows of the stages that became ready, in one transaction; after the commit it sends
+  their tasks. With the lock, of two predecessors finishing at once the later one sees both
+  succeeded, so a stage with several predecessors is never forgotten.
+- Sending is at least once: a redelivered or repeated task that finds its job succeeded
+  sends the ready successors again, and a task finding its job taken or finished stops.
+- A session is *completed* when every stage succeeded, *failed* when one failed or was
+  cancelled.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, cast
+from typing import Final
 
 from celery import Celery
-from sqlalchemy import CursorResult, Executable, case, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from shared.db import session_scope
-from shared.models import AudioChunkState, Job, JobStatus, Session
+from shared.models import UNSUCCESSFUL_STATUSES, Job, JobStatus, Session, SessionStatus
 from shared.routing import (
-    TASK_AUDIO_CHUNKS,
     TASK_COMPRESS,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_MERGE,
     priority_value,
 )
-from workers.jobs import ensure_job, insert_ignore, now, requeue_stale
+from workers.jobs import ensure_job, requeue_stale
 
 log = logging.getLogger(__name__)
 
@@ -38,33 +48,106 @@ class Stage(StrEnum):
     FINALIZE = "finalize"
 
 
-STAGES: tuple[Stage, ...] = (Stage.CONCAT_AUDIO, Stage.MERGE, Stage.COMPRESS, Stage.FINALIZE)
-FIRST_STAGE = STAGES[0]
-TASK_OF_STAGE: dict[Stage, str] = {
-    Stage.CONCAT_AUDIO: TASK_CONCAT_AUDIO,
-    Stage.MERGE: TASK_MERGE,
-    Stage.COMPRESS: TASK_COMPRESS,
-    Stage.FINALIZE: TASK_FINALIZE,
-}
+@dataclass(frozen=True)
+class StageSpec:
+    stage: Stage
+    task: str  # Celery task name; its queue comes from shared.routing
+    after: tuple[Stage, ...] = ()  # ready once every one of these succeeded
 
 
-def next_stage(stage: Stage) -> Stage | None:
-    index = STAGES.index(stage)
-    return STAGES[index + 1] if index + 1 < len(STAGES) else None
+GRAPH: Final[tuple[StageSpec, ...]] = (
+    StageSpec(Stage.CONCAT_AUDIO, TASK_CONCAT_AUDIO),
+    StageSpec(Stage.MERGE, TASK_MERGE, after=(Stage.CONCAT_AUDIO,)),
+    StageSpec(Stage.COMPRESS, TASK_COMPRESS, after=(Stage.MERGE,)),
+    StageSpec(Stage.FINALIZE, TASK_FINALIZE, after=(Stage.MERGE, Stage.COMPRESS)),
+)
+SPECS: Final[dict[Stage, StageSpec]] = {spec.stage: spec for spec in GRAPH}
+STAGES: Final[tuple[Stage, ...]] = tuple(spec.stage for spec in GRAPH)  # a topological order
+ROOTS: Final[tuple[Stage, ...]] = tuple(spec.stage for spec in GRAPH if not spec.after)
 
 
-def prepare(db: DbSession, session_id: str, stage: Stage) -> bool:
-    """Make sure the stage's job row exists; True when it still needs to be sent."""
-    job, _ = ensure_job(db, session_id, stage.value)
-    return job.status == JobStatus.PENDING.value
+def _check_graph() -> None:
+    """Every predecessor is listed before its stage, so GRAPH's order is topological."""
+    seen: set[Stage] = set()
+    for spec in GRAPH:
+        missing = [s.value for s in spec.after if s not in seen]
+        if missing:
+            raise RuntimeError(f"stage {spec.stage.value} runs after unlisted stages {missing}")
+        seen.add(spec.stage)
 
 
+_check_graph()
+
+
+def successors(stage: Stage) -> tuple[Stage, ...]:
+    return tuple(spec.stage for spec in GRAPH if stage in spec.after)
+
+
+def ready_after(stage: Stage, succeeded: set[str]) -> tuple[Stage, ...]:
+    """The successors of ``stage`` whose predecessors have all succeeded."""
+    return tuple(s for s in successors(stage) if all(p.value in succeeded for p in SPECS[s].after))
+
+
+# -- in the caller's transaction --------------------------------------------------------------
+def lock_session(db: DbSession, session_id: str) -> Session | None:
+    """The session row, locked until commit: hand-ons of one session serialise on it."""
+    return db.execute(
+        select(Session).where(Session.id == session_id).with_for_update()
+    ).scalar_one_or_none()
+
+
+def _statuses(db: DbSession, session_id: str) -> dict[str, str]:
+    rows = db.execute(select(Job.stage, Job.status).where(Job.session_id == session_id)).all()
+    return {stage: status for stage, status in rows}
+
+
+def _pending(db: DbSession, session_id: str, stages: tuple[Stage, ...]) -> list[Stage]:
+    """Create the stages' job rows; the ones still pending, which must be sent."""
+    due = []
+    for stage in stages:
+        job, _ = ensure_job(db, session_id, stage.value)
+        if job.status == JobStatus.PENDING.value:
+            due.append(stage)
+    return due
+
+
+def start(db: DbSession, session_id: str) -> list[Stage]:
+    """Processing starts: job rows for the stages that run first; the ones to send."""
+    return _pending(db, session_id, ROOTS)
+
+
+def hand_on(db: DbSession, session_id: str, stage: Stage) -> list[Stage]:
+    """After ``stage`` succeeded (session row locked): the successors to send.
+
+    Marks the session completed when every stage has succeeded.
+    """
+    statuses = _statuses(db, session_id)
+    succeeded = {s for s, status in statuses.items() if status == JobStatus.SUCCEEDED.value}
+    if all(s.value in succeeded for s in STAGES):
+        session = db.get(Session, session_id)
+        if session is not None:
+            session.status = SessionStatus.COMPLETED.value
+    return _pending(db, session_id, ready_after(stage, succeeded))
+
+
+def session_outcome(jobs: list[Job]) -> str | None:
+    """'completed', 'failed' or None (still going) from a session's job rows."""
+    if any(job.status in UNSUCCESSFUL_STATUSES for job in jobs):
+        return "failed"
+    succeeded = {job.stage for job in jobs if job.status == JobStatus.SUCCEEDED.value}
+    return "completed" if all(s.value in succeeded for s in STAGES) else None
+
+
+# -- sending (after the commit) ---------------------------------------------------------------
 def send(app: Celery, session: Session, stage: Stage) -> None:
     """Put a stage's task on its queue (routing comes from the app's task_routes)."""
-    app.send_task(
-        TASK_OF_STAGE[stage], args=[session.id], priority=priority_value(session.priority)
-    )
+    app.send_task(SPECS[stage].task, args=[session.id], priority=priority_value(session.priority))
     log.info("sent %s for session %s", stage.value, session.id)
+
+
+def send_all(app: Celery, session: Session, stages: list[Stage]) -> None:
+    for stage in stages:
+        send(app, session, stage)
 
 
 def requeue_stale_jobs(
@@ -80,171 +163,3 @@ def requeue_stale_jobs(
             log.warning("job %s of %s lost its worker: sent again", stage, session_id)
             send(app, session, Stage(stage))
     return reset
-
-
-def session_outcome(jobs: list[Job]) -> str | None:
-    """'completed', 'failed' or None (still going) from a session's job rows."""
-    by_stage = {job.stage: job for job in jobs}
-    if any(job.status in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) for job in jobs):
-        return "failed"
-    last = by_stage.get(STAGES[-1].value)
-    if last is not None and last.status == JobStatus.SUCCEEDED.value:
-        return "completed"
-    return None
-
-
-# -- incremental audio ------------------------------------------------------------------------
-# Not a stage: it has no job row and its work is optional, since concat_audio encodes
-# whatever is missing. Routed to the audio queue with concat_audio (shared.routing).
-
-
-def send_audio_chunks(app: Celery, session: Session, request: int) -> None:
-    """Ask for a chunk pass covering the ``request``-th stored audio segment."""
-    app.send_task(
-        TASK_AUDIO_CHUNKS,
-        args=[session.id, request],
-        priority=priority_value(session.priority),
-    )
-
-
-def _affected(db: DbSession, stmt: Executable) -> int:
-    """Rows a conditional UPDATE touched: how a transition knows it won."""
-    return cast(CursorResult[Any], db.execute(stmt)).rowcount
-
-
-def _chunk_state(db: DbSession, session_id: str) -> AudioChunkState:
-    insert_ignore(
-        db,
-        AudioChunkState,
-        {
-            "session_id": session_id,
-            "requested": 0,
-            "covered": 0,
-            "closed": False,
-            "chunks_encoded": 0,
-        },
-        ["session_id"],
-    )
-    return db.execute(
-        select(AudioChunkState)
-        .where(AudioChunkState.session_id == session_id)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-
-
-def audio_chunk_state(db: DbSession, session_id: str) -> AudioChunkState:
-    """The session's row (created on first use)."""
-    return _chunk_state(db, session_id)
-
-
-def request_audio_chunks(db: DbSession, session_id: str) -> int:
-    """Count one more stored audio segment; returns the count a chunk pass must cover.
-
-    Runs in the ingest transaction, so a pass that reads the count also sees the segment.
-    """
-    _chunk_state(db, session_id)
-    db.execute(
-        update(AudioChunkState)
-        .where(AudioChunkState.session_id == session_id)
-        .values(requested=AudioChunkState.requested + 1, updated_at=now())
-    )
-    return _chunk_state(db, session_id).requested
-
-
-def acquire_audio_chunks(
-    db: DbSession, session_id: str, owner: str, *, lease: timedelta
-) -> int | None:
-    """Take the session's chunk lock for ``owner``; the request count the pass covers.
-
-    None when the stage has taken over (closed) or another live pass holds the lock. Read
-    the snapshot in the same transaction, after this, so it holds every counted segment.
-    """
-    _chunk_state(db, session_id)
-    at = now()
-    taken = _affected(
-        db,
-        update(AudioChunkState)
-        .where(
-            AudioChunkState.session_id == session_id,
-            AudioChunkState.closed.is_(False),
-            or_(
-                AudioChunkState.owner.is_(None),
-                AudioChunkState.owner == owner,
-                AudioChunkState.lease_until < at,
-            ),
-        )
-        .values(owner=owner, lease_until=at + lease, updated_at=at)
-        .execution_options(synchronize_session=False),
-    )
-    if taken != 1:
-        return None
-    return _chunk_state(db, session_id).requested
-
-
-def renew_audio_chunks(db: DbSession, session_id: str, owner: str, *, lease: timedelta) -> bool:
-    """Extend the lease before writing a chunk; False = stop (closed, or the lock was lost)."""
-    at = now()
-    return (
-        _affected(
-            db,
-            update(AudioChunkState)
-            .where(
-                AudioChunkState.session_id == session_id,
-                AudioChunkState.owner == owner,
-                AudioChunkState.closed.is_(False),
-            )
-            .values(lease_until=at + lease, updated_at=at)
-            .execution_options(synchronize_session=False),
-        )
-        == 1
-    )
-
-
-def release_audio_chunks(
-    db: DbSession, session_id: str, owner: str, *, covered: int | None, encoded: int
-) -> bool:
-    """Give the lock back, recording what the pass covered; True = run another pass.
-
-    Another pass is due when segments were counted after this one read the count and the
-    stage has not taken over: their tasks saw the lock held and rely on this one.
-    """
-    values: dict[str, object] = {
-        "owner": None,
-        "lease_until": None,
-        "updated_at": now(),
-        "chunks_encoded": AudioChunkState.chunks_encoded + encoded,
-    }
-    if covered is not None:
-        values["covered"] = case(
-            (AudioChunkState.covered < covered, covered), else_=AudioChunkState.covered
-        )
-    released = _affected(
-        db,
-        update(AudioChunkState)
-        .where(AudioChunkState.session_id == session_id, AudioChunkState.owner == owner)
-        .values(**values)
-        .execution_options(synchronize_session=False),
-    )
-    state = _chunk_state(db, session_id)
-    return released == 1 and covered is not None and not state.closed and state.requested > covered
-
-
-def close_audio_chunks(db: DbSession, session_id: str) -> None:
-    """The concat_audio stage takes over: no chunk pass may write after this commits."""
-    _chunk_state(db, session_id)
-    db.execute(
-        update(AudioChunkState)
-        .where(AudioChunkState.session_id == session_id)
-        .values(closed=True, updated_at=now())
-    )
-
-
-def audio_chunks_busy(db: DbSession, session_id: str) -> bool:
-    """Whether a live chunk pass still holds the lock (it stops before its next write)."""
-    state = _chunk_state(db, session_id)
-    if state.owner is None or state.lease_until is None:
-        return False
-    until = state.lease_until
-    if until.tzinfo is None:  # SQLite hands back naive UTC
-        until = until.replace(tzinfo=now().tzinfo)
-    return until > now()

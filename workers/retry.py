@@ -1,10 +1,19 @@
-"""Retry policy: which failures are transient (retry with backoff) and which are permanent."""
+"""Retry policy, declared once: which failures are transient, how long to wait between tries.
+
+The rule: a failure is *transient* (the same call may succeed later: a database, broker or
+file system that is not reachable right now) when its type is one of ``TRANSIENT_ERRORS``
+and not one of ``PERMANENT_ERRORS``. Everything else is *permanent*: the input is wrong
+(a corrupt or missing segment, a bad name) or the code is, and trying again cannot help,
+so the job fails at once with the reason. Tasks get the policy from
+:class:`workers.tasks.PipelineTask`; they never call ``self.retry`` by hand.
+"""
 
 from __future__ import annotations
 
 import random
 
 import kombu.exceptions
+import redis.exceptions
 import sqlalchemy.exc
 
 from shared.ids import InvalidNameError
@@ -12,44 +21,42 @@ from shared.sessiondir import ManifestError
 from shared.storage import StorageError
 from workers.media.errors import MediaError
 
-RETRY_BASE_S = 2.0
-RETRY_CAP_S = 600.0
+RETRY_BASE_S = 2.0  # first wait; doubles with every retry
+RETRY_CAP_S = 600.0  # longest wait between two tries
 
-
-class TransientError(Exception):
-    """Something outside the input is not ready or not reachable yet; try again later."""
-
-
-class PermanentError(Exception):
-    """The input is wrong; retrying cannot help."""
-
-
+# Checked first: these subclass OSError or ValueError in places, and are never transient.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     MediaError,
     InvalidNameError,
     ManifestError,
     StorageError,
-    PermanentError,
     ValueError,
 )
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    TransientError,
-    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.OperationalError,  # the database went away, a lock timed out
     sqlalchemy.exc.InterfaceError,
-    kombu.exceptions.OperationalError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection in time
+    kombu.exceptions.OperationalError,  # the broker went away
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
     ConnectionError,
     TimeoutError,
-    OSError,
+    OSError,  # a shared file system that blinked (a missing segment is a MediaError)
 )
 
 
-def is_permanent(exc: BaseException) -> bool:
-    return isinstance(exc, PERMANENT_ERRORS) and not isinstance(exc, TransientError)
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, PERMANENT_ERRORS)
+
+
+def will_retry(exc: BaseException, retries: int, max_retries: int) -> bool:
+    """Whether a task that raised ``exc`` after ``retries`` retries is tried again."""
+    return is_transient(exc) and retries < max_retries
 
 
 def backoff_seconds(
     retries: int, *, base: float = RETRY_BASE_S, cap: float = RETRY_CAP_S, jitter: bool = True
 ) -> float:
-    """Exponential backoff with full jitter (retries counts from 0)."""
+    """Exponential backoff with jitter (retries counts from 0): in [ceiling/2, ceiling]."""
     ceiling = min(cap, base * (2**retries))
     return random.uniform(ceiling / 2, ceiling) if jitter else ceiling

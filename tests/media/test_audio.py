@@ -1,4 +1,4 @@
-"""concat_audio(): sample-exact placement, silence, format mixing, failure hygiene."""
+"""render_audio(): sample-exact placement, silence, format mixing, failure hygiene."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.mediagen import (
     truncate,
     write_random_bytes,
 )
-from workers.media import Cancelled, MediaError, SegmentInput, concat_audio, plan_timeline
+from workers.media import Cancelled, MediaError, SegmentInput, plan_timeline, render_audio
 
 RATE = 48000
 TOLERANCE = 1024  # samples: the spec's placement tolerance
@@ -51,7 +51,7 @@ def test_hole_in_audio_while_video_continues(media: Callable[..., Path], tmp_pat
     v = media("video", "h.mp4", seconds=14.0, fps=5, size=(64, 48))
     tl = plan_timeline([audio(a1, 0.0, 2.0), audio(a2, 12.0, 2.0), video(v, 0.0, 14.0)])
     assert tl.cuts == ()
-    result = concat_audio(tl, tmp_path / "out.m4a")
+    result = render_audio(tl, tmp_path / "out.m4a")
     assert result.samples == 14 * RATE and result.duration == 14.0
 
     samples, rate = decode_audio(result.path)
@@ -75,7 +75,7 @@ def test_mixed_rates_layouts_and_codecs(media: Callable[..., Path], tmp_path: Pa
         media("tone", "m5.m4a", seconds=1.0, rate=48000, channels=2, codec="aac"),
     ]
     tl = plan_timeline([audio(p, None, 1.0) for p in parts])
-    result = concat_audio(tl, tmp_path / "mixed.m4a")
+    result = render_audio(tl, tmp_path / "mixed.m4a")
     samples, _ = decode_audio(result.path)
     assert 5 * RATE <= samples.shape[1] <= 5 * RATE + 1024
     onsets = marker_onsets(samples)
@@ -88,7 +88,7 @@ def test_mixed_rates_layouts_and_codecs(media: Callable[..., Path], tmp_path: Pa
 
 def test_mono_output_and_other_rate(media: Callable[..., Path], tmp_path: Path) -> None:
     a = media("tone", "mono.wav", seconds=1.0, rate=48000, channels=2, codec="pcm_s16le")
-    result = concat_audio(
+    result = render_audio(
         plan_timeline([audio(a, 0.0, 1.0)]), tmp_path / "m.m4a", sample_rate=44100, layout="mono"
     )
     samples, rate = decode_audio(result.path)
@@ -102,7 +102,7 @@ def test_overlap_is_dropped_from_the_later_segment(
     a2 = media("tone", "o2.m4a", seconds=2.0)
     tl = plan_timeline([audio(a1, 0.0, 2.0), audio(a2, 1.0, 2.0)])  # a2's first second overlaps
     assert tl.of_kind("audio")[1].trim_start == 1.0
-    result = concat_audio(tl, tmp_path / "o.m4a")
+    result = render_audio(tl, tmp_path / "o.m4a")
     samples, _ = decode_audio(result.path)
     assert result.samples == 3 * RATE
     # a2's marker sat in the trimmed second: only a1's marker remains, and no hole appears
@@ -114,7 +114,7 @@ def test_declared_duration_cuts_a_longer_file(media: Callable[..., Path], tmp_pa
     a1 = media("tone", "c1.m4a", seconds=2.0)
     a2 = media("tone", "c2.m4a", seconds=1.0)
     tl = plan_timeline([audio(a1, 0.0, 1.0), audio(a2, None, 1.0)])  # only 1 s of a1 is kept
-    samples, _ = decode_audio(concat_audio(tl, tmp_path / "c.m4a").path)
+    samples, _ = decode_audio(render_audio(tl, tmp_path / "c.m4a").path)
     assert [abs(o - i * RATE) <= TOLERANCE for i, o in enumerate(marker_onsets(samples))] == [
         True,
         True,
@@ -125,7 +125,7 @@ def test_zero_length_segment_is_ignored(media: Callable[..., Path], tmp_path: Pa
     a = media("tone", "z.m4a", seconds=1.0)
     junk = write_random_bytes(tmp_path / "junk.m4a")  # never opened: it has no length
     tl = plan_timeline([audio(a, 0.0, 1.0), audio(junk, 0.5, 0.0)])
-    result = concat_audio(tl, tmp_path / "z_out.m4a")
+    result = render_audio(tl, tmp_path / "z_out.m4a")
     assert result.samples == RATE
 
 
@@ -133,7 +133,7 @@ def test_explicit_pause_is_cut_from_audio(media: Callable[..., Path], tmp_path: 
     a1 = media("tone", "x1.m4a", seconds=2.0)
     a2 = media("tone", "x2.m4a", seconds=2.0)
     tl = plan_timeline([audio(a1, 0.0, 2.0), audio(a2, 2.0, 2.0)], pauses=[(1.0, 2.5)])
-    samples, _ = decode_audio(concat_audio(tl, tmp_path / "x.m4a").path)
+    samples, _ = decode_audio(render_audio(tl, tmp_path / "x.m4a").path)
     assert tl.duration == 2.5
     assert 2.5 * RATE <= samples.shape[1] <= 2.5 * RATE + 1024
     # a2's marker was inside the pause; the tone continues right after the cut
@@ -159,7 +159,7 @@ def test_broken_segment_raises_and_leaves_nothing(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(MediaError, match="bad.m4a") as info:
-        concat_audio(tl, out_dir / "session.m4a")
+        render_audio(tl, out_dir / "session.m4a")
     assert info.value.path is not None and info.value.path.endswith("bad.m4a")
     assert leftovers(out_dir) == []
 
@@ -167,7 +167,7 @@ def test_broken_segment_raises_and_leaves_nothing(
 def test_url_segment_is_refused(tmp_path: Path) -> None:
     seg = SegmentInput(kind="audio", path="http://example.com/a.m4a", started_at=0, duration=1)
     with pytest.raises(MediaError, match="http://example.com/a.m4a"):
-        concat_audio(plan_timeline([seg]), tmp_path / "u.m4a")
+        render_audio(plan_timeline([seg]), tmp_path / "u.m4a")
     assert leftovers(tmp_path) == []
 
 
@@ -175,18 +175,18 @@ def test_progress_and_cancel(media: Callable[..., Path], tmp_path: Path) -> None
     a = media("tone", "pc.m4a", seconds=1.0)
     tl = plan_timeline([audio(a, 0.0, 1.0)])
     seen: list[float] = []
-    concat_audio(tl, tmp_path / "p.m4a", progress=seen.append)
+    render_audio(tl, tmp_path / "p.m4a", progress=seen.append)
     assert seen and seen[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in seen)
 
     def cancel(fraction: float) -> None:
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        concat_audio(tl, tmp_path / "c.m4a", progress=cancel)
+        render_audio(tl, tmp_path / "c.m4a", progress=cancel)
     assert leftovers(tmp_path) == ["p.m4a"]
 
 
 def test_timeline_without_audio_is_rejected(media: Callable[..., Path], tmp_path: Path) -> None:
     tl = plan_timeline([video(media("video", "only.mp4", seconds=1.0), 0.0, 1.0)])
     with pytest.raises(ValueError, match="no audio"):
-        concat_audio(tl, tmp_path / "n.m4a")
+        render_audio(tl, tmp_path / "n.m4a")

@@ -26,7 +26,7 @@ from workers.media.aacchunk import (
     render_range,
 )
 from workers.media.aacplan import AAC_FRAME, ChunkGrid, plan_audio, plan_chunks
-from workers.media.audio import concat_audio
+from workers.media.audio import render_audio
 
 RATE = 48000
 LOUD = (MARKER_AMPLITUDE + TONE_AMPLITUDE) / 2
@@ -68,7 +68,7 @@ def test_one_chunk_is_byte_identical_to_the_reference(
     media: Callable[..., Path], tmp_path: Path
 ) -> None:
     timeline = back_to_back(tone_segments(media, "id", 3, 0.5), 0.5)
-    ref = concat_audio(timeline, tmp_path / "ref.m4a")
+    ref = render_audio(timeline, tmp_path / "ref.m4a")
     one = concat_audio_chunked(timeline, tmp_path / "one.m4a", chunk_seconds=3600.0)
     assert isinstance(one, ChunkedAudioResult) and one.chunks == 1
     assert one.path.read_bytes() == ref.path.read_bytes()
@@ -94,7 +94,7 @@ def test_parallel_chunks_match_the_reference(media: Callable[..., Path], tmp_pat
         ],
         cut_pauses=False,
     )
-    ref = concat_audio(timeline, tmp_path / "ref.m4a")
+    ref = render_audio(timeline, tmp_path / "ref.m4a")
     out = concat_audio_chunked(timeline, tmp_path / "par.m4a", chunk_seconds=CHUNK_S, workers=2)
     assert isinstance(out, ChunkedAudioResult)
     assert out.samples == ref.samples == 5 * RATE and out.chunks > 15
@@ -115,7 +115,7 @@ def test_chunk_joins_have_no_discontinuity(media: Callable[..., Path], tmp_path:
     timeline = plan_timeline([audio(source, 0.0, 4.0)])
     plan = plan_audio(timeline, RATE)
     exact = render_range(plan, 0, plan.total, "stereo")
-    ref, _ = decode_audio(concat_audio(timeline, tmp_path / "ref.m4a").path)
+    ref, _ = decode_audio(render_audio(timeline, tmp_path / "ref.m4a").path)
     out, _ = decode_audio(
         concat_audio_chunked(timeline, tmp_path / "ch.m4a", chunk_seconds=CHUNK_S).path
     )
@@ -158,7 +158,7 @@ def test_incremental_chunks_are_reused_and_give_the_same_file(
     timeline = plan_timeline(segments)
     final = concat_audio_chunked(timeline, tmp_path / "inc.m4a", chunk_seconds=CHUNK_S, store=store)
     fresh = concat_audio_chunked(timeline, tmp_path / "fresh.m4a", chunk_seconds=CHUNK_S)
-    ref = concat_audio(timeline, tmp_path / "ref.m4a")
+    ref = render_audio(timeline, tmp_path / "ref.m4a")
     assert isinstance(final, ChunkedAudioResult)
     assert final.reused == encoded_while_recording
     assert 1 <= final.encoded <= 3  # only the tail was left
@@ -238,7 +238,7 @@ def test_long_pause_is_cut_or_kept(media: Callable[..., Path], tmp_path: Path, c
         [audio(a1, 0.0, 1.0), audio(a2, 21.0, 1.0)], pauses=[(1.0, 21.0)], cut_pauses=cut
     )
     expected = [0, RATE] if cut else [0, 21 * RATE]
-    ref = concat_audio(timeline, tmp_path / "ref.m4a")
+    ref = render_audio(timeline, tmp_path / "ref.m4a")
     out = concat_audio_chunked(timeline, tmp_path / "ch.m4a", chunk_seconds=2.0)
     assert out.samples == ref.samples == (2 if cut else 22) * RATE
     for result in (ref, out):

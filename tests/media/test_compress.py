@@ -1,4 +1,4 @@
-"""compress(): a small, visually sound copy of a screen recording (VFR H.264, audio copied)."""
+"""compress_video(): a small, visually sound copy of a screen recording (VFR H.264, audio)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,19 @@ import pytest
 from capture_agent.synthetic import SyntheticSpec, read_timecode, record_synthetic_session
 from tests.media.conftest import leftovers
 from tests.mediagen import index_image, read_index, truncate, write_random_bytes
-from workers.media import Cancelled, MediaError, SegmentInput, concat_audio, merge, plan_timeline
+from workers.media import (
+    Cancelled,
+    MediaError,
+    SegmentInput,
+    mux_playable,
+    plan_timeline,
+    render_audio,
+)
 from workers.media import compress as compress_module
 from workers.media.compress import (
     PRESETS,
     CompressResult,
-    compress,
+    compress_video,
     queue_frames,
     thread_split,
 )
@@ -62,8 +69,8 @@ def _merged(tmp: Path, *, audio: bool) -> Path:
         for s in doc["segments"]
     ]
     tl = plan_timeline(inputs)
-    track = concat_audio(tl, tmp / f"{dest.name}.m4a").path if audio else None
-    return merge(tl, track, tmp / f"{dest.name}-merged.mp4").path
+    track = render_audio(tl, tmp / f"{dest.name}.m4a").path if audio else None
+    return mux_playable(tl, track, tmp / f"{dest.name}-merged.mp4").path
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def compressed(source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, CompressResult]:
     out = tmp_path_factory.mktemp("compressed")
-    return {level: compress(source, out / f"{level}.mp4", preset=level) for level in PRESETS}
+    return {level: compress_video(source, out / f"{level}.mp4", preset=level) for level in PRESETS}
 
 
 def stream_bytes(path: Path, kind: str) -> list[bytes]:
@@ -150,7 +157,7 @@ def test_presets_are_ordered_by_size_and_quality(
 
 def test_video_only_source_at_most_40_percent(tmp_path: Path) -> None:
     source = _merged(tmp_path, audio=False)
-    result = compress(source, tmp_path / "small.mp4")
+    result = compress_video(source, tmp_path / "small.mp4")
     assert not result.has_audio and result.ratio <= MAX_MEDIUM_RATIO
     with av.open(str(result.path)) as container:
         assert [s.type for s in container.streams] == ["video"]
@@ -187,7 +194,7 @@ def test_duplicate_frames_are_dropped_and_the_kept_ones_last(
     source = write_held_frames(
         tmp_path / "held.mp4", unique=6, repeat=5, size=size, pix_fmt=pix_fmt
     )
-    result = compress(source, tmp_path / "vfr.mp4")
+    result = compress_video(source, tmp_path / "vfr.mp4")
     assert (result.frames_in, result.frames_out) == (30, 6)
     with av.open(str(result.path)) as container:
         cc = container.streams.video[0].codec_context
@@ -206,7 +213,7 @@ def test_corrupt_input_raises_and_leaves_nothing(source: Path, tmp_path: Path, d
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(MediaError, match="bad.mp4"):
-        compress(bad, out_dir / "small.mp4")
+        compress_video(bad, out_dir / "small.mp4")
     assert leftovers(out_dir) == []
 
 
@@ -218,12 +225,12 @@ def test_progress_and_cancel(source: Path, tmp_path: Path) -> None:
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        compress(source, tmp_path / "c.mp4", progress=cancel)
+        compress_video(source, tmp_path / "c.mp4", progress=cancel)
     assert len(seen) == 1 and leftovers(tmp_path) == []
     assert not encode_threads_alive()
 
     reports: list[tuple[float, float]] = []
-    compress(
+    compress_video(
         source,
         tmp_path / "p.mp4",
         preset="low",
@@ -237,7 +244,7 @@ def test_progress_and_cancel(source: Path, tmp_path: Path) -> None:
 
 def test_unknown_preset(source: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="preset"):
-        compress(source, tmp_path / "x.mp4", preset="best")  # type: ignore[arg-type]
+        compress_video(source, tmp_path / "x.mp4", preset="best")  # type: ignore[arg-type]
 
 
 def test_quality_helpers(source: Path) -> None:
@@ -269,7 +276,7 @@ def test_a_failing_encoder_stops_the_copy_and_leaves_nothing(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(OSError, match="No space left"):
-        compress(source, out_dir / "small.mp4")
+        compress_video(source, out_dir / "small.mp4")
     assert len(encoded) == 3  # the decoding side stopped handing frames on
     assert leftovers(out_dir) == []
     assert not encode_threads_alive()

@@ -26,7 +26,7 @@ from workers.media.aacchunk import (
     render_range,
 )
 from workers.media.aacplan import AAC_FRAME, plan_audio
-from workers.media.audio import concat_audio
+from workers.media.audio import render_audio
 
 RATE = 48000
 JOINS = 60
@@ -130,7 +130,7 @@ def test_naive_stream_copy_drifts(sixty: list[Path], tmp_path: Path) -> None:
 
 def test_reference_has_no_drift_over_60_joins(sixty: list[Path], tmp_path: Path) -> None:
     assert_no_drift(
-        errors(concat_audio(sixty_timeline(sixty), tmp_path / "r.m4a").path, expected_onsets())
+        errors(render_audio(sixty_timeline(sixty), tmp_path / "r.m4a").path, expected_onsets())
     )
 
 
@@ -148,7 +148,7 @@ def test_incremental_gives_the_reference_marker_positions(
         encode_settled_chunks(sixty_timeline(sixty[:arrived]), store, chunk_seconds=1.0)
     out = concat_audio_chunked(timeline, tmp_path / "i.m4a", chunk_seconds=1.0, store=store)
     incremental = errors(out.path, expected_onsets())
-    reference = errors(concat_audio(timeline, tmp_path / "r.m4a").path, expected_onsets())
+    reference = errors(render_audio(timeline, tmp_path / "r.m4a").path, expected_onsets())
     assert_no_drift(incremental)
     assert max(abs(a - b) for a, b in zip(incremental, reference, strict=True)) <= 8
 
@@ -229,7 +229,7 @@ def test_slices_have_no_drift(
     expected = onsets(continuous[:, : round(timeline.duration * RATE)])
     assert len(expected) == 12
     for out in (
-        concat_audio(timeline, tmp_path / "r.m4a"),
+        render_audio(timeline, tmp_path / "r.m4a"),
         concat_audio_chunked(timeline, tmp_path / "c.m4a", chunk_seconds=1.0),
     ):
         assert_no_drift(errors(out.path, expected))

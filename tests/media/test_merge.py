@@ -1,4 +1,4 @@
-"""merge(): one MP4 with H.264 + remuxed AAC, frames placed on the output timeline.
+"""mux_playable(): one MP4 with H.264 + remuxed AAC, frames placed on the output timeline.
 
 Tests of the constant-rate re-encode path pass ``copy_video=False``; the packet-copy path has
 its own tests in test_merge_copy.py. Failure handling is checked on both paths.
@@ -20,9 +20,9 @@ from workers.media import (
     MediaError,
     SegmentInput,
     Timeline,
-    concat_audio,
-    merge,
+    mux_playable,
     plan_timeline,
+    render_audio,
 )
 
 FPS = 10
@@ -38,8 +38,8 @@ def streams(path: Path) -> list[tuple[str, str]]:
 
 
 def render(tl: Timeline, out: Path, **kwargs: object) -> Path:
-    audio = concat_audio(tl, out.with_suffix(".m4a")).path if tl.has_audio else None
-    result = merge(tl, audio, out, **kwargs)  # type: ignore[arg-type]
+    audio = render_audio(tl, out.with_suffix(".m4a")).path if tl.has_audio else None
+    result = mux_playable(tl, audio, out, **kwargs)  # type: ignore[arg-type]
     assert result.path == out and out.exists()
     return out
 
@@ -50,8 +50,8 @@ def test_merged_file_has_one_h264_and_one_aac_and_durations_agree(
     a = media("tone", "ma.m4a", seconds=3.0, rate=44100, channels=1)
     v = media("video", "mv.mp4", seconds=3.0, fps=FPS)
     tl = plan_timeline([seg("audio", a, 0.0, 3.0), seg("video", v, 0.2, 2.8)])
-    audio_result = concat_audio(tl, tmp_path / "a.m4a")
-    result = merge(tl, audio_result.path, tmp_path / "final.mp4", copy_video=False)
+    audio_result = render_audio(tl, tmp_path / "a.m4a")
+    result = mux_playable(tl, audio_result.path, tmp_path / "final.mp4", copy_video=False)
     assert (result.has_video, result.has_audio, result.frames) == (True, True, 3 * FPS)
     assert (result.video_copied, result.fallback_reason) == (False, "copying disabled")
     assert sorted(streams(result.path)) == [("audio", "aac"), ("video", "h264")]
@@ -119,7 +119,7 @@ def test_cut_pauses_removes_gap_where_both_tracks_stop(
 def test_video_only(media: Callable[..., Path], tmp_path: Path, copy_video: bool) -> None:
     v = media("video", "vo.mp4", seconds=1.0, fps=FPS)
     tl = plan_timeline([seg("video", v, 0.0, 1.0)])
-    result = merge(tl, None, tmp_path / "vo.mp4", copy_video=copy_video)
+    result = mux_playable(tl, None, tmp_path / "vo.mp4", copy_video=copy_video)
     assert result.video_copied is copy_video
     assert streams(result.path) == [("video", "h264")]
     assert (result.has_audio, result.frames, result.duration) == (False, FPS, 1.0)
@@ -129,8 +129,8 @@ def test_video_only(media: Callable[..., Path], tmp_path: Path, copy_video: bool
 def test_audio_only(media: Callable[..., Path], tmp_path: Path) -> None:
     a = media("tone", "ao.m4a", seconds=1.5)
     tl = plan_timeline([seg("audio", a, 0.0, 1.5)])
-    audio = concat_audio(tl, tmp_path / "ao.m4a")
-    result = merge(tl, audio.path, tmp_path / "ao.mp4")
+    audio = render_audio(tl, tmp_path / "ao.m4a")
+    result = mux_playable(tl, audio.path, tmp_path / "ao.mp4")
     assert streams(result.path) == [("audio", "aac")]
     assert (result.has_video, result.has_audio, result.frames) == (False, True, 0)
     samples, rate = decode_audio(result.path)
@@ -146,7 +146,7 @@ def test_fps_choice_and_scaling_to_first_even_size(
     odd = media("video", "odd.mp4", seconds=1.0, fps=25, size=(161, 121), codec="mpeg4")
     big = media("video", "big.mp4", seconds=1.0, fps=25, size=(320, 240), first_index=50)
     tl = plan_timeline([seg("video", odd, None, 1.0), seg("video", big, None, 1.0)])
-    result = merge(tl, None, tmp_path / "s.mp4")
+    result = mux_playable(tl, None, tmp_path / "s.mp4")
     assert not result.video_copied and "mpeg4" in (result.fallback_reason or "")
     assert result.frames == 50  # the first segment's 25 fps
     with av.open(str(result.path)) as container:
@@ -154,7 +154,7 @@ def test_fps_choice_and_scaling_to_first_even_size(
         assert (cc.width, cc.height) == (160, 120)
     indices, _ = decode_video(result.path)
     assert indices[:25] == list(range(25)) and indices[25:] == list(range(50, 75))
-    assert merge(tl, None, tmp_path / "f.mp4", fps=5).frames == 10
+    assert mux_playable(tl, None, tmp_path / "f.mp4", fps=5).frames == 10
 
 
 @pytest.mark.parametrize("copy_video", [True, False])
@@ -176,7 +176,7 @@ def test_broken_video_segment_raises_and_leaves_nothing(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(MediaError, match="bad.mp4"):
-        merge(tl, None, out_dir / "final.mp4", copy_video=copy_video)
+        mux_playable(tl, None, out_dir / "final.mp4", copy_video=copy_video)
     assert leftovers(out_dir) == []
 
 
@@ -190,7 +190,7 @@ def test_broken_audio_file_raises(
     out_dir.mkdir()
     with pytest.raises(MediaError, match="noise.m4a"):
         tl = plan_timeline([seg("video", v, 0.0, 1.0)])
-        merge(tl, bad, out_dir / "final.mp4", copy_video=copy_video)
+        mux_playable(tl, bad, out_dir / "final.mp4", copy_video=copy_video)
     assert leftovers(out_dir) == []
 
 
@@ -203,10 +203,10 @@ def test_cancel_from_progress(media: Callable[..., Path], tmp_path: Path, copy_v
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        merge(tl, None, tmp_path / "final.mp4", copy_video=copy_video, progress=cancel)
+        mux_playable(tl, None, tmp_path / "final.mp4", copy_video=copy_video, progress=cancel)
     assert leftovers(tmp_path) == []
 
 
 def test_nothing_to_merge(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to merge"):
-        merge(plan_timeline([]), None, tmp_path / "x.mp4")
+        mux_playable(plan_timeline([]), None, tmp_path / "x.mp4")

@@ -1,4 +1,4 @@
-"""merge() copy path: recorded H.264/HEVC packets remuxed at their output times.
+"""mux_playable() copy path: recorded H.264/HEVC packets remuxed at their output times.
 
 The synthetic recorder burns the session time into every frame, so "the frame shown at output
 time t is the one recorded at the expected time" is checked directly on the decoded output.
@@ -25,9 +25,9 @@ from workers.media import (
     MergeResult,
     SegmentInput,
     Timeline,
-    concat_audio,
-    merge,
+    mux_playable,
     plan_timeline,
+    render_audio,
 )
 
 FPS = 10
@@ -113,8 +113,8 @@ def segments(
 
 
 def render(tl: Timeline, out: Path, progress: Callable[[float], None] | None = None) -> MergeResult:
-    audio = concat_audio(tl, out.with_suffix(".m4a")).path if tl.has_audio else None
-    return merge(tl, audio, out, progress=progress)
+    audio = render_audio(tl, out.with_suffix(".m4a")).path if tl.has_audio else None
+    return mux_playable(tl, audio, out, progress=progress)
 
 
 def expected_frames(tl: Timeline, timecodes: dict[str, float]) -> list[tuple[float, float]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.storage import Storage
-from workers.stages import SegmentRef, SessionSnapshot, build_timeline
+from workers.stages.context import SegmentRef, SessionSnapshot, build_timeline
 
 START = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 

@@ -48,17 +48,14 @@ from .audio import (
     DEFAULT_AAC_CODER,
     ENCODE_BLOCK,
     AudioResult,
-    ProgressCallback,
     SegmentReader,
-    Throttle,
     check_audio_args,
     close_readers,
-    concat_audio,
     configure_aac_encoder,
-    output_url,
+    render_audio,
     render_placements,
-    temp_path,
 )
+from .output import ProgressCallback, Throttle, output_url, temp_path
 from .timeline import Timeline
 
 __all__ = [
@@ -431,7 +428,7 @@ def concat_audio_chunked(
     store: ChunkStore | Path | None = None,
     identities: dict[str, str] | None = None,
 ) -> AudioResult:
-    """Drop-in for :func:`~workers.media.audio.concat_audio`, chunked and parallel.
+    """Drop-in for :func:`~workers.media.audio.render_audio`, chunked and parallel.
 
     Same placement, same sample count; the audio differs from the single pass only by
     encoder decisions near chunk starts. With ``store`` the chunks already encoded while
@@ -440,7 +437,7 @@ def concat_audio_chunked(
     check_audio_args(timeline, sample_rate)
     plan = plan_audio(timeline, sample_rate, identities)
     if plan.total == 0:  # nothing to cut into chunks: the one-pass encoder handles it
-        return concat_audio(
+        return render_audio(
             timeline,
             output,
             sample_rate=sample_rate,

@@ -4,17 +4,14 @@ Placement is done by counting samples, never by trusting packet timestamps: reco
 their clocks per segment and encoders add priming, so the only reliable position of a sample
 is "n samples after the first decoded one". Where every sample goes is planned once by
 :func:`workers.media.aacplan.plan_audio`; this module decodes (:class:`SegmentReader`) and, in
-:func:`concat_audio`, encodes the whole track in one pass with streamed, flat memory. The fast
+:func:`render_audio`, encodes the whole track in one pass with streamed, flat memory. The fast
 paths in :mod:`workers.media.aacchunk` render the same plan in independently encoded chunks.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 
 from .aacplan import AAC_FRAME, AudioPlan, plan_audio
 from .errors import MediaError, decode_failure
+from .output import ProgressCallback, Throttle, atomic_output, output_url
 from .probe import demux_checked, local_path, open_input
 from .timeline import Timeline
 
@@ -32,16 +30,13 @@ __all__ = [
     "DEFAULT_AAC_CODER",
     "ENCODE_BLOCK",
     "AudioResult",
-    "ProgressCallback",
     "SegmentReader",
     "check_audio_args",
     "close_readers",
-    "concat_audio",
+    "render_audio",
     "configure_aac_encoder",
     "render_placements",
 ]
-
-ProgressCallback = Callable[[float], None]
 
 DEFAULT_AAC_CODER = "twoloop"  # ffmpeg's default, so a plain ffmpeg command gives the same
 _SILENCE_CHUNK = 1 << 16  # samples of silence generated at once, bounds memory in long gaps
@@ -57,56 +52,6 @@ class AudioResult:
     duration: float  # seconds (samples / sample_rate)
     samples: int
     sample_rate: int
-
-
-class Throttle:
-    """Forward progress to a callback at most about once a second.
-
-    Workers report progress to a database; once a second is plenty and keeps that cheap. A
-    :class:`Cancelled` raised by the callback propagates to stop the stage.
-    """
-
-    def __init__(self, callback: ProgressCallback | None, interval: float = 1.0) -> None:
-        self._callback = callback
-        self._interval = interval
-        self._last = -math.inf  # the first report goes through at once
-
-    def __call__(self, fraction: float) -> None:
-        if self._callback is None:
-            return
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._last = now
-            self._callback(min(1.0, max(0.0, fraction)))
-
-    def done(self) -> None:
-        """Report completion once, whatever the throttle says."""
-        if self._callback is not None:
-            self._callback(1.0)
-
-
-def temp_path(output: Path) -> Path:
-    """Hidden name next to ``output`` so ``os.replace`` is atomic on the same filesystem."""
-    return output.with_name(f".{output.name}.tmp-{os.getpid()}")
-
-
-@contextmanager
-def atomic_output(output: Path, throttle: Throttle) -> Iterator[Path]:
-    """The temporary path to write ``output`` at; renamed into place when the block ends
-    (after a last chance to cancel), removed when it raises: the file is whole or absent."""
-    tmp = temp_path(output)
-    try:
-        yield tmp
-        throttle.done()  # last chance to cancel before the file becomes visible
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def output_url(path: Path) -> str:
-    """``file:`` URL for an output path, so a ``:`` in the name is never read as a protocol."""
-    return "file:" + os.path.abspath(path)
 
 
 def _primer_packet(previous: str, stream: av.AudioStream) -> av.Packet | None:
@@ -424,7 +369,7 @@ def close_readers(readers: dict[str, SegmentReader]) -> None:
     readers.clear()
 
 
-def concat_audio(
+def render_audio(
     timeline: Timeline,
     output: Path,
     *,

@@ -33,12 +33,19 @@ import numpy as np
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from .audio import ProgressCallback, Throttle, atomic_output, output_url
 from .errors import MediaError, decode_failure
 from .framediff import FrameDiff, is_duplicate
+from .output import ProgressCallback, Throttle, atomic_output, output_url
 from .probe import demux_checked, is_flush, local_path, open_input
 
-__all__ = ["PRESETS", "CompressPreset", "CompressResult", "Encoding", "compress", "is_duplicate"]
+__all__ = [
+    "PRESETS",
+    "CompressPreset",
+    "CompressResult",
+    "Encoding",
+    "compress_video",
+    "is_duplicate",
+]
 
 CompressPreset = Literal["low", "medium", "high"]
 
@@ -449,7 +456,7 @@ def _run_threads(
     return decimator, audio_end
 
 
-def compress(
+def compress_video(
     source: Path,
     output: Path,
     *,

@@ -29,13 +29,13 @@ import av.container
 import numpy as np
 from av.video.frame import PictureType
 
-from .audio import ProgressCallback, Throttle, atomic_output, output_url
 from .errors import MediaError, decode_failure
+from .output import ProgressCallback, Throttle, atomic_output, output_url
 from .probe import demux_checked, local_path, open_input
 from .timeline import PlacedSegment, Timeline
 from .videocopy import CopyNotExact, VideoCopier
 
-__all__ = ["MergeResult", "merge"]
+__all__ = ["MergeResult", "mux_playable"]
 
 _DEFAULT_FPS = 30
 _MAX_FPS = 60
@@ -207,7 +207,7 @@ class _AudioCopier:
         self._input.close()
 
 
-def merge(
+def mux_playable(
     timeline: Timeline,
     audio: Path | None,
     output: Path,

@@ -1,0 +1,248 @@
+"""Incremental audio: encoding a session's settled AAC chunks while it still records.
+
+Not a stage: it has no job row and its work is optional, since ``concat_audio`` encodes
+whatever is missing. Each stored audio segment asks for one *chunk pass*
+(``TASK_AUDIO_CHUNKS``, on the audio queue with ``concat_audio``). Passes of one session
+take turns under a lock kept in its ``audio_chunk_state`` row, changed only by conditional
+UPDATEs, so two passes never write chunks at the same time and the stage can take over.
+
+The lock, per session::
+
+                 acquire (owner = pass, lease = now + AUDIO_CHUNK_LEASE_S)
+      free  ────────────────────────────────────────────────────▶  held by a pass
+    (owner NULL) ◀──────────────────────────────────────────────   │  renew before each
+       │   ▲      release (covered = max(covered, what it read))   │  chunk write (lease
+       │   └───────────── lease ran out: the next acquire wins ────┘  extended)
+       │ close (concat_audio takes over)                           │ close
+       ▼                                                           ▼
+    closed ◀───────────────── the holder's next renew fails, it stops before writing
+
+- ``requested`` counts stored audio segments (incremented in the ingest transaction), and
+  ``covered`` is the largest count a finished pass had read. A pass that finds the lock held
+  retries later unless its segment is covered; a holder that releases with
+  ``requested > covered`` runs another pass for the segments that arrived meanwhile.
+- ``closed`` is final: after the stage closes the row and the holder's lease has run out or
+  been given back, no pass writes chunk files, so the stage may reuse and then delete them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from shared.db import session_scope
+from shared.models import AudioChunkState, Session
+from shared.settings import Settings
+from workers.jobs import affected, insert_ignore, now
+from workers.snapshot import load_snapshot, remember_probes
+from workers.stages.audio import encode_audio_chunks
+
+log = logging.getLogger(__name__)
+
+# A pass renews its lease before writing each chunk (a chunk takes about a second), so a pass
+# that died blocks the session's chunking, and the stage's take-over, this long.
+AUDIO_CHUNK_LEASE_S = 60.0
+AUDIO_CHUNK_MAX_PASSES = 1000  # passes of one task while segments keep arriving
+TAKE_OVER_POLL_S = 0.05  # how often concat_audio checks whether a chunk pass has stopped
+
+
+class LockHeld(Exception):
+    """Another chunk pass holds the session's lock and has not covered this request yet."""
+
+
+# -- the lock (each function runs inside the caller's transaction) ---------------------------
+def chunk_state(db: DbSession, session_id: str) -> AudioChunkState:
+    """The session's row, created on first use, read fresh from the database."""
+    insert_ignore(
+        db,
+        AudioChunkState,
+        {
+            "session_id": session_id,
+            "requested": 0,
+            "covered": 0,
+            "closed": False,
+            "chunks_encoded": 0,
+        },
+        ["session_id"],
+    )
+    return db.execute(
+        select(AudioChunkState)
+        .where(AudioChunkState.session_id == session_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def request(db: DbSession, session_id: str) -> int:
+    """Count one more stored audio segment; returns the count a chunk pass must cover.
+
+    Runs in the ingest transaction, so a pass that reads the count also sees the segment.
+    """
+    chunk_state(db, session_id)
+    db.execute(
+        update(AudioChunkState)
+        .where(AudioChunkState.session_id == session_id)
+        .values(requested=AudioChunkState.requested + 1, updated_at=now())
+    )
+    return chunk_state(db, session_id).requested
+
+
+def acquire(db: DbSession, session_id: str, owner: str, *, lease: timedelta) -> int | None:
+    """Take the lock for ``owner``; the request count the pass covers.
+
+    None when the stage has taken over (closed) or another live pass holds the lock. Read
+    the snapshot in the same transaction, after this, so it holds every counted segment.
+    """
+    chunk_state(db, session_id)
+    at = now()
+    taken = affected(
+        db,
+        update(AudioChunkState)
+        .where(
+            AudioChunkState.session_id == session_id,
+            AudioChunkState.closed.is_(False),
+            or_(
+                AudioChunkState.owner.is_(None),
+                AudioChunkState.owner == owner,
+                AudioChunkState.lease_until < at,
+            ),
+        )
+        .values(owner=owner, lease_until=at + lease, updated_at=at)
+        .execution_options(synchronize_session=False),
+    )
+    if taken != 1:
+        return None
+    return chunk_state(db, session_id).requested
+
+
+def renew(db: DbSession, session_id: str, owner: str, *, lease: timedelta) -> bool:
+    """Extend the lease before writing a chunk; False = stop (closed, or the lock was lost)."""
+    at = now()
+    stmt = (
+        update(AudioChunkState)
+        .where(
+            AudioChunkState.session_id == session_id,
+            AudioChunkState.owner == owner,
+            AudioChunkState.closed.is_(False),
+        )
+        .values(lease_until=at + lease, updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return affected(db, stmt) == 1
+
+
+def release(
+    db: DbSession, session_id: str, owner: str, *, covered: int | None, encoded: int
+) -> bool:
+    """Give the lock back, recording what the pass covered; True = run another pass.
+
+    Another pass is due when segments were counted after this one read the count and the
+    stage has not taken over: their tasks saw the lock held and rely on this one.
+    """
+    values: dict[str, object] = {
+        "owner": None,
+        "lease_until": None,
+        "updated_at": now(),
+        "chunks_encoded": AudioChunkState.chunks_encoded + encoded,
+    }
+    if covered is not None:
+        values["covered"] = case(
+            (AudioChunkState.covered < covered, covered), else_=AudioChunkState.covered
+        )
+    released = affected(
+        db,
+        update(AudioChunkState)
+        .where(AudioChunkState.session_id == session_id, AudioChunkState.owner == owner)
+        .values(**values)
+        .execution_options(synchronize_session=False),
+    )
+    state = chunk_state(db, session_id)
+    return released == 1 and covered is not None and not state.closed and state.requested > covered
+
+
+def close(db: DbSession, session_id: str) -> None:
+    """The concat_audio stage takes over: no chunk pass may write after this commits."""
+    chunk_state(db, session_id)
+    db.execute(
+        update(AudioChunkState)
+        .where(AudioChunkState.session_id == session_id)
+        .values(closed=True, updated_at=now())
+    )
+
+
+def busy(db: DbSession, session_id: str) -> bool:
+    """Whether a live chunk pass still holds the lock (it stops before its next write)."""
+    state = chunk_state(db, session_id)
+    if state.owner is None or state.lease_until is None:
+        return False
+    until = state.lease_until
+    if until.tzinfo is None:  # SQLite hands back naive UTC
+        until = until.replace(tzinfo=now().tzinfo)
+    return until > now()
+
+
+# -- the passes and the take-over ------------------------------------------------------------
+def run_passes(settings: Settings, session_id: str, wanted: int, *, owner: str) -> str:
+    """Passes under the session's lock until no segment arrived during the last one.
+
+    Raises LockHeld when another live pass holds the lock and has not covered ``wanted``.
+    """
+    url = settings.database_url
+    lease = timedelta(seconds=AUDIO_CHUNK_LEASE_S)
+    encoded = 0
+    for _ in range(AUDIO_CHUNK_MAX_PASSES):
+        with session_scope(url) as db:
+            session = db.get(Session, session_id)
+            if session is None:
+                return f"unknown session {session_id!r}"
+            seen = acquire(db, session_id, owner, lease=lease)
+            if seen is None:
+                state = chunk_state(db, session_id)
+                if state.closed:
+                    return "stage took over"
+                if state.covered >= wanted:
+                    return "covered by another pass"
+                raise LockHeld(f"chunk lock of {session_id} is held by {state.owner}")
+            snapshot = load_snapshot(db, session)
+
+        def keep_going() -> bool:
+            with session_scope(url) as db:
+                return renew(db, session_id, owner, lease=lease)
+
+        probed: dict[str, float] = {}
+        try:
+            result = encode_audio_chunks(snapshot, settings, keep_going, probed)
+        except BaseException:
+            with session_scope(url) as db:
+                release(db, session_id, owner, covered=None, encoded=0)
+            raise
+        encoded += result.encoded
+        remember_probes(url, session_id, probed)
+        with session_scope(url) as db:
+            again = release(db, session_id, owner, covered=seen, encoded=result.encoded)
+        if not again or result.stopped:
+            break
+    return f"encoded {encoded} chunk(s)"
+
+
+def take_over(
+    database_url: str, session_id: str, *, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Close the lock and wait for a running pass to finish its chunk.
+
+    After this no pass writes chunk files, so the stage can reuse and then remove them. A
+    pass that died holding the lock is waited for until its lease runs out.
+    """
+    with session_scope(database_url) as db:
+        close(db, session_id)
+    deadline = time.monotonic() + AUDIO_CHUNK_LEASE_S
+    while time.monotonic() < deadline:
+        with session_scope(database_url) as db:
+            if not busy(db, session_id):
+                return
+        sleep(TAKE_OVER_POLL_S)
+    log.warning("chunk pass of %s still holds the lock after its lease; taking over", session_id)
