@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +24,14 @@ from capture_agent.emit import EventEmitter
 from capture_agent.outbox import Outbox, OutboxError
 from capture_agent.recover import Recovered, recover_dead_recordings
 from capture_agent.settings import AgentSettings
-from capture_agent.stores import LocalStore, S3Store, TokenBucket, make_store, segment_key
-from capture_agent.uploader import Publisher, Uploader, describe
+from capture_agent.stores import LocalStore, S3Store, TokenBucket, make_store
+from capture_agent.uploader import Publisher, Uploader
+from shared.clock import utcnow
+from shared.diagnostics import describe
 from shared.events import Event, SegmentStored
 from shared.sessiondir import Manifest, load_manifest, segment_file
 from shared.settings import Settings, get_settings
-from shared.storage import COPY_CHUNK_BYTES
+from shared.storage import COPY_CHUNK_BYTES, segment_key
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ class Agent:
 
     def end_session(self, session_id: str, *, ended_at: datetime | None = None) -> None:
         """Record ``session.ended``; it is published after all the session's segments."""
-        self.outbox.end_session(session_id, ended_at=ended_at or datetime.now(UTC))
+        self.outbox.end_session(session_id, ended_at=ended_at or utcnow())
         self._wake()
 
     def recorded_segments(self, session_id: str) -> list[SegmentStored]:
@@ -212,7 +214,7 @@ class Agent:
 
     def prune_outbox(self, now: datetime | None = None) -> int:
         """Forget sessions shipped over ``keep_shipped_days`` ago (Outbox.prune_shipped)."""
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.settings.keep_shipped_days)
+        cutoff = (now or utcnow()) - timedelta(days=self.settings.keep_shipped_days)
         return self.outbox.prune_shipped(
             before=cutoff, keep_awaiting_receipts=self.settings.delete_after_confirm
         )

@@ -24,11 +24,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from shared import events
+from shared.clock import as_utc, utcnow
 from shared.events import Event, SegmentStored
 from shared.ids import validate_relative_path, validate_session_id
 from shared.routing import priority_value
@@ -128,10 +129,6 @@ class OutboxItem:
         return Event.model_validate_json(self.event_json)
 
 
-def utcnow_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 _ITEM_COLUMNS = (
     "i.id, i.session_id, i.seq, i.event_type, i.event, i.state, s.priority, i.attempts, "
     "i.last_error, i.seg_index, i.path, i.file, i.key, i.size, i.sha256, i.mtime_ns"
@@ -215,7 +212,7 @@ class Outbox:
         validate_session_id(session_id)
         db.execute(
             "INSERT OR IGNORE INTO sessions (session_id, priority, created_at) VALUES (?, ?, ?)",
-            (session_id, priority, utcnow_iso()),
+            (session_id, priority, utcnow().isoformat()),
         )
         row: sqlite3.Row = db.execute(
             "SELECT * FROM sessions WHERE session_id = ?", (session_id,)
@@ -241,7 +238,7 @@ class Outbox:
             event.type,
             event.model_dump_json(),
             state,
-            utcnow_iso(),
+            utcnow().isoformat(),
             *segment.values(),
         ]
         marks = ", ".join("?" for _ in columns)
@@ -430,14 +427,14 @@ class Outbox:
             db.execute(
                 "UPDATE items SET state = ?, stored_at = ?, attempts = 0, next_attempt_at = 0, "
                 "last_error = NULL WHERE id = ? AND state = ?",
-                (ANNOUNCE, utcnow_iso(), item_id, UPLOAD),
+                (ANNOUNCE, utcnow().isoformat(), item_id, UPLOAD),
             )
 
     def mark_done(self, item_id: int) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE items SET state = ?, done_at = ?, last_error = NULL WHERE id = ?",
-                (DONE, utcnow_iso(), item_id),
+                (DONE, utcnow().isoformat(), item_id),
             )
 
     def mark_failed(self, item_id: int, error: str) -> None:
@@ -445,7 +442,7 @@ class Outbox:
         with self._tx() as db:
             db.execute(
                 "UPDATE items SET state = ?, last_error = ?, done_at = ? WHERE id = ?",
-                (FAILED, error, utcnow_iso(), item_id),
+                (FAILED, error, utcnow().isoformat(), item_id),
             )
 
     def note_failure(self, item_id: int, error: str, *, retry_at: float) -> int:
@@ -521,7 +518,7 @@ class Outbox:
                 "  SELECT 1 FROM items i WHERE i.session_id = s.session_id AND ("
                 "   i.state != ? OR i.done_at IS NULL OR i.done_at >= ?"
                 "   OR (? AND i.file IS NOT NULL AND i.local_deleted = 0))))",
-                (DONE, before.astimezone(UTC).isoformat(), int(keep_awaiting_receipts)),
+                (DONE, as_utc(before).isoformat(), int(keep_awaiting_receipts)),
             )
             return int(cursor.rowcount)
 

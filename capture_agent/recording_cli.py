@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
@@ -23,6 +23,7 @@ from rich.console import Console
 
 from capture_agent import control
 from capture_agent.record import SIGNAL_REQUESTS, SessionSink
+from shared.clock import utcnow
 
 if TYPE_CHECKING:
     from capture_agent.settings import AgentSettings
@@ -62,7 +63,7 @@ def make_agent(settings: AgentSettings) -> Any:
 def session_id_for(name: str, at: datetime | None = None) -> str:
     """A safe, unique-enough id from a human name: ``Stand-up-20261121T100000Z``."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:80] or "session"
-    return f"{slug}-{(at or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}"
+    return f"{slug}-{(at or utcnow()).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 @contextmanager

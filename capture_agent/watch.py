@@ -40,6 +40,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from capture_agent.record import SessionSink
+from shared.atomicfile import atomic_write_text
 from shared.ids import InvalidNameError
 from shared.sessiondir import (
     MANIFEST_NAME,
@@ -438,10 +439,4 @@ class SessionWatcher:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(doc, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=2))

@@ -7,11 +7,12 @@ recognised and ignored.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.clock import utcnow
 from shared.ids import validate_relative_path, validate_session_id
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -25,10 +26,6 @@ EventType = Literal[
     "session.ended",
     "heartbeat",
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class SegmentStored(BaseModel):

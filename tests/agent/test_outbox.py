@@ -19,8 +19,9 @@ from capture_agent.outbox import (
     SegmentConflictError,
     SessionClosedError,
 )
-from capture_agent.stores import Cancelled, TokenBucket, segment_key
-from capture_agent.uploader import backoff_delay
+from capture_agent.stores import Cancelled, TokenBucket
+from shared.backoff import backoff_seconds
+from shared.storage import segment_key
 from tests.conftest import ROOT
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -184,7 +185,7 @@ _KILLED_WRITER = """
 import hashlib, sys
 from pathlib import Path
 from capture_agent.outbox import Outbox
-from capture_agent.stores import segment_key
+from shared.storage import segment_key
 outbox = Outbox(Path(sys.argv[1]))
 for i in range(100000):
     name = f"seg-{i}.m4a"
@@ -225,14 +226,15 @@ def test_backoff_doubles_up_to_the_cap_with_bounded_jitter(base: float, cap: flo
     previous_ceiling = 0.0
     for attempt in range(80):
         ceiling = min(cap, base * 2**attempt)
-        low = backoff_delay(attempt, base, cap, rand=lambda: 0.0)
-        high = backoff_delay(attempt, base, cap, rand=lambda: 1.0)
+        low = backoff_seconds(attempt, base=base, cap=cap, rand=lambda: 0.0)
+        high = backoff_seconds(attempt, base=base, cap=cap, rand=lambda: 1.0)
         assert low == pytest.approx(ceiling / 2) and high == pytest.approx(ceiling)
         assert ceiling >= previous_ceiling
         previous_ceiling = ceiling
         for _ in range(5):
-            assert ceiling / 2 <= backoff_delay(attempt, base, cap) <= ceiling <= cap
-    assert backoff_delay(10**9, base, cap, rand=lambda: 1.0) == pytest.approx(cap)
+            assert ceiling / 2 <= backoff_seconds(attempt, base=base, cap=cap) <= ceiling <= cap
+        assert backoff_seconds(attempt, base=base, cap=cap, jitter=False) == ceiling
+    assert backoff_seconds(10**9, base=base, cap=cap, rand=lambda: 1.0) == pytest.approx(cap)
 
 
 class FakeClock:

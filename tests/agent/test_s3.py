@@ -24,10 +24,10 @@ from capture_agent.stores import (
     S3Store,
     SourceChanged,
     StorageUnavailable,
-    segment_key,
 )
 from shared.receipts import receipt_bytes, receipt_key
 from shared.settings import Settings
+from shared.storage import segment_key
 from tests.agent.conftest import (
     RedisServer,
     agent_settings,

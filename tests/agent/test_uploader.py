@@ -20,7 +20,7 @@ import pytest
 from capture_agent.agent import Agent
 from shared.receipts import write_receipt
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import TEMP_MARK, Storage
 from tests.agent.conftest import (
     CAPTURE_AGENT,
     RedisServer,
@@ -126,7 +126,7 @@ def test_storage_unreachable_while_recording_then_everything_arrives(
     for i, source in enumerate(sources):
         stored = storage.path(f"sessions/down/segments/{source.name}")
         assert sha256_of(stored) == sha256_of(source), i
-    assert not list(storage.root.rglob("*.part"))
+    assert not list(storage.root.rglob(f".*{TEMP_MARK}*"))
     events = session_events(redis_server, "down")
     assert_delivered_once(events, 6)
     for event in by_type(events, "segment.stored"):
