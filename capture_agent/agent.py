@@ -29,6 +29,8 @@ from capture_agent.uploader import Publisher, Uploader
 from shared.clock import utcnow
 from shared.diagnostics import describe
 from shared.events import Event, SegmentStored
+from shared.routing import Priority
+from shared.segments import SegmentSpec
 from shared.sessiondir import Manifest, load_manifest, segment_file
 from shared.settings import Settings, get_settings
 from shared.storage import COPY_CHUNK_BYTES, segment_key
@@ -155,21 +157,12 @@ class Agent:
 
     # -- recording ----------------------------------------------------------------------------
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = "normal"
+        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
     ) -> None:
         self.outbox.begin_session(session_id, name=name, started_at=started_at, priority=priority)
         self._wake()
 
-    def add_segment(
-        self,
-        session_id: str,
-        path: Path,
-        *,
-        kind: Literal["audio", "video"],
-        file: str,
-        started_at: datetime | None,
-        duration: float | None,
-    ) -> None:
+    def add_segment(self, session_id: str, path: Path, segment: SegmentSpec) -> None:
         """Record a finished segment durably (hashed now) and return; it ships in the background.
 
         Adding the same file again with the same content is a no-op (safe after a restart).
@@ -179,14 +172,11 @@ class Agent:
         self.outbox.add_segment(
             session_id,
             path,
-            kind=kind,
-            file=file,
-            key=segment_key(session_id, file),
+            segment,
+            key=segment_key(session_id, segment.file),
             sha256=sha256,
             size=size,
             mtime_ns=mtime_ns,
-            started_at=started_at,
-            duration=duration,
         )
         self._wake()
 
@@ -240,14 +230,7 @@ class Agent:
             priority=manifest.priority,
         )
         for segment, path in zip(manifest.segments, files, strict=True):
-            self.add_segment(
-                manifest.id,
-                path,
-                kind=segment.kind,
-                file=segment.file,
-                started_at=segment.started_at,
-                duration=segment.duration,
-            )
+            self.add_segment(manifest.id, path, segment.spec())
         self.end_session(manifest.id)
         return manifest
 

@@ -26,13 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from shared import events
 from shared.clock import as_utc, utcnow
 from shared.events import Event, SegmentStored
 from shared.ids import validate_relative_path, validate_session_id
-from shared.routing import priority_value
+from shared.routing import Priority, priority_value
+from shared.segments import SegmentSpec
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -207,7 +208,7 @@ class Outbox:
 
     # -- recording side ---------------------------------------------------------------------
     def _session(
-        self, db: sqlite3.Connection, session_id: str, *, priority: str = "normal"
+        self, db: sqlite3.Connection, session_id: str, *, priority: str = Priority.NORMAL
     ) -> sqlite3.Row:
         validate_session_id(session_id)
         db.execute(
@@ -247,7 +248,7 @@ class Outbox:
         return cursor.lastrowid
 
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = "normal"
+        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
     ) -> int | None:
         """Record ``session.started``; its seq, or None if the session was already begun."""
         priority_value(priority)
@@ -273,18 +274,15 @@ class Outbox:
         self,
         session_id: str,
         path: Path,
+        segment: SegmentSpec,
         *,
-        kind: Literal["audio", "video"],
-        file: str,
         key: str,
         sha256: str,
         size: int,
         mtime_ns: int,
-        started_at: datetime | None,
-        duration: float | None,
     ) -> OutboxItem | None:
         """Record a finished segment (hashed by the caller); None if already recorded as is."""
-        rel = validate_relative_path(file)
+        rel = validate_relative_path(segment.file)
         with self._tx() as db:
             row = self._session(db, session_id)
             known = db.execute(
@@ -307,19 +305,19 @@ class Outbox:
                 (session_id,),
             )
             seq = self._take_seq(db, session_id)
-            segment = SegmentStored(
-                kind=kind,
+            stored = SegmentStored(
+                kind=segment.kind,
                 file=rel,
                 key=key,
                 sha256=sha256,
                 size=size,
                 index=index,
-                started_at=started_at,
-                duration=duration,
+                started_at=segment.started_at,
+                duration=segment.duration,
             )
             item_id = self._insert_event(
                 db,
-                events.segment_stored(session_id, seq, segment),
+                events.segment_stored(session_id, seq, stored),
                 state=UPLOAD,
                 seg_index=index,
                 path=str(path),

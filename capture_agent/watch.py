@@ -39,7 +39,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from capture_agent.record import SessionSink
+from capture_agent.sink import SessionSink
 from shared.atomicfile import atomic_write_text
 from shared.ids import InvalidNameError
 from shared.sessiondir import (
@@ -323,14 +323,7 @@ class SessionWatcher:
                     live.error = state
                 continue
             try:
-                self.agent.add_segment(
-                    manifest.id,
-                    path,
-                    kind=segment.kind,
-                    file=segment.file,
-                    started_at=segment.started_at,
-                    duration=segment.duration,
-                )
+                self.agent.add_segment(manifest.id, path, segment.spec())
             except (OSError, ValueError) as exc:
                 live.error = f"segment {segment.file!r}: {exc}"
                 log.warning("session %s: %s", manifest.id, live.error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,8 @@ from shared.atomicfile import atomic_write_text
 from shared.diagnostics import describe_invalid
 from shared.events import MAX_SEGMENT_SECONDS
 from shared.ids import validate_relative_path, validate_session_id
+from shared.routing import Priority
+from shared.segments import SegmentKind, SegmentSpec
 
 MANIFEST_NAME = "session.json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -50,7 +52,7 @@ class ManifestError(ValueError):
 class ManifestSegment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    kind: Literal["audio", "video"]
+    kind: SegmentKind
     file: str
     started_at: ZonedDatetime | None = None
     duration: Annotated[float, Field(ge=0, le=MAX_SEGMENT_SECONDS)] | None = None
@@ -60,6 +62,15 @@ class ManifestSegment(BaseModel):
     def _safe_file(cls, value: str) -> str:
         return validate_relative_path(value)
 
+    @classmethod
+    def of(cls, spec: SegmentSpec) -> ManifestSegment:
+        return cls(
+            kind=spec.kind, file=spec.file, started_at=spec.started_at, duration=spec.duration
+        )
+
+    def spec(self) -> SegmentSpec:
+        return SegmentSpec(self.kind, self.file, self.started_at, self.duration)
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -67,7 +78,7 @@ class Manifest(BaseModel):
     id: str
     name: str = ""
     started_at: ZonedDatetime
-    priority: Literal["high", "normal", "low"] = "normal"
+    priority: Priority = Priority.NORMAL
     segments: Annotated[list[ManifestSegment], Field(max_length=MAX_SEGMENTS)]
     # End markers: a recorder sets them when the folder is final (``capture-agent watch``).
     ended_at: ZonedDatetime | None = None

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from capture_agent.agent import Agent
+from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import TEMP_MARK, Storage
 from tests.agent.conftest import (
@@ -55,10 +56,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
         recorder.add_segment(
             "crash",
             path,
-            kind="video",
-            file=path.name,
-            started_at=T0 + timedelta(seconds=10 * i),
-            duration=10.0,
+            SegmentSpec(SegmentKind.VIDEO, path.name, T0 + timedelta(seconds=10 * i), 10.0),
         )
         sources.append(path)
     recorder.end_session("crash")

@@ -21,6 +21,7 @@ from capture_agent.outbox import (
 )
 from capture_agent.stores import Cancelled, TokenBucket
 from shared.backoff import backoff_seconds
+from shared.segments import SegmentKind, SegmentSpec
 from shared.storage import segment_key
 from tests.conftest import ROOT
 
@@ -32,14 +33,11 @@ def add(outbox: Outbox, session: str, file: str, content: bytes = b"x") -> int:
     item = outbox.add_segment(
         session,
         Path("/nowhere") / file,
-        kind="audio",
-        file=file,
+        SegmentSpec(SegmentKind.AUDIO, file),
         key=segment_key(session, file),
         sha256=sha,
         size=len(content),
         mtime_ns=1,
-        started_at=None,
-        duration=None,
     )
     assert item is not None
     return item.id
@@ -146,14 +144,11 @@ def test_same_segment_twice_is_a_no_op_different_content_or_after_end_is_refused
     same = outbox.add_segment(
         "s",
         Path("/nowhere/a.m4a"),
-        kind="audio",
-        file="a.m4a",
+        SegmentSpec(SegmentKind.AUDIO, "a.m4a"),
         key=segment_key("s", "a.m4a"),
         sha256=hashlib.sha256(b"one").hexdigest(),
         size=3,
         mtime_ns=1,
-        started_at=None,
-        duration=None,
     )
     assert same is None
     with pytest.raises(SegmentConflictError):
@@ -185,13 +180,14 @@ _KILLED_WRITER = """
 import hashlib, sys
 from pathlib import Path
 from capture_agent.outbox import Outbox
+from shared.segments import SegmentKind, SegmentSpec
 from shared.storage import segment_key
 outbox = Outbox(Path(sys.argv[1]))
 for i in range(100000):
     name = f"seg-{i}.m4a"
-    outbox.add_segment("s", Path("/x") / name, kind="audio", file=name,
+    outbox.add_segment("s", Path("/x") / name, SegmentSpec(SegmentKind.AUDIO, name),
                        key=segment_key("s", name), sha256=hashlib.sha256(name.encode()).hexdigest(),
-                       size=1, mtime_ns=1, started_at=None, duration=None)
+                       size=1, mtime_ns=1)
     print(i, flush=True)
 """
 

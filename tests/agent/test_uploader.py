@@ -19,6 +19,7 @@ import pytest
 
 from capture_agent.agent import Agent
 from shared.receipts import write_receipt
+from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import TEMP_MARK, Storage
 from tests.agent.conftest import (
@@ -49,10 +50,7 @@ def add(agent: Agent, tmp_path: Path, session: str, index: int, size: int = SEGM
     agent.add_segment(
         session,
         path,
-        kind="audio",
-        file=path.name,
-        started_at=T0 + timedelta(seconds=10 * index),
-        duration=10.0,
+        SegmentSpec(SegmentKind.AUDIO, path.name, T0 + timedelta(seconds=10 * index), 10.0),
     )
     return path
 
@@ -183,7 +181,7 @@ def test_a_file_already_in_storage_is_not_copied_again(
     leftover = storage.path(already.key).with_name(".screen-0000.mp4.k1ll3d.part")
     leftover.write_bytes(b"an interrupted copy")
     agent.add_segment(
-        "again", source, kind="video", file="screen-0000.mp4", started_at=T0, duration=10.0
+        "again", source, SegmentSpec(SegmentKind.VIDEO, "screen-0000.mp4", T0, 10.0)
     )
     agent.start()
     try:

@@ -13,7 +13,7 @@ import pytest
 from capture_agent import control
 from capture_agent.agent import Agent
 from capture_agent.ffmpeg_cmd import segment_number
-from capture_agent.record import probe_duration
+from capture_agent.runfiles import probe_duration
 from capture_agent.settings import AgentSettings
 from shared.sessiondir import load_manifest
 from shared.settings import Settings
