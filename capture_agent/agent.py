@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +24,16 @@ from capture_agent.emit import EventEmitter
 from capture_agent.outbox import Outbox, OutboxError
 from capture_agent.recover import Recovered, recover_dead_recordings
 from capture_agent.settings import AgentSettings
-from capture_agent.stores import LocalStore, S3Store, TokenBucket, make_store, segment_key
-from capture_agent.uploader import Publisher, Uploader, describe
+from capture_agent.stores import LocalStore, S3Store, TokenBucket, make_store
+from capture_agent.uploader import Publisher, Uploader
+from shared.clock import utcnow
+from shared.diagnostics import describe
 from shared.events import Event, SegmentStored
+from shared.routing import Priority
+from shared.segments import SegmentSpec
 from shared.sessiondir import Manifest, load_manifest, segment_file
 from shared.settings import Settings, get_settings
-from shared.storage import COPY_CHUNK_BYTES
+from shared.storage import COPY_CHUNK_BYTES, segment_key
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +157,12 @@ class Agent:
 
     # -- recording ----------------------------------------------------------------------------
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = "normal"
+        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
     ) -> None:
         self.outbox.begin_session(session_id, name=name, started_at=started_at, priority=priority)
         self._wake()
 
-    def add_segment(
-        self,
-        session_id: str,
-        path: Path,
-        *,
-        kind: Literal["audio", "video"],
-        file: str,
-        started_at: datetime | None,
-        duration: float | None,
-    ) -> None:
+    def add_segment(self, session_id: str, path: Path, segment: SegmentSpec) -> None:
         """Record a finished segment durably (hashed now) and return; it ships in the background.
 
         Adding the same file again with the same content is a no-op (safe after a restart).
@@ -177,14 +172,11 @@ class Agent:
         self.outbox.add_segment(
             session_id,
             path,
-            kind=kind,
-            file=file,
-            key=segment_key(session_id, file),
+            segment,
+            key=segment_key(session_id, segment.file),
             sha256=sha256,
             size=size,
             mtime_ns=mtime_ns,
-            started_at=started_at,
-            duration=duration,
         )
         self._wake()
 
@@ -198,7 +190,7 @@ class Agent:
 
     def end_session(self, session_id: str, *, ended_at: datetime | None = None) -> None:
         """Record ``session.ended``; it is published after all the session's segments."""
-        self.outbox.end_session(session_id, ended_at=ended_at or datetime.now(UTC))
+        self.outbox.end_session(session_id, ended_at=ended_at or utcnow())
         self._wake()
 
     def recorded_segments(self, session_id: str) -> list[SegmentStored]:
@@ -212,7 +204,7 @@ class Agent:
 
     def prune_outbox(self, now: datetime | None = None) -> int:
         """Forget sessions shipped over ``keep_shipped_days`` ago (Outbox.prune_shipped)."""
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.settings.keep_shipped_days)
+        cutoff = (now or utcnow()) - timedelta(days=self.settings.keep_shipped_days)
         return self.outbox.prune_shipped(
             before=cutoff, keep_awaiting_receipts=self.settings.delete_after_confirm
         )
@@ -238,14 +230,7 @@ class Agent:
             priority=manifest.priority,
         )
         for segment, path in zip(manifest.segments, files, strict=True):
-            self.add_segment(
-                manifest.id,
-                path,
-                kind=segment.kind,
-                file=segment.file,
-                started_at=segment.started_at,
-                duration=segment.duration,
-            )
+            self.add_segment(manifest.id, path, segment.spec())
         self.end_session(manifest.id)
         return manifest
 

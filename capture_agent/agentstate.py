@@ -16,14 +16,8 @@ from rich.table import Table
 from capture_agent.outbox import Outbox
 from capture_agent.settings import AgentSettings
 from capture_agent.uploader import lock_is_held
+from shared.diagnostics import redact
 from shared.settings import Settings
-
-
-def redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def build_status(outbox: Outbox, settings: AgentSettings, shared: Settings) -> dict[str, Any]:

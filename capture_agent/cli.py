@@ -1,7 +1,7 @@
 """``capture-agent``: ship session folders, drain the outbox, and report what is pending.
 
-Recording commands (record/watch/pause/resume/stop) live in ``recording_cli`` and are
-registered at the bottom of this module.
+Recording commands (record/watch/pause/resume/stop) live in ``recording_cli``; its app is
+added to this one, so they are top-level commands too.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from capture_agent import recording_cli
 from shared.settings import get_settings
 
 cli = typer.Typer(
@@ -25,6 +26,7 @@ cli = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+cli.add_typer(recording_cli.app)  # record, watch, pause, resume, stop
 console = Console()
 err = Console(stderr=True)
 
@@ -162,10 +164,3 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def main() -> None:
     cli()
 
-
-try:
-    from capture_agent import recording_cli
-
-    recording_cli.register(cli)  # adds record/watch/pause/resume/stop
-except ImportError:  # pragma: no cover - while recording_cli is being written
-    pass

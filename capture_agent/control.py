@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shared.atomicfile import atomic_write_text
 from shared.ids import validate_session_id
 
 Action = Literal["pause", "resume", "stop"]
@@ -75,12 +76,7 @@ def control_path(state_dir: Path, session_id: str) -> Path:
 
 def write_info(state_dir: Path, info: RecorderInfo) -> Path:
     """Create or update a recorder's control file (atomically: readers never see half)."""
-    path = control_path(state_dir, info.session_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(info)), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(control_path(state_dir, info.session_id), json.dumps(asdict(info)))
 
 
 def remove_info(state_dir: Path, session_id: str, *, pid: int | None = None) -> None:

@@ -18,14 +18,18 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import Literal
 
-Kind = Literal["audio", "video"]
+from shared.segments import SegmentKind
 
 VIDEO_PREFIX = "screen-"
 AUDIO_PREFIX = "mic-"
 VIDEO_EXT = ".mp4"
 AUDIO_EXT = ".m4a"
+#: File name prefix and extension of each kind's segments.
+FILE_NAMING: dict[SegmentKind, tuple[str, str]] = {
+    SegmentKind.VIDEO: (VIDEO_PREFIX, VIDEO_EXT),
+    SegmentKind.AUDIO: (AUDIO_PREFIX, AUDIO_EXT),
+}
 #: Digits of the segment number in file names (``screen-00042.mp4``).
 SEGMENT_DIGITS = 5
 #: Fragment length inside a segment, in microseconds: at most this much media is lost when
@@ -58,26 +62,26 @@ ENCODER_X264 = "libx264"
 _SCREEN_NUMBER = re.compile(r"^\d+$")
 
 
-def segment_name(kind: Kind, number: int) -> str:
+def segment_name(kind: SegmentKind, number: int) -> str:
     """File name of segment ``number`` of a kind (``screen-00003.mp4``)."""
-    prefix, ext = (VIDEO_PREFIX, VIDEO_EXT) if kind == "video" else (AUDIO_PREFIX, AUDIO_EXT)
+    prefix, ext = FILE_NAMING[kind]
     return f"{prefix}{number:0{SEGMENT_DIGITS}d}{ext}"
 
 
-def segment_pattern(kind: Kind) -> str:
+def segment_pattern(kind: SegmentKind) -> str:
     """The ``segment`` muxer's output pattern for a kind (``screen-%05d.mp4``)."""
-    prefix, ext = (VIDEO_PREFIX, VIDEO_EXT) if kind == "video" else (AUDIO_PREFIX, AUDIO_EXT)
+    prefix, ext = FILE_NAMING[kind]
     return f"{prefix}%0{SEGMENT_DIGITS}d{ext}"
 
 
-def segment_number(kind: Kind, name: str) -> int | None:
+def segment_number(kind: SegmentKind, name: str) -> int | None:
     """Inverse of :func:`segment_name`; ``None`` when ``name`` is not such a segment."""
-    prefix, ext = (VIDEO_PREFIX, VIDEO_EXT) if kind == "video" else (AUDIO_PREFIX, AUDIO_EXT)
+    prefix, ext = FILE_NAMING[kind]
     match = re.fullmatch(re.escape(prefix) + r"(\d+)" + re.escape(ext), name)
     return int(match.group(1)) if match else None
 
 
-def segment_list_name(kind: Kind, run: int) -> str:
+def segment_list_name(kind: SegmentKind, run: int) -> str:
     """Per-run CSV segment list (hidden; not part of the session)."""
     return f".{'screen' if kind == 'video' else 'mic'}-run{run:03d}.csv"
 
@@ -268,7 +272,7 @@ def audio_encoder_args() -> list[str]:
 
 
 def segment_muxer_args(
-    kind: Kind, *, segment_seconds: float, start_number: int, run: int
+    kind: SegmentKind, *, segment_seconds: float, start_number: int, run: int
 ) -> list[str]:
     """``-f segment`` writing fragmented MP4 files and a CSV list of the finished ones."""
     if segment_seconds <= 0:
@@ -331,7 +335,7 @@ def build_record_command(
         *video_encoder_args(encoder, fps=inputs.fps, segment_seconds=segment_seconds),
         *limit,
         *segment_muxer_args(
-            "video", segment_seconds=segment_seconds, start_number=video_start, run=run
+            SegmentKind.VIDEO, segment_seconds=segment_seconds, start_number=video_start, run=run
         ),
     ]
     if inputs.audio_map is not None:
@@ -341,7 +345,10 @@ def build_record_command(
             *audio_encoder_args(),
             *limit,
             *segment_muxer_args(
-                "audio", segment_seconds=segment_seconds, start_number=audio_start, run=run
+                SegmentKind.AUDIO,
+                segment_seconds=segment_seconds,
+                start_number=audio_start,
+                run=run,
             ),
         ]
     return argv

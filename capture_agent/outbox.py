@@ -24,14 +24,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from shared import events
+from shared.clock import as_utc, utcnow
 from shared.events import Event, SegmentStored
 from shared.ids import validate_relative_path, validate_session_id
-from shared.routing import priority_value
+from shared.routing import Priority, priority_value
+from shared.segments import SegmentSpec
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -128,10 +130,6 @@ class OutboxItem:
         return Event.model_validate_json(self.event_json)
 
 
-def utcnow_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 _ITEM_COLUMNS = (
     "i.id, i.session_id, i.seq, i.event_type, i.event, i.state, s.priority, i.attempts, "
     "i.last_error, i.seg_index, i.path, i.file, i.key, i.size, i.sha256, i.mtime_ns"
@@ -210,12 +208,12 @@ class Outbox:
 
     # -- recording side ---------------------------------------------------------------------
     def _session(
-        self, db: sqlite3.Connection, session_id: str, *, priority: str = "normal"
+        self, db: sqlite3.Connection, session_id: str, *, priority: str = Priority.NORMAL
     ) -> sqlite3.Row:
         validate_session_id(session_id)
         db.execute(
             "INSERT OR IGNORE INTO sessions (session_id, priority, created_at) VALUES (?, ?, ?)",
-            (session_id, priority, utcnow_iso()),
+            (session_id, priority, utcnow().isoformat()),
         )
         row: sqlite3.Row = db.execute(
             "SELECT * FROM sessions WHERE session_id = ?", (session_id,)
@@ -241,7 +239,7 @@ class Outbox:
             event.type,
             event.model_dump_json(),
             state,
-            utcnow_iso(),
+            utcnow().isoformat(),
             *segment.values(),
         ]
         marks = ", ".join("?" for _ in columns)
@@ -250,7 +248,7 @@ class Outbox:
         return cursor.lastrowid
 
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = "normal"
+        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
     ) -> int | None:
         """Record ``session.started``; its seq, or None if the session was already begun."""
         priority_value(priority)
@@ -276,18 +274,15 @@ class Outbox:
         self,
         session_id: str,
         path: Path,
+        segment: SegmentSpec,
         *,
-        kind: Literal["audio", "video"],
-        file: str,
         key: str,
         sha256: str,
         size: int,
         mtime_ns: int,
-        started_at: datetime | None,
-        duration: float | None,
     ) -> OutboxItem | None:
         """Record a finished segment (hashed by the caller); None if already recorded as is."""
-        rel = validate_relative_path(file)
+        rel = validate_relative_path(segment.file)
         with self._tx() as db:
             row = self._session(db, session_id)
             known = db.execute(
@@ -310,19 +305,19 @@ class Outbox:
                 (session_id,),
             )
             seq = self._take_seq(db, session_id)
-            segment = SegmentStored(
-                kind=kind,
+            stored = SegmentStored(
+                kind=segment.kind,
                 file=rel,
                 key=key,
                 sha256=sha256,
                 size=size,
                 index=index,
-                started_at=started_at,
-                duration=duration,
+                started_at=segment.started_at,
+                duration=segment.duration,
             )
             item_id = self._insert_event(
                 db,
-                events.segment_stored(session_id, seq, segment),
+                events.segment_stored(session_id, seq, stored),
                 state=UPLOAD,
                 seg_index=index,
                 path=str(path),
@@ -430,14 +425,14 @@ class Outbox:
             db.execute(
                 "UPDATE items SET state = ?, stored_at = ?, attempts = 0, next_attempt_at = 0, "
                 "last_error = NULL WHERE id = ? AND state = ?",
-                (ANNOUNCE, utcnow_iso(), item_id, UPLOAD),
+                (ANNOUNCE, utcnow().isoformat(), item_id, UPLOAD),
             )
 
     def mark_done(self, item_id: int) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE items SET state = ?, done_at = ?, last_error = NULL WHERE id = ?",
-                (DONE, utcnow_iso(), item_id),
+                (DONE, utcnow().isoformat(), item_id),
             )
 
     def mark_failed(self, item_id: int, error: str) -> None:
@@ -445,7 +440,7 @@ class Outbox:
         with self._tx() as db:
             db.execute(
                 "UPDATE items SET state = ?, last_error = ?, done_at = ? WHERE id = ?",
-                (FAILED, error, utcnow_iso(), item_id),
+                (FAILED, error, utcnow().isoformat(), item_id),
             )
 
     def note_failure(self, item_id: int, error: str, *, retry_at: float) -> int:
@@ -521,7 +516,7 @@ class Outbox:
                 "  SELECT 1 FROM items i WHERE i.session_id = s.session_id AND ("
                 "   i.state != ? OR i.done_at IS NULL OR i.done_at >= ?"
                 "   OR (? AND i.file IS NOT NULL AND i.local_deleted = 0))))",
-                (DONE, before.astimezone(UTC).isoformat(), int(keep_awaiting_receipts)),
+                (DONE, as_utc(before).isoformat(), int(keep_awaiting_receipts)),
             )
             return int(cursor.rowcount)
 

@@ -28,13 +28,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 from capture_agent import control
-from capture_agent.ffmpeg_cmd import Kind, segment_list_name, segment_name
-from capture_agent.record import RunFiles, Segment, SessionSink, write_recording_manifest
+from capture_agent.ffmpeg_cmd import segment_list_name, segment_name
+from capture_agent.runfiles import RunFiles, write_recording_manifest
+from capture_agent.sink import SessionSink
 from shared.events import SegmentStored
-from shared.sessiondir import ManifestSegment
+from shared.routing import parse_priority
+from shared.segments import LocalSegment, SegmentKind
 
 __all__ = ["Recovered", "recover_dead_recordings"]
 
@@ -57,7 +59,7 @@ class RecoverySink(SessionSink, Protocol):
 @dataclass(frozen=True)
 class Recovered:
     session_id: str
-    added: list[Segment]  # segments the dead recorder had not handed over
+    added: list[LocalSegment]  # segments the dead recorder had not handed over
     ended_at: datetime
 
 
@@ -94,33 +96,23 @@ def _recover(info: control.RecorderInfo, sink: RecoverySink) -> Recovered | None
     if state == "unknown" and not added:
         log.info("recording %s: died before recording anything", session_id)
         return None
-    priority = cast(Literal["high", "normal", "low"], info.priority)
+    priority = parse_priority(info.priority)
     if state == "unknown":
         sink.begin_session(session_id, name=info.name, started_at=started_at, priority=priority)
     for segment in added:
-        sink.add_segment(
-            session_id,
-            segment.path,
-            kind=segment.kind,
-            file=segment.file,
-            started_at=segment.started_at,
-            duration=segment.duration,
-        )
-    ends = [s.started_at + timedelta(seconds=s.duration or 0) for s in known if s.started_at]
-    ends += [s.ended_at for s in added]
-    ended_at = max(ends, default=started_at)
+        sink.add_segment(session_id, segment.path, segment.spec)
+    specs = [s.spec() for s in known] + [s.spec for s in added]
+    ended_at = max(
+        (s.started_at + timedelta(seconds=s.duration or 0) for s in specs if s.started_at),
+        default=started_at,
+    )
     write_recording_manifest(
         folder,
         session_id=session_id,
         name=info.name,
         started_at=started_at,
         priority=priority,
-        segments=[
-            ManifestSegment(kind=s.kind, file=s.file, started_at=s.started_at, duration=s.duration)
-            for s in known
-            if s.started_at is not None
-        ]
-        + [s.listed() for s in added],
+        segments=specs,
         ended_at=ended_at,
     )
     sink.end_session(session_id, ended_at=ended_at)
@@ -133,40 +125,46 @@ def _recover(info: control.RecorderInfo, sink: RecoverySink) -> Recovered | None
     return Recovered(session_id, added, ended_at)
 
 
+def _run_kinds(info: control.RecorderInfo) -> list[SegmentKind]:
+    """The kinds the control file names (unknown ones, from a newer version, ignored)."""
+    known = {kind.value for kind in SegmentKind}
+    return [SegmentKind(k) for k in info.run_kinds if k in known]
+
+
 def _unhanded_segments(
     info: control.RecorderInfo, folder: Path, known: list[SegmentStored]
-) -> list[Segment]:
+) -> list[LocalSegment]:
     """Segments of the last run that the outbox does not have (earlier runs ended cleanly)."""
     if info.run < 1 or not info.run_anchor:
         return []
-    kinds = [cast(Kind, k) for k in info.run_kinds if k in ("video", "audio")]
-    starts = {cast(Kind, k): n for k, n in info.run_start_numbers.items()}
+    kinds = _run_kinds(info)
+    starts = {kind: info.run_start_numbers.get(kind, 0) for kind in SegmentKind}
     files = RunFiles(
         folder,
         number=info.run,
         kinds=kinds,
-        start_numbers={"video": starts.get("video", 0), "audio": starts.get("audio", 0)},
+        start_numbers=starts,
         anchor=datetime.fromisoformat(info.run_anchor),
     )
     # what the recorder handed over already counts as reported, in order from the run start
     recorded = {s.file: s for s in known}
     for kind in kinds:
         while True:
-            segment = recorded.get(segment_name(kind, starts.get(kind, 0) + files.reported[kind]))
+            segment = recorded.get(segment_name(kind, starts[kind] + files.reported[kind]))
             if segment is None:
                 break
             files.reported[kind] += 1
             if segment.started_at is not None:
                 end = (segment.started_at - files.anchor).total_seconds() + (segment.duration or 0)
                 files.last_end[kind] = max(files.last_end[kind], end)
-    return [s for s in files.collect(final=True) if s.file not in recorded]
+    return [s for s in files.collect(final=True) if s.spec.file not in recorded]
 
 
 def _is_run_ffmpeg(pid: int, info: control.RecorderInfo, folder: Path) -> bool:
     """Whether ``pid`` is the recorder's ffmpeg: its segment lists on the command line and
     the session folder as its working directory (pids are reused after a reboot)."""
     command = _process_command(pid)
-    kinds = [cast(Kind, k) for k in info.run_kinds if k in ("video", "audio")]
+    kinds = _run_kinds(info)
     if not kinds or not all(segment_list_name(k, info.run) in command for k in kinds):
         return False
     cwd = _process_cwd(pid)

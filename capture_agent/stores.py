@@ -21,13 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from shared.ids import validate_relative_path, validate_session_id
+from shared.atomicfile import stale_temps
+from shared.ids import validate_relative_path
 from shared.receipts import Receipt, parse_receipt, read_receipt, receipt_key
-from shared.storage import SEGMENTS_DIR, SESSIONS_DIR, Storage, sha256_file
+from shared.storage import Storage, sha256_file
 
 COPY_CHUNK_BYTES = 1024 * 1024
 THROTTLED_CHUNK_BYTES = 64 * 1024
 S3_MAX_SINGLE_PUT = 5 * 1024**3  # PutObject and CopyObject limit
+#: An S3 upload goes to ``.<name>.<uuid>.part`` first (a key, not a file: no pid to use).
 TEMP_SUFFIX = ".part"
 _PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
@@ -59,13 +61,6 @@ class DestinationConflict(PermanentUploadError):
 
 class Cancelled(Exception):
     """The agent is stopping; the upload was abandoned (its temporary object is cleaned later)."""
-
-
-# -- keys ---------------------------------------------------------------------------------------
-def segment_key(session_id: str, file: str) -> str:
-    """Where a segment lives in storage (the same layout as ``shared.storage.Storage``)."""
-    validate_session_id(session_id)
-    return f"{SESSIONS_DIR}/{session_id}/{SEGMENTS_DIR}/{validate_relative_path(file)}"
 
 
 # -- bandwidth ----------------------------------------------------------------------------------
@@ -231,9 +226,8 @@ class LocalStore:
 
     def _remove_stale_temps(self, final: Path) -> None:
         """Temporary files an interrupted earlier attempt (crash, SIGKILL) left behind."""
-        if final.parent.is_dir():
-            for stale in final.parent.glob(f".{final.name}.*{TEMP_SUFFIX}"):
-                stale.unlink(missing_ok=True)
+        for stale in stale_temps(final):
+            stale.unlink(missing_ok=True)
 
     def read_receipt(self, session_id: str, index: int) -> Receipt | None:
         self._check_root()
@@ -490,5 +484,4 @@ __all__ = [
     "StorageUnavailable",
     "TokenBucket",
     "make_store",
-    "segment_key",
 ]

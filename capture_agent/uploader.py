@@ -14,14 +14,12 @@ import contextlib
 import fcntl
 import logging
 import os
-import random
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
-from capture_agent.outbox import Outbox, OutboxItem, utcnow_iso
+from capture_agent.outbox import Outbox, OutboxItem
 from capture_agent.settings import AgentSettings
 from capture_agent.stores import (
     Cancelled,
@@ -30,6 +28,9 @@ from capture_agent.stores import (
     SourceMissing,
     Store,
 )
+from shared import diagnostics
+from shared.backoff import backoff_seconds
+from shared.clock import utcnow
 from shared.events import Event
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,9 @@ class Publisher(Protocol):
     def emit(self, event: Event, *, priority: str = "normal", retry: bool = True) -> None: ...
 
 
-def backoff_delay(
-    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Delay before retry number ``attempt`` (0-based): "equal jitter" exponential backoff.
-
-    The ceiling doubles per attempt up to ``cap``; the delay is uniform in [ceiling/2,
-    ceiling], so retries of many agents spread out but never come back sooner than half.
-    """
-    ceiling = min(cap, base * 2.0 ** min(max(attempt, 0), 64))
-    return ceiling / 2 + rand() * ceiling / 2
-
-
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
+    """``Type: message``, cut to what the outbox stores (ERROR_TEXT_MAX)."""
+    return diagnostics.describe(exc, limit=ERROR_TEXT_MAX)
 
 
 class Channel:
@@ -70,7 +60,7 @@ class Channel:
         return time.monotonic() >= self._not_before
 
     def failed(self) -> float:
-        delay = backoff_delay(self.failures, self.base, self.cap)
+        delay = backoff_seconds(self.failures, base=self.base, cap=self.cap)
         self.failures += 1
         self._not_before = time.monotonic() + delay
         return delay
@@ -199,7 +189,7 @@ class Uploader:
             self.lock.release()
 
     def _claim(self) -> None:
-        self.outbox.set_meta(uploader_pid=str(os.getpid()), uploader_since=utcnow_iso())
+        self.outbox.set_meta(uploader_pid=str(os.getpid()), uploader_since=utcnow().isoformat())
 
     # -- one pass -----------------------------------------------------------------------------
     def step(self) -> bool:
@@ -228,7 +218,7 @@ class Uploader:
                 return moved
             self.outbox.mark_done(item.id)
             self.broker.succeeded()
-            self.outbox.set_meta(last_broker_ok_at=utcnow_iso())
+            self.outbox.set_meta(last_broker_ok_at=utcnow().isoformat())
             moved = True
         return moved
 
@@ -249,8 +239,8 @@ class Uploader:
             return True
         except Exception as exc:
             self.storage.failed()
-            delay = backoff_delay(
-                item.attempts, self.settings.retry_base_s, self.settings.retry_cap_s
+            delay = backoff_seconds(
+                item.attempts, base=self.settings.retry_base_s, cap=self.settings.retry_cap_s
             )
             self.outbox.note_failure(item.id, describe(exc), retry_at=time.time() + delay)
             self._record_error("storage", exc)
@@ -259,7 +249,7 @@ class Uploader:
         self.outbox.mark_stored(item.id)
         if self.storage.succeeded():
             self.outbox.reset_upload_backoff()  # storage is back: everything may go now
-        self.outbox.set_meta(last_storage_ok_at=utcnow_iso())
+        self.outbox.set_meta(last_storage_ok_at=utcnow().isoformat())
         return True
 
     def _copy(self, item: OutboxItem) -> None:
@@ -303,5 +293,5 @@ class Uploader:
 
     def _record_error(self, where: str, exc: BaseException) -> None:
         self.outbox.set_meta(
-            last_error=describe(exc), last_error_at=utcnow_iso(), last_error_where=where
+            last_error=describe(exc), last_error_at=utcnow().isoformat(), last_error_where=where
         )

@@ -39,7 +39,8 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from capture_agent.record import SessionSink
+from capture_agent.sink import SessionSink
+from shared.atomicfile import atomic_write_text
 from shared.ids import InvalidNameError
 from shared.sessiondir import (
     MANIFEST_NAME,
@@ -322,14 +323,7 @@ class SessionWatcher:
                     live.error = state
                 continue
             try:
-                self.agent.add_segment(
-                    manifest.id,
-                    path,
-                    kind=segment.kind,
-                    file=segment.file,
-                    started_at=segment.started_at,
-                    duration=segment.duration,
-                )
+                self.agent.add_segment(manifest.id, path, segment.spec())
             except (OSError, ValueError) as exc:
                 live.error = f"segment {segment.file!r}: {exc}"
                 log.warning("session %s: %s", manifest.id, live.error)
@@ -438,10 +432,4 @@ class SessionWatcher:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(doc, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=2))

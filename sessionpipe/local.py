@@ -103,6 +103,7 @@ def _drain(agent: Agent, what: str) -> None:
 
 def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
     from capture_agent.synthetic import RecordedSegment, record_synthetic_session
+    from shared.segments import SegmentKind, SegmentSpec
 
     agent = _agent(settings)
     started_at = datetime.now(UTC)
@@ -112,10 +113,9 @@ def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec
         agent.add_segment(
             session_id,
             segment.path,
-            kind=segment.kind,
-            file=segment.file,
-            started_at=segment.started_at,
-            duration=segment.duration,
+            SegmentSpec(
+                SegmentKind(segment.kind), segment.file, segment.started_at, segment.duration
+            ),
         )
 
     record_synthetic_session(

@@ -7,12 +7,15 @@ recognised and ignored.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.clock import utcnow
 from shared.ids import validate_relative_path, validate_session_id
+from shared.routing import Priority
+from shared.segments import SegmentKind, SegmentSpec
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_SEGMENT_SECONDS = 24 * 3600.0
@@ -27,14 +30,10 @@ EventType = Literal[
 ]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class SegmentStored(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["audio", "video"]
+    kind: SegmentKind
     file: str  # relative to the session's segment folder
     key: str  # storage key where the file now lives
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -47,6 +46,9 @@ class SegmentStored(BaseModel):
     @classmethod
     def _safe_file(cls, value: str) -> str:
         return validate_relative_path(value)
+
+    def spec(self) -> SegmentSpec:
+        return SegmentSpec(self.kind, self.file, self.started_at, self.duration)
 
 
 class Event(BaseModel):
@@ -70,7 +72,7 @@ class Event(BaseModel):
 
 
 def session_started(
-    session_id: str, seq: int, *, name: str, started_at: datetime, priority: str = "normal"
+    session_id: str, seq: int, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
 ) -> Event:
     return Event(
         type="session.started",

@@ -9,11 +9,12 @@ its copy only when the receipt names the same sha256 it shipped.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.clock import utcnow
 from shared.ids import validate_session_id
 from shared.storage import SESSIONS_DIR, Storage
 
@@ -40,7 +41,7 @@ def receipt_key(session_id: str, index: int) -> str:
 
 def receipt_bytes(session_id: str, index: int, sha256: str) -> bytes:
     receipt = Receipt(
-        session_id=session_id, index=index, sha256=sha256, confirmed_at=datetime.now(UTC)
+        session_id=session_id, index=index, sha256=sha256, confirmed_at=utcnow()
     )
     return receipt.model_dump_json().encode("utf-8")
 

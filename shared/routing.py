@@ -6,7 +6,8 @@ both sides read the names and routes from here.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from enum import StrEnum
+from typing import Final
 
 QUEUE_MEDIA: Final = "media"  # heavy video decode/encode, one task per worker process
 # Audio: AAC chunks encoded while a session records, and the join at its end. Seconds of
@@ -35,15 +36,30 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
 }
 
-Priority = Literal["high", "normal", "low"]
+
+
+class Priority(StrEnum):
+    """How soon a session's work is served; the value is what events and the database say."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 # Redis transport: 0 is served first. Numbers are the kombu priority steps used below.
-PRIORITY_VALUES: Final[dict[str, int]] = {"high": 0, "normal": 3, "low": 6}
+PRIORITY_VALUES: Final[dict[str, int]] = {Priority.HIGH: 0, Priority.NORMAL: 3, Priority.LOW: 6}
 PRIORITY_STEPS: Final = [0, 3, 6, 9]
 
 
-def priority_value(name: str) -> int:
+def parse_priority(name: str) -> Priority:
+    """``name`` as a :class:`Priority`; ValueError naming the choices otherwise."""
     try:
-        return PRIORITY_VALUES[name]
-    except KeyError:
-        choices = ", ".join(PRIORITY_VALUES)
+        return Priority(name)
+    except ValueError:
+        choices = ", ".join(Priority)
         raise ValueError(f"unknown priority {name!r}: use one of {choices}") from None
+
+
+def priority_value(name: str) -> int:
+    """The broker's priority number for ``name`` (a Priority or its value)."""
+    return PRIORITY_VALUES[parse_priority(name)]

@@ -10,16 +10,39 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
+from shared.atomicfile import atomic_write_text
+from shared.diagnostics import describe_invalid
 from shared.events import MAX_SEGMENT_SECONDS
 from shared.ids import validate_relative_path, validate_session_id
+from shared.routing import Priority
+from shared.segments import SegmentKind, SegmentSpec
 
 MANIFEST_NAME = "session.json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_SEGMENTS = 100_000
+
+
+def _zoned(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone (ISO 8601 with offset or Z)")
+    return value
+
+
+#: A time a hostile or sloppy file cannot leave ambiguous: naive times are refused, not
+#: guessed (contrast shared.clock.as_utc, for the database's own naive UTC values).
+ZonedDatetime = Annotated[datetime, AfterValidator(_zoned)]
 
 
 class ManifestError(ValueError):
@@ -29,9 +52,9 @@ class ManifestError(ValueError):
 class ManifestSegment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    kind: Literal["audio", "video"]
+    kind: SegmentKind
     file: str
-    started_at: datetime | None = None
+    started_at: ZonedDatetime | None = None
     duration: Annotated[float, Field(ge=0, le=MAX_SEGMENT_SECONDS)] | None = None
 
     @field_validator("file")
@@ -39,12 +62,14 @@ class ManifestSegment(BaseModel):
     def _safe_file(cls, value: str) -> str:
         return validate_relative_path(value)
 
-    @field_validator("started_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("started_at needs a time zone (ISO 8601 with offset or Z)")
-        return value
+    def of(cls, spec: SegmentSpec) -> ManifestSegment:
+        return cls(
+            kind=spec.kind, file=spec.file, started_at=spec.started_at, duration=spec.duration
+        )
+
+    def spec(self) -> SegmentSpec:
+        return SegmentSpec(self.kind, self.file, self.started_at, self.duration)
 
 
 class Manifest(BaseModel):
@@ -52,24 +77,17 @@ class Manifest(BaseModel):
 
     id: str
     name: str = ""
-    started_at: datetime
-    priority: Literal["high", "normal", "low"] = "normal"
+    started_at: ZonedDatetime
+    priority: Priority = Priority.NORMAL
     segments: Annotated[list[ManifestSegment], Field(max_length=MAX_SEGMENTS)]
     # End markers: a recorder sets them when the folder is final (``capture-agent watch``).
-    ended_at: datetime | None = None
+    ended_at: ZonedDatetime | None = None
     complete: StrictBool = False
 
     @field_validator("id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
         return validate_session_id(value)
-
-    @field_validator("started_at", "ended_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a time zone (ISO 8601 with offset or Z)")
-        return value
 
 
 def load_manifest(session_dir: Path) -> Manifest:
@@ -85,7 +103,7 @@ def load_manifest(session_dir: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestError(f"{path}: invalid: {_describe(exc)}") from exc
+        raise ManifestError(f"{path}: invalid: {describe_invalid(exc)}") from exc
     seen: set[str] = set()
     for segment in manifest.segments:
         if segment.file in seen:
@@ -105,16 +123,6 @@ def segment_file(session_dir: Path, segment: ManifestSegment) -> Path:
 
 def write_manifest(session_dir: Path, manifest: Manifest) -> Path:
     """Write ``session.json`` atomically (temporary name, then rename)."""
-    path = session_dir / MANIFEST_NAME
-    tmp = session_dir / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(manifest.model_dump_json(indent=2, exclude_none=True), encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
+    return atomic_write_text(
+        session_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2, exclude_none=True)
+    )

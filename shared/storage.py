@@ -2,30 +2,38 @@
 
 Every path handed out is resolved inside the root and checked again after resolution, so
 symlinks or crafted names cannot reach outside it. Files appear under their final name only
-when complete: written to a temporary name, fsynced, then renamed.
+when complete: written to a temporary name, fsynced, then renamed (shared.atomicfile).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import atomicfile
+from shared.atomicfile import LEGACY_PART_SUFFIX, TEMP_MARK
 from shared.ids import validate_relative_path, validate_session_id
 
 COPY_CHUNK_BYTES = 1024 * 1024
 SESSIONS_DIR = "sessions"
 SEGMENTS_DIR = "segments"
 DERIVED_DIR = "derived"
-#: A file being written is a hidden sibling of its final name: ``.<name>.tmp-<pid>`` (the
-#: media engine, workers.media.audio.temp_path) or ``.<name>.<random>.part`` (atomic_path).
-TEMP_MARK = ".tmp-"
-PART_SUFFIX = ".part"
+#: A file being written is a hidden sibling of its final name, ``.<name>.tmp-<pid>``
+#: (shared.atomicfile); ``.<name>.<random>.part`` is what earlier versions left.
+PART_SUFFIX = LEGACY_PART_SUFFIX
+__all__ = [
+    "PART_SUFFIX",
+    "TEMP_MARK",
+    "Storage",
+    "StorageError",
+    "StoredFile",
+    "segment_key",
+    "sha256_file",
+]
 
 
 class StorageError(Exception):
@@ -47,15 +55,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def segment_key(session_id: str, file: str) -> str:
+    """Storage key of a session's segment: ``sessions/<id>/segments/<file>``."""
+    validate_session_id(session_id)
+    return f"{SESSIONS_DIR}/{session_id}/{SEGMENTS_DIR}/{validate_relative_path(file)}"
+
+
 class Storage:
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()
 
     # -- keys ---------------------------------------------------------------------------
     def segment_key(self, session_id: str, file: str) -> str:
-        validate_session_id(session_id)
-        rel = validate_relative_path(file)
-        return f"{SESSIONS_DIR}/{session_id}/{SEGMENTS_DIR}/{rel}"
+        return segment_key(session_id, file)
 
     def derived_key(self, session_id: str, name: str) -> str:
         validate_session_id(session_id)
@@ -81,29 +93,15 @@ class Storage:
         """
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for pattern in (f".{path.name}{TEMP_MARK}*", f".{path.name}.*{PART_SUFFIX}"):
-            for stale in path.parent.glob(pattern):
-                if stale.is_file():
-                    stale.unlink(missing_ok=True)
+        for stale in atomicfile.stale_temps(path):
+            stale.unlink(missing_ok=True)
         return path
 
     @contextmanager
     def atomic_path(self, key: str) -> Iterator[Path]:
         """Yield a temporary path beside ``key``'s final place; rename into place on success."""
-        final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomicfile.atomic_path(self.path(key)) as tmp:
             yield tmp
-            _fsync(tmp)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def put_file(self, source: Path, key: str, *, expected_sha256: str | None = None) -> StoredFile:
         """Copy ``source`` to ``key``, verifying size and checksum at the destination."""
@@ -125,18 +123,3 @@ class Storage:
         path = self.path(key)
         return path.is_file() and sha256_file(path) == sha256
 
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

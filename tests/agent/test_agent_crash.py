@@ -2,7 +2,7 @@
 
 Uploads are slowed by the bandwidth limit so the kill lands inside a copy. Afterwards every
 segment must be in storage exactly once with the recorded checksum, nothing partial may ever
-be visible under a final name (only under a temporary ``.<name>.*.part``), and the broker must
+be visible under a final name (only under a temporary ``.<name>.tmp-<pid>``), and the broker must
 have received exactly one ``segment.stored`` per index.
 """
 
@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from capture_agent.agent import Agent
+from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import TEMP_MARK, Storage
 from tests.agent.conftest import (
     CAPTURE_AGENT,
     RedisServer,
@@ -55,10 +56,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
         recorder.add_segment(
             "crash",
             path,
-            kind="video",
-            file=path.name,
-            started_at=T0 + timedelta(seconds=10 * i),
-            duration=10.0,
+            SegmentSpec(SegmentKind.VIDEO, path.name, T0 + timedelta(seconds=10 * i), 10.0),
         )
         sources.append(path)
     recorder.end_session("crash")
@@ -86,7 +84,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
             """Temporary files of an upload under way, once at least one segment is done."""
             if not folder.is_dir() or not (folder / sources[0].name).exists():
                 return []
-            return list(folder.glob(".*.part"))
+            return list(folder.glob(f".*{TEMP_MARK}*"))
 
         temps = wait_for(mid_upload, 45, "an upload in progress after the first one", poll=0.01)
         # While it runs, status (another process) sees it through the outbox.
@@ -112,7 +110,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
         log.close()
 
     # Killed inside a copy: the partial data exists only under its temporary name.
-    assert any(t.exists() for t in temps) or list(folder.glob(".*.part"))
+    assert any(t.exists() for t in temps) or list(folder.glob(f".*{TEMP_MARK}*"))
     finished = [p for p in sources if (folder / p.name).exists()]
     assert 1 <= len(finished) < SEGMENTS
     for source in finished:
@@ -135,7 +133,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
     for source in sources:
         assert sha256_of(folder / source.name) == sha256_of(source)
     assert (folder / sources[0].name).stat().st_ino == first_inode  # not copied again
-    assert not list(folder.glob(".*.part"))
+    assert not list(folder.glob(f".*{TEMP_MARK}*"))
     events = [e for e in redis_server.messages() if e["session_id"] == "crash"]
     stored = by_type(events, "segment.stored")
     assert sorted(e["payload"]["index"] for e in stored) == list(range(SEGMENTS))

@@ -15,6 +15,7 @@ from capture_agent.agent import Agent
 from capture_agent.synthetic import RecordedSegment, SyntheticSpec, record_synthetic_session
 from shared import models
 from shared.db import session_scope
+from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from tests.agent.conftest import RedisServer, agent_settings, wait_for
 from tests.conftest import WorkerProcess, service_env
@@ -74,14 +75,10 @@ def test_session_ended_while_broker_is_down_is_delivered_and_processed(
 
         def on_segment(segment: RecordedSegment) -> None:
             recorded.append(segment)
-            agent.add_segment(
-                session_id,
-                segment.path,
-                kind=segment.kind,
-                file=segment.file,
-                started_at=segment.started_at,
-                duration=segment.duration,
+            spec = SegmentSpec(
+                SegmentKind(segment.kind), segment.file, segment.started_at, segment.duration
             )
+            agent.add_segment(session_id, segment.path, spec)
 
         record_synthetic_session(
             tmp_path / "rec",

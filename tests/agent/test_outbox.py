@@ -19,8 +19,10 @@ from capture_agent.outbox import (
     SegmentConflictError,
     SessionClosedError,
 )
-from capture_agent.stores import Cancelled, TokenBucket, segment_key
-from capture_agent.uploader import backoff_delay
+from capture_agent.stores import Cancelled, TokenBucket
+from shared.backoff import backoff_seconds
+from shared.segments import SegmentKind, SegmentSpec
+from shared.storage import segment_key
 from tests.conftest import ROOT
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -31,14 +33,11 @@ def add(outbox: Outbox, session: str, file: str, content: bytes = b"x") -> int:
     item = outbox.add_segment(
         session,
         Path("/nowhere") / file,
-        kind="audio",
-        file=file,
+        SegmentSpec(SegmentKind.AUDIO, file),
         key=segment_key(session, file),
         sha256=sha,
         size=len(content),
         mtime_ns=1,
-        started_at=None,
-        duration=None,
     )
     assert item is not None
     return item.id
@@ -145,14 +144,11 @@ def test_same_segment_twice_is_a_no_op_different_content_or_after_end_is_refused
     same = outbox.add_segment(
         "s",
         Path("/nowhere/a.m4a"),
-        kind="audio",
-        file="a.m4a",
+        SegmentSpec(SegmentKind.AUDIO, "a.m4a"),
         key=segment_key("s", "a.m4a"),
         sha256=hashlib.sha256(b"one").hexdigest(),
         size=3,
         mtime_ns=1,
-        started_at=None,
-        duration=None,
     )
     assert same is None
     with pytest.raises(SegmentConflictError):
@@ -184,13 +180,14 @@ _KILLED_WRITER = """
 import hashlib, sys
 from pathlib import Path
 from capture_agent.outbox import Outbox
-from capture_agent.stores import segment_key
+from shared.segments import SegmentKind, SegmentSpec
+from shared.storage import segment_key
 outbox = Outbox(Path(sys.argv[1]))
 for i in range(100000):
     name = f"seg-{i}.m4a"
-    outbox.add_segment("s", Path("/x") / name, kind="audio", file=name,
+    outbox.add_segment("s", Path("/x") / name, SegmentSpec(SegmentKind.AUDIO, name),
                        key=segment_key("s", name), sha256=hashlib.sha256(name.encode()).hexdigest(),
-                       size=1, mtime_ns=1, started_at=None, duration=None)
+                       size=1, mtime_ns=1)
     print(i, flush=True)
 """
 
@@ -225,14 +222,15 @@ def test_backoff_doubles_up_to_the_cap_with_bounded_jitter(base: float, cap: flo
     previous_ceiling = 0.0
     for attempt in range(80):
         ceiling = min(cap, base * 2**attempt)
-        low = backoff_delay(attempt, base, cap, rand=lambda: 0.0)
-        high = backoff_delay(attempt, base, cap, rand=lambda: 1.0)
+        low = backoff_seconds(attempt, base=base, cap=cap, rand=lambda: 0.0)
+        high = backoff_seconds(attempt, base=base, cap=cap, rand=lambda: 1.0)
         assert low == pytest.approx(ceiling / 2) and high == pytest.approx(ceiling)
         assert ceiling >= previous_ceiling
         previous_ceiling = ceiling
         for _ in range(5):
-            assert ceiling / 2 <= backoff_delay(attempt, base, cap) <= ceiling <= cap
-    assert backoff_delay(10**9, base, cap, rand=lambda: 1.0) == pytest.approx(cap)
+            assert ceiling / 2 <= backoff_seconds(attempt, base=base, cap=cap) <= ceiling <= cap
+        assert backoff_seconds(attempt, base=base, cap=cap, jitter=False) == ceiling
+    assert backoff_seconds(10**9, base=base, cap=cap, rand=lambda: 1.0) == pytest.approx(cap)
 
 
 class FakeClock:

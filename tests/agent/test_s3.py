@@ -24,10 +24,11 @@ from capture_agent.stores import (
     S3Store,
     SourceChanged,
     StorageUnavailable,
-    segment_key,
 )
 from shared.receipts import receipt_bytes, receipt_key
+from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
+from shared.storage import segment_key
 from tests.agent.conftest import (
     RedisServer,
     agent_settings,
@@ -102,10 +103,7 @@ def add(agent: Agent, tmp_path: Path, session: str, index: int, size: int = SEGM
     agent.add_segment(
         session,
         path,
-        kind="video",
-        file=path.name,
-        started_at=T0 + timedelta(seconds=10 * index),
-        duration=10.0,
+        SegmentSpec(SegmentKind.VIDEO, path.name, T0 + timedelta(seconds=10 * index), 10.0),
     )
     return path
 

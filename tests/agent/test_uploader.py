@@ -19,8 +19,9 @@ import pytest
 
 from capture_agent.agent import Agent
 from shared.receipts import write_receipt
+from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import TEMP_MARK, Storage
 from tests.agent.conftest import (
     CAPTURE_AGENT,
     RedisServer,
@@ -49,10 +50,7 @@ def add(agent: Agent, tmp_path: Path, session: str, index: int, size: int = SEGM
     agent.add_segment(
         session,
         path,
-        kind="audio",
-        file=path.name,
-        started_at=T0 + timedelta(seconds=10 * index),
-        duration=10.0,
+        SegmentSpec(SegmentKind.AUDIO, path.name, T0 + timedelta(seconds=10 * index), 10.0),
     )
     return path
 
@@ -126,7 +124,7 @@ def test_storage_unreachable_while_recording_then_everything_arrives(
     for i, source in enumerate(sources):
         stored = storage.path(f"sessions/down/segments/{source.name}")
         assert sha256_of(stored) == sha256_of(source), i
-    assert not list(storage.root.rglob("*.part"))
+    assert not list(storage.root.rglob(f".*{TEMP_MARK}*"))
     events = session_events(redis_server, "down")
     assert_delivered_once(events, 6)
     for event in by_type(events, "segment.stored"):
@@ -183,7 +181,7 @@ def test_a_file_already_in_storage_is_not_copied_again(
     leftover = storage.path(already.key).with_name(".screen-0000.mp4.k1ll3d.part")
     leftover.write_bytes(b"an interrupted copy")
     agent.add_segment(
-        "again", source, kind="video", file="screen-0000.mp4", started_at=T0, duration=10.0
+        "again", source, SegmentSpec(SegmentKind.VIDEO, "screen-0000.mp4", T0, 10.0)
     )
     agent.start()
     try:

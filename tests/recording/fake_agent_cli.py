@@ -11,11 +11,12 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import typer
 
 from capture_agent import recording_cli
+from shared.segments import SegmentSpec
 
 
 class FileLoggingAgent:
@@ -47,12 +48,10 @@ class FileLoggingAgent:
         self,
         session_id: str,
         path: Path,
-        *,
-        kind: Literal["audio", "video"],
-        file: str,
-        started_at: datetime | None,
-        duration: float | None,
+        segment: SegmentSpec,
     ) -> None:
+        kind, file = segment.kind.value, segment.file
+        started_at, duration = segment.started_at, segment.duration
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         self._log(
             "add_segment",
@@ -81,7 +80,7 @@ def _make_agent(settings: Any) -> FileLoggingAgent:
 
 recording_cli.make_agent = _make_agent
 app = typer.Typer(pretty_exceptions_enable=False)
-recording_cli.register(app)
+app.add_typer(recording_cli.app)
 
 if __name__ == "__main__":
     app()

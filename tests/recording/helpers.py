@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import av
 
+from shared.segments import SegmentSpec
 from tests.conftest import ROOT
 
 
@@ -57,12 +58,10 @@ class FakeAgent:
         self,
         session_id: str,
         path: Path,
-        *,
-        kind: Literal["audio", "video"],
-        file: str,
-        started_at: datetime | None,
-        duration: float | None,
+        segment: SegmentSpec,
     ) -> None:
+        kind, file = segment.kind.value, segment.file
+        started_at, duration = segment.started_at, segment.duration
         if file in self.fail_files:
             raise ValueError(f"{file} refused by the fake agent")
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()

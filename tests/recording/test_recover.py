@@ -13,7 +13,7 @@ import pytest
 from capture_agent import control
 from capture_agent.agent import Agent
 from capture_agent.ffmpeg_cmd import segment_number
-from capture_agent.record import probe_duration
+from capture_agent.runfiles import probe_duration
 from capture_agent.settings import AgentSettings
 from shared.sessiondir import load_manifest
 from shared.settings import Settings
@@ -24,6 +24,7 @@ SEGMENT_S = 1.0
 SEGMENTS_BEFORE_CRASH = 3  # finished video segments on disk when the recorder is killed
 START_TIMEOUT_S = 60.0
 JOIN_TOLERANCE_S = 0.002
+SEGMENT_PATTERNS = ("screen-*.mp4", "mic-*.m4a")
 
 
 def start_recording(tmp_path: Path, session_id: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -70,6 +71,18 @@ def crash_recorder(tmp_path: Path, session_id: str, *, kill_ffmpeg: bool) -> con
         assert info is not None and info.ffmpeg_pid is not None
         proc.kill()  # SIGKILL: no handler, no clean stop, like a crash
         proc.wait(timeout=10)
+        # ffmpeg outlives the recorder (own process group). Let it finish the segment of each
+        # kind it was writing when the recorder died: the muxer opens the next file only after
+        # closing that one, so a readable segment the recorder never handed over now exists
+        # whatever the timing (a segment is one fragment, so the one being written may not be
+        # readable yet, and the recorder may have handed over everything finished before).
+        at_death = set(folder.iterdir())
+        assert wait_until(
+            lambda: all(
+                set(folder.glob(pattern)) - at_death for pattern in SEGMENT_PATTERNS
+            ),
+            START_TIMEOUT_S,
+        ), "ffmpeg did not go on to a new segment after the recorder died"
         if kill_ffmpeg:  # a power cut takes ffmpeg down too
             os.kill(info.ffmpeg_pid, signal.SIGKILL)
             assert wait_until(lambda: not control.pid_alive(info.ffmpeg_pid or 0), 10)
@@ -102,7 +115,7 @@ def test_a_dead_recording_is_ended_with_every_readable_segment(
         assert handed_over < files  # the dead recorder's last segments were added
         readable = {
             p.name
-            for pattern in ("screen-*.mp4", "mic-*.m4a")
+            for pattern in SEGMENT_PATTERNS
             for p in folder.glob(pattern)
             if (probe_duration(p) or 0) > 0
         }
