@@ -9,7 +9,6 @@ Celery worker runs inside this process (``workers.embedded``); with a broker URL
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ import typer
 
 from capture_agent.agent import Agent
 from capture_agent.settings import AgentSettings
+from shared.clock import utcnow
 from shared.settings import Settings
 from workers.cli import DEFAULT_WAIT_S, HomeOption, console, err, settings_for, wait_and_report
 
@@ -37,7 +37,7 @@ def demo(
     spec = SyntheticSpec(
         duration=duration, audio_holes=((start, start + hole),) if hole > 0 else ()
     )
-    session_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    session_id = "demo-" + utcnow().strftime("%Y%m%dT%H%M%SZ")
     recordings = settings.home / "recordings" / session_id
     console.print(
         f"recording a {duration:.0f} s synthetic session ({hole:.0f} s without "
@@ -106,7 +106,7 @@ def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec
     from shared.segments import SegmentKind, SegmentSpec
 
     agent = _agent(settings)
-    started_at = datetime.now(UTC)
+    started_at = utcnow()
     agent.begin_session(session_id, name="Synthetic demo session", started_at=started_at)
 
     def on_segment(segment: RecordedSegment) -> None:

@@ -35,6 +35,7 @@ from datetime import timedelta
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
+from shared.clock import as_utc
 from shared.db import session_scope
 from shared.models import AudioChunkState, Session
 from shared.settings import Settings
@@ -179,10 +180,7 @@ def busy(db: DbSession, session_id: str) -> bool:
     state = chunk_state(db, session_id)
     if state.owner is None or state.lease_until is None:
         return False
-    until = state.lease_until
-    if until.tzinfo is None:  # SQLite hands back naive UTC
-        until = until.replace(tzinfo=now().tzinfo)
-    return until > now()
+    return as_utc(state.lease_until) > now()  # SQLite hands back naive UTC
 
 
 # -- the passes and the take-over ------------------------------------------------------------

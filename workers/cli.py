@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.diagnostics import redact
 from shared.settings import Settings, get_settings, reset_settings
 
 DEFAULT_WAIT_S = 1800.0  # how long `process` and `jobs retry` wait for a session
@@ -61,7 +62,7 @@ def db_upgrade(revision: str = "head", home: HomeOption = None) -> None:
 
     settings = settings_for(home)
     upgrade(settings.database_url, revision)
-    console.print(f"database at revision {revision}: {_redact(settings.database_url)}")
+    console.print(f"database at revision {revision}: {redact(settings.database_url)}")
 
 
 @db_cli.command("downgrade")
@@ -340,11 +341,3 @@ def _print_report(report: dict[str, Any]) -> None:
     ]
     if finished:
         console.print(f"[green]finished MP4:[/green] {finished[0]}", soft_wrap=True)
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-

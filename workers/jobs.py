@@ -7,13 +7,14 @@ run a stage: the first claims the row, the second sees it taken (or finished) an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
+from shared.clock import as_utc, utcnow
 from shared.models import TERMINAL_STATUSES, Job, JobStatus
 
 MAX_ERROR_CHARS = 4000
@@ -25,7 +26,7 @@ def affected(db: DbSession, stmt: Executable) -> int:
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return utcnow()
 
 
 def insert_ignore(
@@ -98,7 +99,7 @@ def claim(
     if status in TERMINAL_STATUSES:
         return None
     if status is JobStatus.RUNNING and job.task_id != task_id:
-        updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=UTC)
+        updated = as_utc(job.updated_at)
         if now() - updated < lease:
             return None
     job_id, attempt = job.id, job.attempts + 1

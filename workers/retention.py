@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from shared import models
+from shared.clock import as_utc, utcnow
 from shared.db import session_scope
 from shared.models import JobStatus
 from shared.storage import SEGMENTS_DIR, SESSIONS_DIR, Storage
@@ -24,10 +25,6 @@ class RetentionAction:
     session_id: str
     deleted_files: int
     deleted_bytes: int
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def expired_sessions(database_url: str, *, keep_days: float, now: datetime) -> list[str]:
@@ -52,7 +49,7 @@ def expired_sessions(database_url: str, *, keep_days: float, now: datetime) -> l
                 compress.output_key.is_not(None),
             )
         ).all()
-    return [sid for sid, finished in rows if finished is not None and _aware(finished) <= cutoff]
+    return [sid for sid, finished in rows if finished is not None and as_utc(finished) <= cutoff]
 
 
 def apply_retention(
@@ -64,7 +61,7 @@ def apply_retention(
     dry_run: bool = False,
 ) -> list[RetentionAction]:
     """Delete expired sessions' segments; a marker in ``derived/`` records what went."""
-    moment = now or datetime.now(UTC)
+    moment = now or utcnow()
     actions = []
     for session_id in expired_sessions(database_url, keep_days=keep_days, now=moment):
         marker_key = storage.derived_key(session_id, RETENTION_MARKER)

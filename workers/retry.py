@@ -10,12 +10,11 @@ so the job fails at once with the reason. Tasks get the policy from
 
 from __future__ import annotations
 
-import random
-
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
+from shared.backoff import backoff_seconds
 from shared.ids import InvalidNameError
 from shared.sessiondir import ManifestError
 from shared.storage import StorageError
@@ -54,9 +53,6 @@ def will_retry(exc: BaseException, retries: int, max_retries: int) -> bool:
     return is_transient(exc) and retries < max_retries
 
 
-def backoff_seconds(
-    retries: int, *, base: float = RETRY_BASE_S, cap: float = RETRY_CAP_S, jitter: bool = True
-) -> float:
-    """Exponential backoff with jitter (retries counts from 0): in [ceiling/2, ceiling]."""
-    ceiling = min(cap, base * (2**retries))
-    return random.uniform(ceiling / 2, ceiling) if jitter else ceiling
+def task_backoff_seconds(retries: int) -> float:
+    """Wait before a task's next try (shared.backoff's formula, this module's base and cap)."""
+    return backoff_seconds(retries, base=RETRY_BASE_S, cap=RETRY_CAP_S)

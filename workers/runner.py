@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from shared import models
 from shared.db import session_scope
+from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.settings import get_settings
@@ -55,10 +56,6 @@ class RunningTask(Protocol):
 
     @property
     def app(self) -> Any: ...
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class Progress:

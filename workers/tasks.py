@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Task
 
+from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
@@ -31,8 +32,8 @@ from workers import audiochunks
 from workers.app import app
 from workers.ingest import ingest
 from workers.pipeline import Stage, requeue_stale_jobs
-from workers.retry import backoff_seconds, is_transient, will_retry
-from workers.runner import describe, run_stage
+from workers.retry import is_transient, task_backoff_seconds, will_retry
+from workers.runner import run_stage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class PipelineTask(Task):
             if not will_retry(exc, retries, limit):
                 raise
             raise self.retry(
-                exc=exc, countdown=backoff_seconds(retries), max_retries=limit
+                exc=exc, countdown=task_backoff_seconds(retries), max_retries=limit
             ) from exc
 
 

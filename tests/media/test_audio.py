@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.segments import SegmentKind
 from tests.media.conftest import leftovers
 from tests.mediagen import (
     MARKER_AMPLITUDE,
@@ -25,11 +26,11 @@ LOUD = (MARKER_AMPLITUDE + TONE_AMPLITUDE) / 2
 
 
 def audio(path: Path, start: float | None, duration: float) -> SegmentInput:
-    return SegmentInput(kind="audio", path=str(path), started_at=start, duration=duration)
+    return SegmentInput(kind=SegmentKind.AUDIO, path=str(path), started_at=start, duration=duration)
 
 
 def video(path: Path, start: float | None, duration: float) -> SegmentInput:
-    return SegmentInput(kind="video", path=str(path), started_at=start, duration=duration)
+    return SegmentInput(kind=SegmentKind.VIDEO, path=str(path), started_at=start, duration=duration)
 
 
 def rms(samples: np.ndarray, a: float, b: float) -> float:
@@ -101,7 +102,7 @@ def test_overlap_is_dropped_from_the_later_segment(
     a1 = media("tone", "o1.m4a", seconds=2.0)
     a2 = media("tone", "o2.m4a", seconds=2.0)
     tl = plan_timeline([audio(a1, 0.0, 2.0), audio(a2, 1.0, 2.0)])  # a2's first second overlaps
-    assert tl.of_kind("audio")[1].trim_start == 1.0
+    assert tl.of_kind(SegmentKind.AUDIO)[1].trim_start == 1.0
     result = render_audio(tl, tmp_path / "o.m4a")
     samples, _ = decode_audio(result.path)
     assert result.samples == 3 * RATE
@@ -165,7 +166,9 @@ def test_broken_segment_raises_and_leaves_nothing(
 
 
 def test_url_segment_is_refused(tmp_path: Path) -> None:
-    seg = SegmentInput(kind="audio", path="http://example.com/a.m4a", started_at=0, duration=1)
+    seg = SegmentInput(
+        kind=SegmentKind.AUDIO, path="http://example.com/a.m4a", started_at=0, duration=1
+    )
     with pytest.raises(MediaError, match="http://example.com/a.m4a"):
         render_audio(plan_timeline([seg]), tmp_path / "u.m4a")
     assert leftovers(tmp_path) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.segments import SegmentKind
 from tests.media.conftest import leftovers
 from tests.mediagen import MARKER_AMPLITUDE, TONE_AMPLITUDE, decode_audio, truncate
 from workers.media import Cancelled, MediaError, SegmentInput, Timeline, plan_timeline
@@ -37,7 +38,7 @@ SAME_ONSET_SAMPLES = 8
 
 
 def audio(path: Path | str, start: float | None, duration: float) -> SegmentInput:
-    return SegmentInput(kind="audio", path=str(path), started_at=start, duration=duration)
+    return SegmentInput(kind=SegmentKind.AUDIO, path=str(path), started_at=start, duration=duration)
 
 
 def onsets(samples: np.ndarray, rate: int = RATE) -> list[int]:

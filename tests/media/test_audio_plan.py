@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from shared.segments import SegmentKind
 from workers.media.aacplan import (
     AAC_FRAME,
     AudioPlan,
@@ -29,11 +30,11 @@ PARAMS = EncoderParams(rate=RATE, layout="stereo", bitrate=128_000, coder="twolo
 
 
 def audio(path: str, start: float | None, duration: float) -> SegmentInput:
-    return SegmentInput(kind="audio", path=path, started_at=start, duration=duration)
+    return SegmentInput(kind=SegmentKind.AUDIO, path=path, started_at=start, duration=duration)
 
 
 def video(path: str, start: float | None, duration: float) -> SegmentInput:
-    return SegmentInput(kind="video", path=path, started_at=start, duration=duration)
+    return SegmentInput(kind=SegmentKind.VIDEO, path=path, started_at=start, duration=duration)
 
 
 # Times on a millisecond grid keep examples readable; durations up to ~1 s and small chunk
@@ -76,7 +77,7 @@ def sample_model(timeline: Timeline, rate: int) -> list[tuple[str, int] | None]:
     """
     total = round(timeline.duration * rate)
     out: list[tuple[str, int] | None] = [None] * total
-    for seg in timeline.of_kind("audio"):
+    for seg in timeline.of_kind(SegmentKind.AUDIO):
         for piece in timeline.kept_parts(seg):
             a = round(piece.out_start * rate)
             b = min(round((piece.out_start + piece.duration) * rate), total)

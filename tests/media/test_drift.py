@@ -17,6 +17,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from shared.segments import SegmentKind
 from tests.mediagen import MARKER_AMPLITUDE, TONE_AMPLITUDE, decode_audio, tone
 from workers.media import SegmentInput, Timeline, plan_timeline
 from workers.media.aacchunk import (
@@ -104,7 +105,9 @@ def sixty(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def sixty_timeline(paths: list[Path]) -> Timeline:
     return plan_timeline(
         [
-            SegmentInput(kind="audio", path=str(p), started_at=i * SEGMENT_S, duration=SEGMENT_S)
+            SegmentInput(
+                kind=SegmentKind.AUDIO, path=str(p), started_at=i * SEGMENT_S, duration=SEGMENT_S
+            )
             for i, p in enumerate(paths)
         ]
     )
@@ -186,7 +189,8 @@ def slices(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[SegmentInput]
     with (root / "list.csv").open() as handle:
         rows = [(root / r[0], float(r[1]), float(r[2])) for r in csv.reader(handle) if r]
     segments = [
-        SegmentInput(kind="audio", path=str(p), started_at=a, duration=b - a) for p, a, b in rows
+        SegmentInput(kind=SegmentKind.AUDIO, path=str(p), started_at=a, duration=b - a)
+        for p, a, b in rows
     ]
     # the continuous decode: every packet of every file through one decoder
     decoded: list[np.ndarray] = []

@@ -19,6 +19,7 @@ import pytest
 from av.video.frame import PictureType
 
 from capture_agent.synthetic import SyntheticSpec, read_timecode, record_synthetic_session
+from shared.segments import SegmentKind
 from tests.media.conftest import leftovers
 from tests.mediagen import decode_video
 from workers.media import (
@@ -124,7 +125,7 @@ def expected_frames(tl: Timeline, timecodes: dict[str, float]) -> list[tuple[flo
     elsewhere than recorded keeps its timecodes, which is how misplacement would show.
     """
     kept: list[tuple[float, float]] = []
-    for seg in tl.of_kind("video"):
+    for seg in tl.of_kind(SegmentKind.VIDEO):
         file_start = seg.start - seg.trim_start  # placed time of the file's first frame
         for piece in tl.kept_parts(seg):
             n = round(piece.source_offset * FPS)
@@ -180,7 +181,7 @@ def video_packets(path: Path) -> list[bytes]:
 def source_packets(tl: Timeline) -> list[bytes]:
     """Payloads of the source packets whose frames the timeline keeps, in output order."""
     out: list[bytes] = []
-    for seg in tl.of_kind("video"):
+    for seg in tl.of_kind(SegmentKind.VIDEO):
         pieces = tl.kept_parts(seg)
         with av.open(seg.path) as container:
             stream = container.streams.video[0]
@@ -380,8 +381,8 @@ def test_video_starting_after_audio_gets_an_empty_edit(
     v = media("video", "late.mp4", seconds=2.0, fps=FPS)
     tl = plan_timeline(
         [
-            SegmentInput(kind="audio", path=str(a), started_at=0.0, duration=3.0),
-            SegmentInput(kind="video", path=str(v), started_at=0.5, duration=2.0),
+            SegmentInput(kind=SegmentKind.AUDIO, path=str(a), started_at=0.0, duration=3.0),
+            SegmentInput(kind=SegmentKind.VIDEO, path=str(v), started_at=0.5, duration=2.0),
         ]
     )
     result = render(tl, tmp_path / "late.mp4")

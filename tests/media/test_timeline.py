@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.segments import SegmentKind
 from workers.media.timeline import SegmentInput, Timeline, plan_timeline
 
 
@@ -22,14 +23,14 @@ def test_implicit_starts_follow_previous_segment_of_same_kind() -> None:
     tl = plan_timeline(
         [seg("audio", None, 2, "a1"), seg("video", 1.0, 3, "v1"), seg("audio", None, 4, "a2")]
     )
-    audio = tl.of_kind("audio")
+    audio = tl.of_kind(SegmentKind.AUDIO)
     assert [(s.path, s.start, s.end) for s in audio] == [("a1", 0.0, 2.0), ("a2", 2.0, 6.0)]
     assert tl.duration == 6.0 and tl.cuts == ()
 
 
 def test_overlap_is_trimmed_from_the_later_segment() -> None:
     tl = plan_timeline([seg("audio", 0, 3, "a1"), seg("audio", 2, 3, "a2")])
-    a1, a2 = tl.of_kind("audio")
+    a1, a2 = tl.of_kind(SegmentKind.AUDIO)
     assert (a2.start, a2.end, a2.trim_start, a2.out_start) == (3.0, 5.0, 1.0, 3.0)
     assert a1.trim_start == 0.0 and tl.duration == 5.0
 
@@ -60,13 +61,13 @@ def test_gap_in_both_tracks_is_cut_only_with_cut_pauses() -> None:
 def test_gap_in_one_track_is_never_cut() -> None:
     tl = plan_timeline([seg("audio", 0, 3), seg("audio", 13, 3), seg("video", 0, 16)])
     assert tl.cuts == () and tl.duration == 16.0
-    assert tl.of_kind("audio")[1].out_start == 13.0
+    assert tl.of_kind(SegmentKind.AUDIO)[1].out_start == 13.0
 
 
 def test_explicit_pause_splits_segments_on_both_tracks() -> None:
     tl = plan_timeline([seg("audio", 0, 10), seg("video", 0, 10)], pauses=[(4, 6)])
     assert tl.cuts == ((4.0, 6.0),) and tl.duration == 8.0
-    parts = tl.kept_parts(tl.of_kind("audio")[0])
+    parts = tl.kept_parts(tl.of_kind(SegmentKind.AUDIO)[0])
     assert [(p.source_offset, p.out_start, p.duration) for p in parts] == [
         (0.0, 0.0, 4.0),
         (6.0, 4.0, 4.0),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.segments import SegmentKind
 from shared.storage import Storage
 from workers.stages.context import SegmentRef, SessionSnapshot, build_timeline
 
@@ -59,8 +60,8 @@ def test_explicit_pause_is_cut_from_both_tracks_unless_kept(
     storage = Storage(tmp_path / "storage")
     cut = build_timeline(snapshot(refs, [(2.0, 12.0)]), storage, cut_pauses=True)
     assert cut.cuts == ((2.0, 12.0),) and cut.duration == pytest.approx(4.0)
-    assert [s.out_start for s in cut.of_kind("audio")] == pytest.approx([0.0, 2.0])
-    assert [s.out_start for s in cut.of_kind("video")] == pytest.approx([0.0, 2.0])
+    assert [s.out_start for s in cut.of_kind(SegmentKind.AUDIO)] == pytest.approx([0.0, 2.0])
+    assert [s.out_start for s in cut.of_kind(SegmentKind.VIDEO)] == pytest.approx([0.0, 2.0])
     kept = build_timeline(snapshot(refs, [(2.0, 12.0)]), storage, cut_pauses=False)
     assert kept.cuts == () and kept.duration == pytest.approx(14.0)
     # without pause events the same gap (no track has media) is a pause too
@@ -78,7 +79,7 @@ def test_gap_in_one_track_is_filled_not_cut(
     ]
     timeline = build_timeline(snapshot(refs), Storage(tmp_path / "storage"), cut_pauses=True)
     assert timeline.cuts == () and timeline.duration == pytest.approx(8.0)
-    assert timeline.of_kind("audio")[1].out_start == pytest.approx(6.0)
+    assert timeline.of_kind(SegmentKind.AUDIO)[1].out_start == pytest.approx(6.0)
 
 
 def test_skewed_pause_events_do_not_fail_the_session(

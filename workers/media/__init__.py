@@ -24,7 +24,7 @@ from .errors import Cancelled, MediaError
 from .merge import MergeResult, mux_playable
 from .output import ProgressCallback
 from .probe import MediaInfo, probe
-from .timeline import Kind, Piece, PlacedSegment, SegmentInput, Timeline, plan_timeline
+from .timeline import Piece, PlacedSegment, SegmentInput, Timeline, plan_timeline
 
 __all__ = [
     "AudioResult",
@@ -33,7 +33,6 @@ __all__ = [
     "ChunkedAudioResult",
     "CompressResult",
     "IncrementalResult",
-    "Kind",
     "MediaError",
     "MediaInfo",
     "MergeResult",

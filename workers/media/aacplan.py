@@ -26,6 +26,8 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from shared.segments import SegmentKind
+
 from .timeline import KINDS, Timeline
 
 __all__ = [
@@ -191,7 +193,7 @@ def plan_audio(
     placements: list[Placement] = []
     cursor = 0
     previous = None
-    for seg in timeline.of_kind("audio"):
+    for seg in timeline.of_kind(SegmentKind.AUDIO):
         continues = (
             previous is not None
             and seg.trim_start * rate < 0.5
@@ -305,7 +307,7 @@ def settled_sample(timeline: Timeline, rate: int) -> int:
     is only a pause once every track has moved past it). A later surprise (a late segment,
     a new pause) is still handled by the signatures; this only avoids encoding work twice.
     """
-    audio = timeline.of_kind("audio")
+    audio = timeline.of_kind(SegmentKind.AUDIO)
     if not audio:
         return 0
     limit = max(s.end for s in audio)

@@ -20,6 +20,8 @@ import av
 import av.container
 import numpy as np
 
+from shared.segments import SegmentKind
+
 from .aacplan import AAC_FRAME, AudioPlan, plan_audio
 from .errors import MediaError, decode_failure
 from .output import ProgressCallback, Throttle, atomic_output, output_url
@@ -325,7 +327,7 @@ def check_audio_args(timeline: Timeline, sample_rate: int) -> None:
         raise ValueError("timeline has no audio segments")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    for seg in timeline.of_kind("audio"):
+    for seg in timeline.of_kind(SegmentKind.AUDIO):
         local_path(seg.path)  # reject URLs before any work
 
 

@@ -29,6 +29,8 @@ import av.container
 import numpy as np
 from av.video.frame import PictureType
 
+from shared.segments import SegmentKind
+
 from .errors import MediaError, decode_failure
 from .output import ProgressCallback, Throttle, atomic_output, output_url
 from .probe import demux_checked, local_path, open_input
@@ -226,7 +228,7 @@ def mux_playable(
     None, or a timeline without video), not both. The file appears atomically at ``output``
     or not at all; a broken input raises MediaError.
     """
-    video_segments = timeline.of_kind("video")
+    video_segments = timeline.of_kind(SegmentKind.VIDEO)
     if not video_segments and audio is None:
         raise ValueError("nothing to merge: the timeline has no video and no audio was given")
     for seg in video_segments:
@@ -306,7 +308,7 @@ def _reencode_merge(
     progress: ProgressCallback | None,
 ) -> MergeResult:
     """Decode every segment and encode H.264 at a constant frame rate (always exact)."""
-    video_segments = timeline.of_kind("video")
+    video_segments = timeline.of_kind(SegmentKind.VIDEO)
     throttle = Throttle(progress)
     copier: _AudioCopier | None = None
     frames_iter: Generator[tuple[float, av.VideoFrame], None, None] | None = None

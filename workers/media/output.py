@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.storage import TEMP_MARK
+from shared.atomicfile import atomic_path, temp_path
 
 __all__ = ["ProgressCallback", "Throttle", "atomic_output", "output_url", "temp_path"]
 
@@ -50,23 +50,18 @@ class Throttle:
             self._callback(1.0)
 
 
-def temp_path(output: Path) -> Path:
-    """Hidden name next to ``output`` so ``os.replace`` is atomic on the same filesystem."""
-    return output.with_name(f".{output.name}{TEMP_MARK}{os.getpid()}")
-
-
 @contextmanager
 def atomic_output(output: Path, throttle: Throttle) -> Iterator[Path]:
     """The temporary path to write ``output`` at; renamed into place when the block ends
-    (after a last chance to cancel), removed when it raises: the file is whole or absent."""
-    tmp = temp_path(output)
-    try:
+    (after a last chance to cancel), removed when it raises: the file is whole or absent.
+
+    Not fsynced, like ffmpeg's own outputs: a killed writer leaves at worst a stale temporary
+    file (removed by the stage's retry, ``Storage.output_path``); only a power cut right
+    after the rename could leave a short file, which ``finalize`` then fails to probe.
+    """
+    with atomic_path(output, durable=False) as tmp:
         yield tmp
         throttle.done()  # last chance to cancel before the file becomes visible
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def output_url(path: Path) -> str:

@@ -15,11 +15,11 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+
+from shared.segments import SegmentKind
 
 __all__ = [
     "KINDS",
-    "Kind",
     "Piece",
     "PlacedSegment",
     "SegmentInput",
@@ -27,8 +27,7 @@ __all__ = [
     "plan_timeline",
 ]
 
-Kind = Literal["audio", "video"]
-KINDS: tuple[Kind, ...] = ("audio", "video")
+KINDS: tuple[SegmentKind, ...] = tuple(SegmentKind)
 
 # Intervals shorter than this are float noise, not media; dropping them avoids 1e-15 s cuts.
 _EPS = 1e-9
@@ -38,7 +37,7 @@ _EPS = 1e-9
 class SegmentInput:
     """One recorded file as reported by the capture agent (or measured by probing)."""
 
-    kind: Kind
+    kind: SegmentKind
     path: str
     # Seconds from session start on the recorder's clock; None = starts where the previous
     # segment of the same kind (in input order) ended; the first one starts at 0.0.
@@ -50,7 +49,7 @@ class SegmentInput:
 class PlacedSegment:
     """A segment after overlap trimming, positioned on both clocks."""
 
-    kind: Kind
+    kind: SegmentKind
     path: str
     start: float  # recorded time where the kept part begins
     end: float  # recorded time where it ends
@@ -89,7 +88,7 @@ class Timeline:
         """
         return min(_map_time(t, self.origin, self.cuts), self.duration)
 
-    def of_kind(self, kind: Kind) -> tuple[PlacedSegment, ...]:
+    def of_kind(self, kind: SegmentKind) -> tuple[PlacedSegment, ...]:
         """Segments of one track, in recorded order."""
         return tuple(s for s in self.segments if s.kind == kind)
 
@@ -212,7 +211,7 @@ def plan_timeline(
         explicit.append((a, b))
 
     # 2. order each track and trim overlaps from the later segment
-    kept: list[tuple[Kind, str, float, float, float]] = []  # kind, path, start, end, trim
+    kept: list[tuple[SegmentKind, str, float, float, float]] = []  # kind, path, start, end, trim
     for kind in KINDS:
         covered = -math.inf
         for raw_start, raw_end, _, seg in sorted(resolved[kind], key=lambda r: (r[0], r[2])):

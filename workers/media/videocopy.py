@@ -28,6 +28,8 @@ from fractions import Fraction
 import av
 import av.container
 
+from shared.segments import SegmentKind
+
 from .errors import MediaError
 from .probe import demux_checked, open_input
 from .timeline import Piece, PlacedSegment, Timeline
@@ -168,7 +170,7 @@ class VideoCopier:
 
     def __init__(self, timeline: Timeline, container: av.container.OutputContainer) -> None:
         self._timeline = timeline
-        self._segments = timeline.of_kind("video")
+        self._segments = timeline.of_kind(SegmentKind.VIDEO)
         if not self._segments:
             raise ValueError("timeline has no video segments")
         self._container = container

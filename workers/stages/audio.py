@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from shared.segments import SegmentKind
 from shared.settings import Settings
 from shared.storage import Storage
 from workers.media import (
@@ -92,7 +93,7 @@ def build_audio(ctx: StageContext) -> StageOutput:
     store.clear()
     result: dict[str, Any] = {
         "duration": out.duration,
-        "segments": len(timeline.of_kind("audio")),
+        "segments": len(timeline.of_kind(SegmentKind.AUDIO)),
         "cuts": [list(c) for c in timeline.cuts],
     }
     if isinstance(out, ChunkedAudioResult):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from shared.clock import as_utc
+from shared.segments import SegmentKind
 from shared.settings import Settings
 from shared.storage import Storage
-from workers.media import Kind, MediaError, ProgressCallback, SegmentInput, Timeline, probe
+from workers.media import MediaError, ProgressCallback, SegmentInput, Timeline, probe
 from workers.media import plan_timeline as plan
 
 PROBE_CACHE_ENTRIES = 4096  # probed files remembered per process (chunk passes re-plan often)
@@ -74,10 +76,6 @@ class StageContext:
         return key
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @lru_cache(maxsize=PROBE_CACHE_ENTRIES)
 def _probed_duration(path: str, size: int, mtime_ns: int) -> float:
     """Probe once per file version: chunk passes re-plan the session for every segment."""
@@ -110,7 +108,7 @@ def build_timeline(
     ends would take seconds. New probe results are added to ``probed`` (storage key ->
     seconds) for the caller to remember; the stage that reads a file still checks it whole.
     """
-    origin = _aware(snapshot.started_at) if snapshot.started_at else None
+    origin = as_utc(snapshot.started_at) if snapshot.started_at else None
     inputs: list[SegmentInput] = []
     for ref in snapshot.segments:
         path = storage.path(ref.storage_key)
@@ -132,10 +130,10 @@ def build_timeline(
         duration = measured if ref.duration is None else min(ref.duration, measured)
         offset: float | None = None
         if ref.started_at is not None and origin is not None:
-            offset = max(0.0, (_aware(ref.started_at) - origin).total_seconds())
+            offset = max(0.0, (as_utc(ref.started_at) - origin).total_seconds())
         inputs.append(
             SegmentInput(
-                kind=cast(Kind, ref.kind),
+                kind=SegmentKind(ref.kind),
                 path=str(path),
                 started_at=offset,
                 duration=max(0.0, duration),
@@ -145,8 +143,8 @@ def build_timeline(
     if origin is not None:
         # Clock skew must not fail a session: clip to its start, drop inverted intervals.
         for a, b in snapshot.pauses:
-            start = max(0.0, (_aware(a) - origin).total_seconds())
-            end = max(0.0, (_aware(b) - origin).total_seconds())
+            start = max(0.0, (as_utc(a) - origin).total_seconds())
+            end = max(0.0, (as_utc(b) - origin).total_seconds())
             if end > start:
                 pauses.append((start, end))
     return plan(inputs, cut_pauses=cut_pauses, pauses=pauses)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.clock import utcnow
 from shared.storage import Storage, sha256_file
 from workers.media import probe
 from workers.stages.context import StageContext, StageOutput
@@ -38,7 +38,7 @@ def write_manifest(ctx: StageContext) -> StageOutput:
     manifest = {
         "session_id": ctx.snapshot.id,
         "outputs": outputs,
-        "finalized_at": datetime.now(UTC).isoformat(),
+        "finalized_at": utcnow().isoformat(),
     }
     key = storage.derived_key(ctx.snapshot.id, MANIFEST_OUTPUT)
     with storage.atomic_path(key) as tmp:
