@@ -1,0 +1,85 @@
+"""The stage graph: hand-on rules, including a stage with several predecessors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session as DbSession
+
+from shared import models
+from shared.db import session_scope
+from shared.migrate import upgrade
+from shared.models import JobStatus
+from workers import jobs, pipeline
+from workers.pipeline import GRAPH, ROOTS, STAGES, Stage
+
+SESSION = "graph-1"
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    database = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(database)
+    with session_scope(database) as db:
+        db.add(models.Session(id=SESSION, name="", status="processing", priority="normal"))
+    yield database
+
+
+def _succeed(db: DbSession, stage: Stage) -> list[Stage]:
+    """What a stage's runner does on success: claim, succeed, hand on (session locked)."""
+    claim = jobs.claim(db, SESSION, stage.value, f"task-{stage.value}", lease=LEASE)
+    assert claim is not None
+    pipeline.lock_session(db, SESSION)
+    assert jobs.succeed(db, claim.job_id, f"task-{stage.value}", output_key=None, result={})
+    return pipeline.hand_on(db, SESSION, stage)
+
+
+def test_the_graph_is_topological_and_finalize_waits_for_both_outputs() -> None:
+    seen: set[Stage] = set()
+    for spec in GRAPH:
+        assert set(spec.after) <= seen
+        seen.add(spec.stage)
+    assert ROOTS == (Stage.CONCAT_AUDIO,)
+    assert pipeline.SPECS[Stage.FINALIZE].after == (Stage.MERGE, Stage.COMPRESS)
+    assert pipeline.successors(Stage.MERGE) == (Stage.COMPRESS, Stage.FINALIZE)
+
+
+def test_a_stage_with_two_predecessors_is_sent_once_both_succeeded(url: str) -> None:
+    with session_scope(url) as db:
+        assert pipeline.start(db, SESSION) == [Stage.CONCAT_AUDIO]
+        assert _succeed(db, Stage.CONCAT_AUDIO) == [Stage.MERGE]
+        # merge hands on to compress; finalize also needs compress, so it waits
+        assert _succeed(db, Stage.MERGE) == [Stage.COMPRESS]
+        assert jobs.get_job(db, SESSION, Stage.FINALIZE.value) is None
+        assert _succeed(db, Stage.COMPRESS) == [Stage.FINALIZE]
+        assert _succeed(db, Stage.FINALIZE) == []
+        session = db.get(models.Session, SESSION)
+        assert session is not None and session.status == "completed"
+        rows = list(db.query(models.Job).filter_by(session_id=SESSION))
+    assert sorted(job.stage for job in rows) == sorted(s.value for s in STAGES)
+    assert pipeline.session_outcome(rows) == "completed"
+
+
+def test_a_repeated_hand_on_sends_only_what_is_still_pending(url: str) -> None:
+    """A redelivered task of a succeeded stage re-sends its successors while they wait."""
+    with session_scope(url) as db:
+        pipeline.start(db, SESSION)
+        _succeed(db, Stage.CONCAT_AUDIO)
+        assert pipeline.hand_on(db, SESSION, Stage.CONCAT_AUDIO) == [Stage.MERGE]  # lost send
+        jobs.claim(db, SESSION, Stage.MERGE.value, "merge-task", lease=LEASE)
+        assert pipeline.hand_on(db, SESSION, Stage.CONCAT_AUDIO) == []  # merge is running
+
+
+def test_a_failed_or_cancelled_stage_fails_the_session(url: str) -> None:
+    with session_scope(url) as db:
+        pipeline.start(db, SESSION)
+        claim = jobs.claim(db, SESSION, "concat_audio", "t", lease=LEASE)
+        assert claim is not None
+        jobs.fail(db, claim.job_id, "t", "MediaError: broken")
+        rows = list(db.query(models.Job).filter_by(session_id=SESSION))
+    assert pipeline.session_outcome(rows) == "failed"
+    assert rows[0].status == JobStatus.FAILED.value
