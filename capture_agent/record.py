@@ -43,7 +43,6 @@ from capture_agent.ffmpeg_cmd import (
     ENCODER_X264,
     Kind,
     Source,
-    SyntheticSource,
     build_record_command,
     choose_video_encoder,
     parse_encoders,
@@ -53,6 +52,7 @@ from capture_agent.ffmpeg_cmd import (
     segment_number,
 )
 from shared.sessiondir import MANIFEST_NAME, Manifest, ManifestSegment, write_manifest
+from synthetic.lavfi import SyntheticSource
 
 log = logging.getLogger(__name__)
 

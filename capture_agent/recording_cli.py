@@ -149,14 +149,10 @@ def register(cli: typer.Typer) -> None:
         Control it from another terminal with `capture-agent pause|resume|stop`, or with
         signals: SIGUSR1 pause, SIGUSR2 resume, SIGINT/SIGTERM stop.
         """
-        from capture_agent.ffmpeg_cmd import (
-            AVFoundationSource,
-            Source,
-            SyntheticSource,
-            list_devices_command,
-        )
+        from capture_agent.ffmpeg_cmd import AVFoundationSource, Source, list_devices_command
         from capture_agent.record import Recorder, RecordOptions, default_ffmpeg, signals_to
         from shared.ids import InvalidNameError, validate_session_id
+        from synthetic.lavfi import SyntheticSource
 
         binary = ffmpeg or default_ffmpeg()
         if list_devices:

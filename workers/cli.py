@@ -76,7 +76,7 @@ def demo(
     hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")] = 10.0,
 ) -> None:
     """Record a synthetic session through the capture agent and process it on this machine."""
-    from capture_agent.synthetic import SyntheticSpec
+    from synthetic.plan import SyntheticSpec
 
     settings = _settings(home)
     _require_embedded(settings, "demo")
@@ -342,7 +342,7 @@ def _drain(agent: Any, what: str) -> None:
 
 
 def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
-    from capture_agent.synthetic import RecordedSegment, record_synthetic_session
+    from synthetic.session import RecordedSegment, record_synthetic_session
 
     agent = _agent(settings)
     started_at = datetime.now(UTC)
