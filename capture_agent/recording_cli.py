@@ -116,7 +116,7 @@ def register(cli: typer.Typer) -> None:
             float, typer.Option("--segment-seconds", min=0.5, help="Segment length in seconds.")
         ] = 10.0,
         synthetic: Annotated[
-            bool, typer.Option(help="Generated screen and tone instead of avfoundation.")
+            bool, typer.Option(help="Generated screen and speech instead of avfoundation.")
         ] = False,
         duration: Annotated[
             float | None,

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from synthetic.markers import BACKGROUND_MAX_AMPLITUDE, with_marker
+from synthetic.markers import with_marker
 
 __all__ = [
     "GRID_COLS",
@@ -33,8 +33,7 @@ __all__ = [
 ]
 
 #: Peak amplitude of the steady tone between markers (full scale 1.0).
-TONE_AMPLITUDE = 0.1
-assert TONE_AMPLITUDE <= BACKGROUND_MAX_AMPLITUDE
+TONE_AMPLITUDE = 0.1  # at most BACKGROUND_MAX_AMPLITUDE, so markers stand out
 #: Frequency of the steady tone, in Hz.
 TONE_HZ = 440.0
 #: The block grid of video clips: 4 x 3 = 12 bits of frame index.
