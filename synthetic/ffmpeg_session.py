@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import imageio_ffmpeg
 
@@ -145,7 +146,7 @@ class SessionSpec:
 class SegmentFile:
     """One generated segment file and its span on the session clock."""
 
-    kind: str  # "audio" | "video"
+    kind: Literal["audio", "video"]
     path: Path
     start_s: float  # session seconds
     duration_s: float
@@ -239,7 +240,7 @@ def session_manifest(spec: SessionSpec, segments: tuple[SegmentFile, ...]) -> Ma
         priority="normal",
         segments=[
             ManifestSegment(
-                kind="audio" if s.kind == "audio" else "video",
+                kind=s.kind,
                 file=s.path.name,
                 started_at=SESSION_START + timedelta(seconds=s.start_s),
                 duration=s.duration_s,
