@@ -31,7 +31,7 @@ test: install-dev services
 
 lint: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared workers capture_agent
+	$(BIN)/mypy shared workers capture_agent synthetic
 
 bench: install-dev
 	$(BIN)/python bench/bench_pipeline.py --minutes 2

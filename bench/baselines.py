@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.synth import SegmentFile, ffmpeg_exe
+from synthetic.ffmpeg_session import SegmentFile, ffmpeg_exe
 
 __all__ = [
     "PlainCommand",

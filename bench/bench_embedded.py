@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import baselines  # noqa: E402
-from bench.synth import SessionSpec, ensure_session  # noqa: E402
+from synthetic.ffmpeg_session import SessionSpec, ensure_session  # noqa: E402
 
 TARGET_RATIO = 1.1
 DEFAULT_MINUTES = 10.0

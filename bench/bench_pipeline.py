@@ -47,8 +47,13 @@ from bench.measure import (  # noqa: E402
     marker_drift,
     video_quality,
 )
-from bench.synth import AUDIO_RATE_HZ, SessionSpec, SynthSession, ensure_session  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from synthetic.ffmpeg_session import (  # noqa: E402
+    AUDIO_RATE_HZ,
+    SessionSpec,
+    SynthSession,
+    ensure_session,
+)
 
 if TYPE_CHECKING:  # the engine is imported lazily by the adapters, so a broken one is one row
     from workers.media.timeline import SegmentInput, Timeline

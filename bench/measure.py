@@ -1,8 +1,8 @@
 """Measure what an output contains: where the audio markers landed, and video quality.
 
 Markers are found by decoding the first audio stream with PyAV and counting samples from the
-first decoded one, which is how a player lays audio out; the onset of each marker is the first
-sample above ``MARKER_THRESHOLD`` after at least ``MARKER_MIN_GAP_S`` below it.
+first decoded one, which is how a player lays audio out; the onset of each marker is found by
+:mod:`synthetic.markers` (the one definition every generator and test uses).
 """
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
-from bench.synth import AUDIO_RATE_HZ, FPS, MARKER_AMPLITUDE, ffmpeg_exe
+from synthetic.decode import file_marker_onsets
+from synthetic.ffmpeg_session import AUDIO_RATE_HZ, FPS, ffmpeg_exe
 
 __all__ = ["Drift", "Quality", "find_markers", "marker_drift", "video_quality"]
-
-# The marker peaks at MARKER_AMPLITUDE; speech stays under 0.25 even after AAC.
-MARKER_THRESHOLD = MARKER_AMPLITUDE * 0.55
-MARKER_MIN_GAP_S = 0.25  # a new marker needs this much time since the previous loud sample
 
 
 @dataclass(frozen=True)
@@ -49,24 +45,7 @@ class Quality:
 
 def find_markers(path: Path, rate: int = AUDIO_RATE_HZ) -> list[int]:
     """Sample indices of every marker onset in the first audio stream of ``path``."""
-    onsets: list[int] = []
-    min_gap = int(MARKER_MIN_GAP_S * rate)
-    position = 0  # samples decoded so far
-    last_loud = -min_gap - 1
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                block = np.abs(out.to_ndarray()[0])
-                loud = np.flatnonzero(block > MARKER_THRESHOLD)
-                for i in loud:
-                    at = position + int(i)
-                    if at - last_loud > min_gap:
-                        onsets.append(at)
-                    last_loud = at
-                position += block.shape[0]
-    return onsets
+    return file_marker_onsets(path, rate)
 
 
 def marker_drift(

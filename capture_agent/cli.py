@@ -163,4 +163,3 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 def main() -> None:
     cli()
-

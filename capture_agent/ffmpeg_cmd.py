@@ -1,8 +1,9 @@
 """Pure builders for the recorder's ffmpeg command lines (argv lists, no I/O).
 
 Kept free of side effects so the macOS avfoundation command can be tested as data on Linux:
-the synthetic source differs from the real one only in its input arguments, everything after
-the inputs (encoders, the ``segment`` muxer, segment lists) is shared.
+the synthetic source (:mod:`synthetic.lavfi`) differs from the real one only in its input
+arguments; everything after the inputs (encoders, the ``segment`` muxer, segment lists) is
+shared.
 
 One ffmpeg run has two outputs fed by the same input clock: video segments
 ``screen-NNNNN.mp4`` and audio segments ``mic-NNNNN.m4a``, each written by the ``segment``
@@ -20,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from shared.segments import SegmentKind
+from synthetic.lavfi import SyntheticSource, recorder_inputs
 
 VIDEO_PREFIX = "screen-"
 AUDIO_PREFIX = "mic-"
@@ -48,13 +50,6 @@ X264_PRESET = "veryfast"
 AUDIO_BITRATE = "128k"
 #: Audio sample rate in Hz (the pipeline mixes at 48 kHz).
 AUDIO_SAMPLE_RATE = 48_000
-
-#: Synthetic source defaults: small so real-time encoding is cheap on any CI box.
-SYNTHETIC_WIDTH = 640
-SYNTHETIC_HEIGHT = 360
-SYNTHETIC_FPS = 15
-#: Tone of the synthetic microphone in Hz; it beeps once a second (``beep_factor``).
-SYNTHETIC_TONE_HZ = 440
 
 ENCODER_VIDEOTOOLBOX = "h264_videotoolbox"
 ENCODER_X264 = "libx264"
@@ -102,18 +97,6 @@ class AVFoundationSource:
     framerate: int = DEFAULT_SCREEN_FPS
     capture_cursor: bool = True
     capture_mouse_clicks: bool = True
-
-
-@dataclass(frozen=True)
-class SyntheticSource:
-    """Generated screen and microphone (lavfi), paced to the wall clock."""
-
-    width: int = SYNTHETIC_WIDTH
-    height: int = SYNTHETIC_HEIGHT
-    fps: int = SYNTHETIC_FPS
-    sample_rate: int = AUDIO_SAMPLE_RATE
-    tone_hz: int = SYNTHETIC_TONE_HZ
-    audio: bool = True
 
 
 Source = AVFoundationSource | SyntheticSource
@@ -168,31 +151,17 @@ def avfoundation_input(source: AVFoundationSource) -> InputArgs:
 
 
 def synthetic_input(source: SyntheticSource) -> InputArgs:
-    """Two lavfi inputs paced by the ``realtime``/``arealtime`` filters.
-
-    Those filters hold every frame until its wall-clock time, like ``-re`` but without
-    ``-re``'s initial burst (half a second recorded instantly), so media time matches the
-    clock a pause or stop request is made on.
-    """
-    if source.width <= 0 or source.height <= 0 or source.fps <= 0 or source.sample_rate <= 0:
-        raise ValueError("synthetic source dimensions, fps and sample rate must be positive")
-    argv = [
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size={source.width}x{source.height}:rate={source.fps},realtime",
-    ]
-    audio_map = None
-    if source.audio:
-        argv += [
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency={source.tone_hz}:sample_rate={source.sample_rate}"
-            ":beep_factor=2,arealtime",
-        ]
-        audio_map = "1:a:0"
-    return InputArgs(argv=argv, video_map="0:v:0", audio_map=audio_map, fps=source.fps)
+    """Two lavfi inputs (:func:`synthetic.lavfi.recorder_inputs`), paced to the wall clock."""
+    video, audio = recorder_inputs(source)
+    argv = ["-f", "lavfi", "-i", video]
+    if audio is not None:
+        argv += ["-f", "lavfi", "-i", audio]
+    return InputArgs(
+        argv=argv,
+        video_map="0:v:0",
+        audio_map="1:a:0" if audio is not None else None,
+        fps=source.fps,
+    )
 
 
 def input_args(source: Source) -> InputArgs:

@@ -22,13 +22,13 @@ from typing import IO
 from capture_agent.ffmpeg_cmd import (
     ENCODER_X264,
     Source,
-    SyntheticSource,
     build_record_command,
     choose_video_encoder,
     parse_encoders,
 )
 from capture_agent.runfiles import RunFiles
 from shared.segments import SegmentKind
+from synthetic.lavfi import SyntheticSource
 
 log = logging.getLogger(__name__)
 

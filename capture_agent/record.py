@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from capture_agent import control
-from capture_agent.ffmpeg_cmd import Source, SyntheticSource
+from capture_agent.ffmpeg_cmd import Source
 from capture_agent.ffmpeg_run import FfmpegRun, default_ffmpeg, detect_encoder
 from capture_agent.runfiles import RecorderError, write_recording_manifest
 from capture_agent.sink import SessionSink
@@ -43,6 +43,7 @@ from shared.clock import utcnow
 from shared.routing import Priority
 from shared.segments import LocalSegment, SegmentKind
 from shared.sessiondir import MANIFEST_NAME
+from synthetic.lavfi import SyntheticSource
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,11 @@ import typer
 from rich.console import Console
 
 from capture_agent import control
-from capture_agent.ffmpeg_cmd import AVFoundationSource, Source, SyntheticSource
+from capture_agent.ffmpeg_cmd import AVFoundationSource, Source
 from capture_agent.record import SIGNAL_REQUESTS, SessionSink
 from shared.clock import utcnow
 from shared.routing import Priority, parse_priority
+from synthetic.lavfi import SyntheticSource
 
 if TYPE_CHECKING:
     from capture_agent.settings import AgentSettings
@@ -121,7 +122,7 @@ SegmentSecondsOption = Annotated[
     float, typer.Option("--segment-seconds", min=0.5, help="Segment length in seconds.")
 ]
 SyntheticOption = Annotated[
-    bool, typer.Option(help="Generated screen and tone instead of avfoundation.")
+    bool, typer.Option(help="Generated screen and speech instead of avfoundation.")
 ]
 DurationOption = Annotated[
     float | None, typer.Option(min=0.1, help="Synthetic only: stop after this many seconds.")
@@ -193,9 +194,7 @@ def record(
     if not session_name:
         _fail("--session-name is required")
     if duration is not None and not synthetic:
-        _fail(
-            "--duration is for --synthetic recordings; stop a real one with `capture-agent stop`"
-        )
+        _fail("--duration is for --synthetic recordings; stop a real one with `capture-agent stop`")
     try:
         chosen_priority = parse_priority(priority)
     except ValueError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,6 +18,8 @@ from capture_agent.agent import Agent
 from capture_agent.settings import AgentSettings
 from shared.clock import utcnow
 from shared.settings import Settings
+from synthetic.plan import SyntheticSpec
+from synthetic.session import RecordedSegment, record_synthetic_session
 from workers.cli import DEFAULT_WAIT_S, HomeOption, console, err, settings_for, wait_and_report
 
 SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
@@ -29,8 +31,6 @@ def demo(
     hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")] = 10.0,
 ) -> None:
     """Record a synthetic session through the capture agent and process it on this machine."""
-    from capture_agent.synthetic import SyntheticSpec
-
     settings = settings_for(home)
     _require_embedded(settings, "demo")
     start = max(0.0, duration / 2 - hole / 2)
@@ -101,8 +101,9 @@ def _drain(agent: Agent, what: str) -> None:
         agent.close()
 
 
-def _record_and_ship(settings: Settings, recordings: Path, session_id: str, spec: Any) -> None:
-    from capture_agent.synthetic import RecordedSegment, record_synthetic_session
+def _record_and_ship(
+    settings: Settings, recordings: Path, session_id: str, spec: SyntheticSpec
+) -> None:
     from shared.segments import SegmentKind, SegmentSpec
 
     agent = _agent(settings)

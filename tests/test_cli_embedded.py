@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from capture_agent.synthetic import SyntheticSpec, record_synthetic_session
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
 from tests.conftest import ROOT
 from tests.outputs import decode_output
 

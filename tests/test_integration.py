@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import func, select
 
 from capture_agent.emit import EventEmitter
-from capture_agent.synthetic import SyntheticSpec, record_synthetic_session
 from shared import events, models
 from shared.db import session_scope
 from shared.settings import Settings
 from shared.storage import Storage
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
 from tests.conftest import WorkerProcess, service_env, settings_for
 from tests.outputs import decode_output, first_onset, rms
 from tests.shipping import ship_session_dir

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from capture_agent.synthetic import SyntheticSpec, record_synthetic_session
 from shared import events
 from shared.db import session_scope
 from shared.migrate import upgrade
@@ -25,7 +24,10 @@ from shared.models import AudioChunkState, Job, Segment
 from shared.routing import TASK_AUDIO_CHUNKS
 from shared.settings import Settings, get_settings, reset_settings
 from shared.storage import Storage
-from tests.mediagen import decode_audio
+from synthetic.decode import decode_audio
+from synthetic.markers import find_onsets
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
 from tests.shipping import SessionShipper
 
 SESSION = "pipe-audio"
@@ -105,13 +107,9 @@ def ship_events(harness: Harness, folder: Path) -> None:
 
 
 def marker_onsets(samples: np.ndarray, rate: int) -> list[int]:
-    """Starts of the marker tones: the loudest sound (mono upmixed to stereo loses 3 dB)."""
-    loud = np.flatnonzero(np.abs(samples[0]) > 0.7 * np.abs(samples[0]).max())
-    if loud.size == 0:
-        return []
-    return [int(loud[0])] + [
-        int(b) for a, b in zip(loud, loud[1:], strict=False) if b - a > 0.2 * rate
-    ]
+    """Starts of the marker tones (:mod:`synthetic.markers`; mono upmixed to stereo loses
+    3 dB, still far above the threshold)."""
+    return find_onsets(samples[0], rate)
 
 
 def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
@@ -173,9 +171,7 @@ def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
         session = db.get(Session, SESSION)
         assert session is not None
         snapshot = load_snapshot(db, session)
-    timeline = build_timeline(
-        snapshot, storage, cut_pauses=True, needed=frozenset({"audio"})
-    )
+    timeline = build_timeline(snapshot, storage, cut_pauses=True, needed=frozenset({"audio"}))
     ref = reference(timeline, tmp_path / "ref.m4a")
     got, rate = decode_audio(output)
     want, _ = decode_audio(ref.path)
@@ -246,7 +242,7 @@ def test_chunk_lock_protocol(harness: Harness, tmp_path: Path) -> None:
 def test_a_segment_broken_after_chunking_fails_the_stage_and_leaves_nothing(
     harness: Harness, tmp_path: Path
 ) -> None:
-    from tests.mediagen import truncate
+    from synthetic.clips import truncate
     from workers import tasks
     from workers.media.errors import MediaError
     from workers.stages.audio import AUDIO_CHUNKS_DIR

@@ -12,11 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from capture_agent.agent import Agent
-from capture_agent.synthetic import RecordedSegment, SyntheticSpec, record_synthetic_session
 from shared import models
 from shared.db import session_scope
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
+from synthetic.plan import SyntheticSpec
+from synthetic.session import RecordedSegment, record_synthetic_session
 from tests.agent.conftest import RedisServer, agent_settings, wait_for
 from tests.conftest import WorkerProcess, service_env
 

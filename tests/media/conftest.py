@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import mediagen
+from synthetic import clips
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
     def make(kind: str, name: str, **kwargs: object) -> Path:
         if name not in cache:
-            writer = {"tone": mediagen.write_tone_segment, "video": mediagen.write_video_segment}
+            writer = {"tone": clips.write_tone_segment, "video": clips.write_video_segment}
             cache[name] = writer[kind](root / name, **kwargs)  # type: ignore[operator]
         return cache[name]
 

@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 
 from shared.segments import SegmentKind
+from synthetic.clips import TONE_AMPLITUDE, truncate, write_random_bytes
+from synthetic.decode import decode_audio
+from synthetic.markers import find_onsets
 from tests.media.conftest import leftovers
-from tests.mediagen import (
-    MARKER_AMPLITUDE,
-    TONE_AMPLITUDE,
-    decode_audio,
-    truncate,
-    write_random_bytes,
-)
 from workers.media import Cancelled, MediaError, SegmentInput, plan_timeline, render_audio
 
 RATE = 48000
 TOLERANCE = 1024  # samples: the spec's placement tolerance
-LOUD = (MARKER_AMPLITUDE + TONE_AMPLITUDE) / 2
 
 
 def audio(path: Path, start: float | None, duration: float) -> SegmentInput:
@@ -38,12 +33,8 @@ def rms(samples: np.ndarray, a: float, b: float) -> float:
 
 
 def marker_onsets(samples: np.ndarray) -> list[int]:
-    """Sample indices where a loud marker starts (first loud sample after >0.2 s of quiet)."""
-    loud = np.flatnonzero(np.abs(samples[0]) > LOUD)
-    if loud.size == 0:
-        return []
-    starts = [loud[0]] + [b for a, b in zip(loud, loud[1:], strict=False) if b - a > 0.2 * RATE]
-    return [int(i) for i in starts]
+    """Sample indices of the marker onsets in the first channel (:mod:`synthetic.markers`)."""
+    return find_onsets(samples[0], RATE)
 
 
 def test_hole_in_audio_while_video_continues(media: Callable[..., Path], tmp_path: Path) -> None:

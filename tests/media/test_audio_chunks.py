@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from shared.segments import SegmentKind
+from synthetic.clips import truncate
+from synthetic.decode import decode_audio
+from synthetic.markers import find_onsets
 from tests.media.conftest import leftovers
-from tests.mediagen import MARKER_AMPLITUDE, TONE_AMPLITUDE, decode_audio, truncate
 from workers.media import Cancelled, MediaError, SegmentInput, Timeline, plan_timeline
 from workers.media.aacchunk import (
     ChunkedAudioResult,
@@ -30,7 +32,6 @@ from workers.media.aacplan import AAC_FRAME, ChunkGrid, plan_audio, plan_chunks
 from workers.media.audio import render_audio
 
 RATE = 48000
-LOUD = (MARKER_AMPLITUDE + TONE_AMPLITUDE) / 2
 CHUNK_S = 0.25  # tiny chunks: many joins in a few seconds of audio
 # How far markers found in two encodings of the same placement may differ: onsets are the
 # first sample over a threshold, and two encoders' quantisation can move that by a few.
@@ -42,12 +43,8 @@ def audio(path: Path | str, start: float | None, duration: float) -> SegmentInpu
 
 
 def onsets(samples: np.ndarray, rate: int = RATE) -> list[int]:
-    """Sample indices where a loud marker starts (first loud sample after >0.2 s of quiet)."""
-    loud = np.flatnonzero(np.abs(samples[0]) > LOUD)
-    if loud.size == 0:
-        return []
-    starts = [loud[0]] + [b for a, b in zip(loud, loud[1:], strict=False) if b - a > 0.2 * rate]
-    return [int(i) for i in starts]
+    """Sample indices of the marker onsets in the first channel (:mod:`synthetic.markers`)."""
+    return find_onsets(samples[0], rate)
 
 
 def assert_same_onsets(a: list[int], b: list[int]) -> None:

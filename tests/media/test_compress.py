@@ -15,9 +15,11 @@ import av
 import numpy as np
 import pytest
 
-from capture_agent.synthetic import SyntheticSpec, read_timecode, record_synthetic_session
+from synthetic.clips import index_image, read_index, truncate, write_random_bytes
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
+from synthetic.timecode import read_timecode
 from tests.media.conftest import leftovers
-from tests.mediagen import index_image, read_index, truncate, write_random_bytes
 from workers.media import (
     Cancelled,
     MediaError,

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from shared.segments import SegmentKind
-from tests.mediagen import MARKER_AMPLITUDE, TONE_AMPLITUDE, decode_audio, tone
+from synthetic.clips import tone, write_tone_segment
+from synthetic.decode import decode_audio
+from synthetic.markers import find_onsets
 from workers.media import SegmentInput, Timeline, plan_timeline
 from workers.media.aacchunk import (
     ChunkStore,
@@ -32,7 +34,6 @@ from workers.media.audio import render_audio
 RATE = 48000
 JOINS = 60
 SEGMENT_S = 0.5
-LOUD = (MARKER_AMPLITUDE + TONE_AMPLITUDE) / 2
 ONE_FRAME = AAC_FRAME  # the issue's bound on total drift: one AAC frame (~21 ms)
 # Error may differ between the first and the last marker by this much (threshold crossing
 # jitter of a lossy codec), never by a per-join amount.
@@ -41,11 +42,8 @@ APPLE_PRIMING = 2112  # samples of encoder delay in files from Apple's AAC encod
 
 
 def onsets(samples: np.ndarray) -> list[int]:
-    loud = np.flatnonzero(np.abs(samples[0]) > LOUD)
-    if loud.size == 0:
-        return []
-    starts = [loud[0]] + [b for a, b in zip(loud, loud[1:], strict=False) if b - a > 0.2 * RATE]
-    return [int(i) for i in starts]
+    """Marker onsets in the first channel (:mod:`synthetic.markers`)."""
+    return find_onsets(samples[0], RATE)
 
 
 def errors(path: Path, expected: list[int]) -> list[int]:
@@ -91,8 +89,6 @@ def write_primed(path: Path, seconds: float, priming: int) -> Path:
 @pytest.fixture(scope="module")
 def sixty(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """60 independently encoded 0.5 s AAC segments, half ffmpeg-primed, half Apple-primed."""
-    from tests.mediagen import write_tone_segment
-
     root = tmp_path_factory.mktemp("sixty")
     return [
         write_primed(root / f"seg{i:02d}.m4a", SEGMENT_S, APPLE_PRIMING)

@@ -13,8 +13,9 @@ from pathlib import Path
 import av
 import pytest
 
+from synthetic.clips import truncate, write_random_bytes
+from synthetic.decode import decode_audio, decode_video
 from tests.media.conftest import leftovers
-from tests.mediagen import decode_audio, decode_video, truncate, write_random_bytes
 from workers.media import (
     Cancelled,
     MediaError,

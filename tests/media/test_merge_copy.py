@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
-from capture_agent.synthetic import SyntheticSpec, read_timecode, record_synthetic_session
 from shared.segments import SegmentKind
+from synthetic.decode import decode_video
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
+from synthetic.timecode import read_timecode
 from tests.media.conftest import leftovers
-from tests.mediagen import decode_video
 from workers.media import (
     MergeResult,
     SegmentInput,

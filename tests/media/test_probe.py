@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mediagen import truncate, write_random_bytes
+from synthetic.clips import truncate, write_random_bytes
 from workers.media import MediaError, probe
 
 

@@ -9,7 +9,6 @@ from capture_agent.ffmpeg_cmd import (
     ENCODER_X264,
     AVFoundationSource,
     SegmentListEntry,
-    SyntheticSource,
     avfoundation_video_device,
     build_record_command,
     choose_video_encoder,
@@ -20,6 +19,8 @@ from capture_agent.ffmpeg_cmd import (
     segment_number,
     segment_pattern,
 )
+from synthetic.lavfi import SyntheticSource
+from synthetic.voice import speech_aevalsrc_expr
 
 
 def option(argv: list[str], name: str) -> list[str]:
@@ -147,7 +148,10 @@ def test_synthetic_differs_only_in_inputs() -> None:
     assert option(synthetic, "-f")[:2] == ["lavfi", "lavfi"]
     assert option(synthetic, "-i")[0].startswith("testsrc2=size=640x360:rate=15")
     assert option(synthetic, "-i")[0].endswith(",realtime")
-    assert option(synthetic, "-i")[1].startswith("sine=")
+    # the microphone is the speech-like source with the onset marker (synthetic.markers)
+    assert option(synthetic, "-i")[1].startswith("aevalsrc=")
+    assert speech_aevalsrc_expr() in option(synthetic, "-i")[1]
+    assert option(synthetic, "-i")[1].endswith(",arealtime")
     assert option(synthetic, "-map") == ["0:v:0", "1:a:0"]
 
     def after_inputs(argv: list[str]) -> list[str]:

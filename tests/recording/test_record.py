@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from capture_agent import control
-from capture_agent.ffmpeg_cmd import SyntheticSource
 from capture_agent.record import Recorder, RecordingResult, RecordOptions
 from shared.sessiondir import load_manifest
+from synthetic.lavfi import SyntheticSource
 from tests.conftest import ROOT
 from tests.recording.helpers import (
     Call,

@@ -15,7 +15,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from capture_agent.synthetic import SyntheticSpec, record_synthetic_session
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
 from tests.conftest import ROOT
 
 DRIVER = """

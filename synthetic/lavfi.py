@@ -1,0 +1,114 @@
+"""ffmpeg lavfi sources of synthetic media: what ffmpeg is told to generate.
+
+* :class:`SyntheticSource` and :func:`recorder_inputs` - the recorder's
+  ``capture-agent record --synthetic`` input: ``testsrc2`` video and the speech-like
+  ``aevalsrc`` microphone (onset marker at the start of every run), both paced to the wall
+  clock by ``realtime``/``arealtime``;
+* :func:`desktop_graph` - the benchmark's 1080p30 desktop: a still picture with a few small
+  regions changing (caret, typed line, cursor, a thumbnail that plays now and then), which
+  :mod:`synthetic.ffmpeg_session` encodes.
+
+Pure functions returning strings; nothing here runs ffmpeg.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synthetic.voice import speech_aevalsrc_expr
+
+__all__ = [
+    "DESKTOP_FPS",
+    "DESKTOP_HEIGHT_PX",
+    "DESKTOP_WIDTH_PX",
+    "SyntheticSource",
+    "desktop_graph",
+    "recorder_inputs",
+    "speech_source",
+]
+
+#: The recorder's synthetic screen: small, so real-time encoding is cheap on any CI box.
+RECORDER_WIDTH_PX = 640
+RECORDER_HEIGHT_PX = 360
+RECORDER_FPS = 15
+#: Sample rate of generated audio, in Hz (the pipeline mixes at 48 kHz).
+AUDIO_RATE_HZ = 48_000
+
+#: The benchmark desktop: 1080p30.
+DESKTOP_WIDTH_PX = 1920
+DESKTOP_HEIGHT_PX = 1080
+DESKTOP_FPS = 30
+# Activity on the desktop: the cursor moves CURSOR_MOVE_S out of every CURSOR_PERIOD_S, the
+# thumbnail plays THUMB_PLAY_S out of every THUMB_PERIOD_S, the typed line changes
+# TYPING_UPDATES_PER_S times a second and the caret blinks every CARET_HALF_PERIOD_S.
+CURSOR_MOVE_S, CURSOR_PERIOD_S = 1, 10
+THUMB_PLAY_S, THUMB_PERIOD_S = 3, 60
+TYPING_UPDATES_PER_S = 1
+CARET_HALF_PERIOD_S = 0.5
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """Generated screen and microphone (lavfi) for the recorder, paced to the wall clock."""
+
+    width: int = RECORDER_WIDTH_PX
+    height: int = RECORDER_HEIGHT_PX
+    fps: int = RECORDER_FPS
+    sample_rate: int = AUDIO_RATE_HZ
+    audio: bool = True
+
+
+def speech_source(sample_rate: int, duration_s: float | None = None) -> str:
+    """lavfi ``aevalsrc`` source of mono speech-like audio starting with the onset marker."""
+    length = f":d={duration_s:.6f}" if duration_s is not None else ""
+    return f"aevalsrc=exprs='{speech_aevalsrc_expr()}':s={sample_rate}:c=mono{length}"
+
+
+def recorder_inputs(source: SyntheticSource) -> tuple[str, str | None]:
+    """The lavfi graphs of the recorder's video input and audio input (``None``: no audio).
+
+    ``realtime``/``arealtime`` hold every frame until its wall-clock time, like ``-re`` but
+    without ``-re``'s initial burst, so media time matches the clock a pause or stop request
+    is made on.
+    """
+    if source.width <= 0 or source.height <= 0 or source.fps <= 0 or source.sample_rate <= 0:
+        raise ValueError("synthetic source dimensions, fps and sample rate must be positive")
+    video = f"testsrc2=size={source.width}x{source.height}:rate={source.fps},realtime"
+    audio = f"{speech_source(source.sample_rate)},arealtime" if source.audio else None
+    return video, audio
+
+
+def desktop_graph() -> str:
+    """Filter graph (output ``[v]``) of the benchmark desktop at 1080p30.
+
+    The text is part of the benchmark's cache key: changing it regenerates benchmark media.
+    """
+    w, h, fps = DESKTOP_WIDTH_PX, DESKTOP_HEIGHT_PX, DESKTOP_FPS
+    # seconds of cursor movement so far: grows during the first CURSOR_MOVE_S of each period
+    period, move = CURSOR_PERIOD_S, CURSOR_MOVE_S
+    moved = f"({move}*floor(t/{period})+min(mod(t,{period}),{move}))"
+    return ";".join(
+        [
+            f"mandelbrot=s={w}x{h}:rate={fps},trim=end_frame=1[wall]",
+            # text-like lines: cellular-automaton "glyphs" with white line spacing
+            f"cellauto=s=900x600:rule=30:rate={fps}:seed=7,trim=end_frame=1,format=yuv420p,"
+            "drawgrid=w=iw:h=22:t=9:c=white[text]",
+            f"testsrc2=s=640x360:rate={fps},trim=end_frame=1[pic]",
+            "[wall]drawbox=x=0:y=0:w=iw:h=28:c=0xe8e8e8:t=fill,"
+            "drawbox=x=120:y=100:w=940:h=680:c=0xf4f4f4:t=fill,"
+            "drawbox=x=1120:y=160:w=700:h=460:c=0xfafafa:t=fill[d0]",
+            "[d0][text]overlay=x=140:y=150[d1]",
+            f"[d1][pic]overlay=x=1150:y=200,format=yuv420p,loop=loop=-1:size=1,"
+            f"setpts=N/{fps}/TB[desk]",
+            # changing regions: a typed line, a thumbnail playing now and then, a caret, the
+            # cursor (its path advances only while it moves, so it rests in between)
+            f"cellauto=s=600x14:rule=110:rate={TYPING_UPDATES_PER_S}:seed=3,format=yuv420p[typing]",
+            f"testsrc2=s=240x136:rate={fps}[anim]",
+            f"color=c=white:s=12x18:rate={fps}[cursor]",
+            "[desk][typing]overlay=x=140:y=764:eof_action=repeat[e1]",
+            f"[e1][anim]overlay=x=1560:y=640:enable='lt(mod(t,{THUMB_PERIOD_S}),{THUMB_PLAY_S})'[e2]",
+            "[e2]drawbox=x=742:y=762:w=2:h=18:c=black:t=fill:"
+            f"enable='lt(mod(t,{2 * CARET_HALF_PERIOD_S:g}),{CARET_HALF_PERIOD_S:g})'[e3]",
+            f"[e3][cursor]overlay=x='960+700*sin({moved}/2)':y='540+400*sin({moved}/3)'[v]",
+        ]
+    )
