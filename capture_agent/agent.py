@@ -30,7 +30,7 @@ from shared.clock import utcnow
 from shared.diagnostics import describe
 from shared.events import Event, SegmentStored
 from shared.routing import Priority
-from shared.segments import SegmentSpec
+from shared.segments import SegmentKind, SegmentSpec
 from shared.sessiondir import Manifest, load_manifest, segment_file
 from shared.settings import Settings, get_settings
 from shared.storage import COPY_CHUNK_BYTES, segment_key
@@ -229,7 +229,13 @@ class Agent:
             started_at=manifest.started_at,
             priority=manifest.priority,
         )
-        for segment, path in zip(manifest.segments, files, strict=True):
+        # Audio first (stable within a kind): its files are small, and the playable MP4 waits
+        # for the audio track, which the workers then encode while the video is still copied.
+        listed = sorted(
+            zip(manifest.segments, files, strict=True),
+            key=lambda pair: pair[0].kind != SegmentKind.AUDIO,
+        )
+        for segment, path in listed:
             self.add_segment(manifest.id, path, segment.spec())
         self.end_session(manifest.id)
         return manifest
