@@ -52,10 +52,11 @@ class RunningTask(Protocol):
     """What the runner needs of a bound Celery task."""
 
     request: TaskRequest
-    max_retries: int | None
 
     @property
     def app(self) -> Any: ...
+
+    def retry_limit(self) -> int: ...
 
 
 class Progress:
@@ -131,9 +132,8 @@ def run_stage(
         log.info("%s for %s cancelled", stage.value, session_id)
         return "cancelled"
     except Exception as exc:
-        limit = task.max_retries if task.max_retries is not None else settings.task_max_retries
         with session_scope(url) as db:
-            if will_retry(exc, task.request.retries, limit):
+            if will_retry(exc, task.request.retries, task.retry_limit()):
                 jobs.note_retry(db, claimed.job_id, task_id, describe(exc))
             else:
                 jobs.fail(db, claimed.job_id, task_id, describe(exc))
