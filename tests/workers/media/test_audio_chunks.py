@@ -18,7 +18,7 @@ from shared.segments import SegmentKind
 from synthetic.clips import truncate
 from synthetic.decode import decode_audio
 from synthetic.markers import find_onsets
-from tests.media.conftest import leftovers
+from tests.workers.media.conftest import leftovers
 from workers.media import Cancelled, MediaError, SegmentInput, Timeline, plan_timeline
 from workers.media.aacchunk import (
     ChunkedAudioResult,

@@ -18,7 +18,7 @@ from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from synthetic.plan import SyntheticSpec
 from synthetic.session import RecordedSegment, record_synthetic_session
-from tests.agent.conftest import RedisServer, agent_settings, wait_for
+from tests.capture_agent.shipping.conftest import RedisServer, agent_settings, wait_for
 from tests.conftest import WorkerProcess, service_env
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from capture_agent.agent import Agent
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import TEMP_MARK, Storage
-from tests.agent.conftest import (
+from tests.capture_agent.shipping.conftest import (
     CAPTURE_AGENT,
     RedisServer,
     agent_env,

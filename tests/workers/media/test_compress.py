@@ -19,7 +19,7 @@ from synthetic.clips import index_image, read_index, truncate, write_random_byte
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from synthetic.timecode import read_timecode
-from tests.media.conftest import leftovers
+from tests.workers.media.conftest import leftovers
 from workers.media import (
     Cancelled,
     MediaError,

@@ -163,7 +163,7 @@ def agent_cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def fake_cli(*args: str) -> list[str]:
     """argv running the recording commands with a file-logging fake agent."""
-    return [sys.executable, "-m", "tests.recording.fake_agent_cli", *args]
+    return [sys.executable, "-m", "tests.capture_agent.recording.fake_agent_cli", *args]
 
 
 def real_cli(*args: str) -> list[str]:

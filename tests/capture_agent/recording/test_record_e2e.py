@@ -16,7 +16,7 @@ from shared.db import session_scope
 from shared.storage import Storage
 from tests.conftest import ROOT, WorkerProcess, service_env
 from tests.outputs import decode_output
-from tests.recording.helpers import agent_cli_env, real_cli, run, wait_until
+from tests.capture_agent.recording.helpers import agent_cli_env, real_cli, run, wait_until
 
 pytestmark = pytest.mark.integration
 

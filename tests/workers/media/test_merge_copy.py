@@ -23,7 +23,7 @@ from synthetic.decode import decode_video
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from synthetic.timecode import read_timecode
-from tests.media.conftest import leftovers
+from tests.workers.media.conftest import leftovers
 from workers.media import (
     MergeResult,
     SegmentInput,

@@ -18,7 +18,7 @@ from capture_agent.record import Recorder, RecordingResult, RecordOptions
 from shared.sessiondir import load_manifest
 from synthetic.lavfi import SyntheticSource
 from tests.conftest import ROOT
-from tests.recording.helpers import (
+from tests.capture_agent.recording.helpers import (
     Call,
     FakeAgent,
     agent_cli_env,

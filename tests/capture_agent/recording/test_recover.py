@@ -18,7 +18,7 @@ from capture_agent.settings import AgentSettings
 from shared.sessiondir import load_manifest
 from shared.settings import Settings
 from tests.conftest import ROOT
-from tests.recording.helpers import agent_cli_env, real_cli, run, wait_until
+from tests.capture_agent.recording.helpers import agent_cli_env, real_cli, run, wait_until
 
 SEGMENT_S = 1.0
 SEGMENTS_BEFORE_CRASH = 3  # finished video segments on disk when the recorder is killed

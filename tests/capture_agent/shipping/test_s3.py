@@ -29,7 +29,7 @@ from shared.receipts import receipt_bytes, receipt_key
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import segment_key
-from tests.agent.conftest import (
+from tests.capture_agent.shipping.conftest import (
     RedisServer,
     agent_settings,
     by_type,

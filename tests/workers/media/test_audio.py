@@ -13,7 +13,7 @@ from shared.segments import SegmentKind
 from synthetic.clips import TONE_AMPLITUDE, truncate, write_random_bytes
 from synthetic.decode import decode_audio
 from synthetic.markers import find_onsets
-from tests.media.conftest import leftovers
+from tests.workers.media.conftest import leftovers
 from workers.media import Cancelled, MediaError, SegmentInput, plan_timeline, render_audio
 
 RATE = 48000

@@ -22,7 +22,7 @@ from shared.receipts import write_receipt
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import TEMP_MARK, Storage
-from tests.agent.conftest import (
+from tests.capture_agent.shipping.conftest import (
     CAPTURE_AGENT,
     RedisServer,
     agent_env,

@@ -18,7 +18,7 @@ import pytest
 
 from capture_agent.watch import SessionWatcher, read_watch_status
 from tests.conftest import ROOT
-from tests.recording.helpers import FakeAgent, agent_cli_env, fake_cli, logged_calls, wait_until
+from tests.capture_agent.recording.helpers import FakeAgent, agent_cli_env, fake_cli, logged_calls, wait_until
 
 STABLE_S = 1.0
 RESCAN_S = 0.5

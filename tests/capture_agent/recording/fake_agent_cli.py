@@ -1,6 +1,6 @@
 """The recording commands with a fake agent that logs each call to ``$FAKE_AGENT_LOG``.
 
-Run as ``python -m tests.recording.fake_agent_cli record|pause|...`` so a real process
+Run as ``python -m tests.capture_agent.recording.fake_agent_cli record|pause|...`` so a real process
 receives real signals while the test reads back exactly what the agent was told.
 """
 
