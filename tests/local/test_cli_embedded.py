@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,15 +12,17 @@ import pytest
 
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from tests.conftest import ROOT
-from tests.outputs import decode_output
+from tests.support import ROOT
+from tests.support.cli import clean_env
+from tests.support.media import decode
+
+pytestmark = pytest.mark.integration
 
 STARTED = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
 
 def sessionpipe(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPIPE_")}
-    env["COLUMNS"] = "200"
+    env = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "sessionpipe.cli", *args, "--home", str(home)],
         cwd=ROOT,
@@ -82,7 +83,7 @@ def test_process_a_session_folder(
     assert set(stages) == {"concat_audio", "merge", "compress", "finalize"}
     assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in stages.values())
     output = Path(stages["finalize"]["output_path"])
-    decoded = decode_output(output)
+    decoded = decode(output)
     assert (decoded.video_codecs, decoded.audio_codecs) == codecs
     measured = decoded.video_duration or decoded.audio_duration
     assert measured is not None and abs(measured - spec.duration) < 0.1

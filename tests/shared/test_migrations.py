@@ -32,5 +32,6 @@ def test_migrations_roundtrip_on_sqlite(tmp_path: pytest.TempPathFactory) -> Non
     _roundtrip(f"sqlite:///{tmp_path}/m.db")
 
 
+@pytest.mark.integration
 def test_migrations_roundtrip_on_postgresql(pg_url: str) -> None:
     _roundtrip(pg_url)

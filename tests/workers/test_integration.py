@@ -19,9 +19,9 @@ from shared.settings import Settings
 from shared.storage import Storage
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from tests.conftest import WorkerProcess, service_env, settings_for
-from tests.outputs import decode_output, first_onset, rms
-from tests.shipping import ship_session_dir
+from tests.support.media import decode, first_onset, rms
+from tests.support.services import WorkerProcess, service_env, settings_for
+from tests.support.shipping import ship_session_dir
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_agent_events_become_a_synced_mp4_once(
     merged = next(j for j in jobs if j.stage == "merge")
     assert merged.output_key is not None
     output = storage.path(merged.output_key)
-    decoded = decode_output(output)
+    decoded = decode(output)
     assert decoded.video_codecs == ["h264"] and decoded.audio_codecs == ["aac"]
     assert decoded.audio_duration is not None and decoded.video_duration is not None
     assert abs(decoded.audio_duration - decoded.video_duration) < 0.050
@@ -100,7 +100,7 @@ def test_agent_events_become_a_synced_mp4_once(
     manifest = json.loads(storage.path("sessions/integration-ok/derived/outputs.json").read_text())
     assert manifest["outputs"]["mp4"]["key"] == merged.output_key
     compressed = storage.path(manifest["outputs"]["compressed"]["key"])
-    small = decode_output(compressed)
+    small = decode(compressed)
     assert small.video_codecs == ["h264"] and small.audio_codecs == ["aac"]
     assert compressed.stat().st_size < output.stat().st_size
 
@@ -219,7 +219,7 @@ def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
     jobs = {j.stage: j for j in wait_for_outcome(settings, "integration-reap", worker)}
     assert {s: j.status for s, j in jobs.items()} == dict.fromkeys(STAGES, "succeeded")
     assert jobs["merge"].attempts == 2
-    assert merged.is_file() and decode_output(merged).video_codecs == ["h264"]
+    assert merged.is_file() and decode(merged).video_codecs == ["h264"]
 
 
 def test_workers_survive_database_connections_being_dropped(
@@ -228,7 +228,7 @@ def test_workers_survive_database_connections_being_dropped(
     """As after a PostgreSQL restart: every open connection of the workers is killed."""
     import psycopg
 
-    from tests.conftest import PG_ADMIN_DSN
+    from tests.support.services import PG_ADMIN_DSN
 
     settings, worker = system
     emitter = EventEmitter(settings)
@@ -287,7 +287,7 @@ def test_audio_is_finished_by_its_own_worker_while_no_media_worker_runs(
                 )
             ).scalar_one()
         assert (merge.status, merge.attempts) == ("pending", 0)
-        audio = decode_output(storage.path("sessions/audio-alone/derived/audio.m4a"))
+        audio = decode(storage.path("sessions/audio-alone/derived/audio.m4a"))
         assert audio.audio_codecs == ["aac"] and audio.video_codecs == []
         assert audio.audio_duration is not None
         assert abs(audio.audio_duration - SPEC.duration) < 0.1

@@ -28,7 +28,7 @@ from synthetic.decode import decode_audio
 from synthetic.markers import find_onsets
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from tests.shipping import SessionShipper
+from tests.support.shipping import SessionShipper
 
 SESSION = "pipe-audio"
 STARTED = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

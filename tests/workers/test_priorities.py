@@ -12,7 +12,7 @@ from capture_agent.emit import EventEmitter
 from shared import models
 from shared.db import session_scope
 from shared.events import Event
-from tests.conftest import WorkerProcess, service_env, settings_for
+from tests.support.services import WorkerProcess, service_env, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import av
-
 from shared.segments import SegmentSpec
-from tests.conftest import ROOT
+from tests.support.cli import agent_env
 
 
 @dataclass
@@ -112,74 +107,16 @@ class FakeAgent:
         return [c.kwargs["file"] for c in self.segments(session_id)]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-@dataclass(frozen=True)
-class Decoded:
-    codec: str
-    frames: int
-    seconds: float
-
-
-def decode(path: Path) -> Decoded:
-    """Decode every frame of a segment's first stream (raises if the file is corrupt)."""
-    with av.open(str(path)) as container:
-        stream = container.streams[0]
-        frames = 0
-        first: float | None = None
-        last = 0.0
-        for frame in container.decode(stream):
-            assert isinstance(frame, av.AudioFrame | av.VideoFrame) and frame.time is not None
-            frames += 1
-            first = frame.time if first is None else min(first, frame.time)
-            if isinstance(frame, av.AudioFrame):
-                last = max(last, frame.time + frame.samples / frame.sample_rate)
-            else:
-                rate = stream.average_rate or stream.guessed_rate
-                last = max(last, frame.time + (1 / float(rate) if rate else 0.0))
-        name = stream.codec_context.name
-    return Decoded(codec=name, frames=frames, seconds=last - (first or 0.0))
-
-
-def agent_cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPIPE_")}
-    env.update(
-        SESSIONPIPE_HOME=str(tmp_path / "home"),
-        SESSIONPIPE_AGENT_STATE_DIR=str(tmp_path / "state"),
-        FAKE_AGENT_LOG=str(tmp_path / "agent-calls.jsonl"),
-        PYTHONPATH=str(ROOT),
-        COLUMNS="200",
-    )
-    env.update(extra)
+def recording_env(tmp_path: Path) -> dict[str, str]:
+    """Environment of a recording command under ``tmp_path``: home, state and fake agent log."""
+    env = agent_env(tmp_path / "home", state_dir=str(tmp_path / "state"))
+    env["FAKE_AGENT_LOG"] = str(tmp_path / "agent-calls.jsonl")
     return env
 
 
 def fake_cli(*args: str) -> list[str]:
     """argv running the recording commands with a file-logging fake agent."""
     return [sys.executable, "-m", "tests.capture_agent.recording.fake_agent_cli", *args]
-
-
-def real_cli(*args: str) -> list[str]:
-    """argv of the real ``capture-agent`` entry point (the venv's console script)."""
-    script = Path(sys.executable).parent / "capture-agent"
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-c", "from capture_agent.cli import main; main()", *args]
-
-
-def run(
-    argv: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def logged_calls(tmp_path: Path) -> list[dict[str, Any]]:

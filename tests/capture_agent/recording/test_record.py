@@ -8,8 +8,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,17 +19,19 @@ from capture_agent import control
 from capture_agent.record import Recorder, RecordingResult, RecordOptions
 from shared.sessiondir import load_manifest
 from synthetic.lavfi import SyntheticSource
-from tests.conftest import ROOT
 from tests.capture_agent.recording.helpers import (
     Call,
     FakeAgent,
-    agent_cli_env,
-    decode,
     fake_cli,
     logged_calls,
-    run,
-    wait_until,
+    recording_env,
 )
+from tests.support import ROOT
+from tests.support.cli import run
+from tests.support.media import decode
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 SEGMENT_S = 1.0
 #: Slack for "the recorded time": ffmpeg startup and the recorder's poll interval.
@@ -81,7 +85,7 @@ def check_segments_complete(calls: list[Call]) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == call.sha256, (
             f"{path.name} changed after it was handed to the agent"
         )
-        decoded = decode(path)
+        (decoded,) = decode(path).tracks
         assert decoded.codec == ("h264" if call.kwargs["kind"] == "video" else "aac")
         assert decoded.frames > 0
         assert abs(decoded.seconds - call.kwargs["duration"]) < 0.15, (path.name, decoded)
@@ -98,7 +102,7 @@ def start_end(call: Call) -> tuple[datetime, datetime]:
 
 def test_stop_during_a_segment_ships_the_last_one_before_the_end(tmp_path: Path) -> None:
     bg = Background(tmp_path)
-    assert wait_until(lambda: bg.state() == "recording", 10)
+    wait_for(lambda: bg.state() == "recording", 10, "the recorder to record")
     time.sleep(3.5)  # mid-way through the fourth segment
     stop_requested = time.monotonic()
     bg.recorder.request("stop")
@@ -136,14 +140,14 @@ def test_stop_during_a_segment_ships_the_last_one_before_the_end(tmp_path: Path)
 
 def test_pause_and_resume_never_span_a_segment(tmp_path: Path) -> None:
     bg = Background(tmp_path, "rec-pause")
-    assert wait_until(lambda: bg.state() == "recording", 10)
+    wait_for(lambda: bg.state() == "recording", 10, "the recorder to record")
     time.sleep(2.4)
     bg.recorder.request("pause")
-    assert wait_until(lambda: bg.state() == "paused", 20)
+    wait_for(lambda: bg.state() == "paused", 20, "the recorder to pause")
     assert bg.recorder.ffmpeg_pid is None
     time.sleep(1.5)
     bg.recorder.request("resume")
-    assert wait_until(lambda: bg.state() == "recording", 10)
+    wait_for(lambda: bg.state() == "recording", 10, "the recorder to record again")
     time.sleep(2.2)
     bg.recorder.request("stop")
     result = bg.join()
@@ -202,7 +206,7 @@ def test_ffmpeg_that_cannot_record_leaves_no_session(tmp_path: Path) -> None:
 
 def test_killed_ffmpeg_still_ships_its_readable_last_segment(tmp_path: Path) -> None:
     bg = Background(tmp_path, "rec-killed", segment_seconds=3.0)
-    assert wait_until(lambda: bg.recorder.ffmpeg_pid is not None, 10)
+    wait_for(lambda: bg.recorder.ffmpeg_pid is not None, 10, "the recorder's ffmpeg")
     time.sleep(2.6)  # two 1 s fragments of the first segment are on disk, it is not listed
     pid = bg.recorder.ffmpeg_pid
     assert pid is not None
@@ -218,8 +222,24 @@ def test_killed_ffmpeg_still_ships_its_readable_last_segment(tmp_path: Path) -> 
     check_segments_complete(segments)
 
 
-def _calls_until(tmp_path: Path, predicate: object, timeout: float) -> bool:
-    return wait_until(lambda: predicate(logged_calls(tmp_path)), timeout)  # type: ignore[operator]
+def _calls_until(
+    tmp_path: Path,
+    predicate: Callable[[list[dict[str, Any]]], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[str] | None = None,
+) -> None:
+    """Wait until the fake agent's log satisfies ``predicate``; fail at once if ``proc`` died."""
+
+    def done() -> bool:
+        if predicate(logged_calls(tmp_path)):
+            return True
+        if proc is not None and proc.poll() is not None:
+            stderr = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the recorder exited before {what}: {stderr}")
+        return False
+
+    wait_for(done, timeout, what)
 
 
 def _start_cli_recorder(tmp_path: Path, session_id: str) -> subprocess.Popen[str]:
@@ -237,7 +257,7 @@ def _start_cli_recorder(tmp_path: Path, session_id: str) -> subprocess.Popen[str
             str(tmp_path / "recordings"),
         ),
         cwd=ROOT,
-        env=agent_cli_env(tmp_path),
+        env=recording_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -261,7 +281,8 @@ def _check_cli_recording(tmp_path: Path, session_id: str) -> list[dict[str, obje
     for call in segments:
         path = Path(str(call["path"]))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == call["sha256"]
-        assert decode(path).frames > 0
+        (track,) = decode(path).tracks
+        assert track.frames > 0
     # The agent was drained after the session ended.
     assert logged_calls(tmp_path)[-1]["call"] == "stop"
     return calls
@@ -271,9 +292,13 @@ def _check_cli_recording(tmp_path: Path, session_id: str) -> list[dict[str, obje
 def test_signal_to_the_recorder_process_is_a_clean_stop(tmp_path: Path, sig: int) -> None:
     proc = _start_cli_recorder(tmp_path, "rec-signal")
     try:
-        assert _calls_until(
-            tmp_path, lambda calls: sum(c["call"] == "add_segment" for c in calls) >= 2, 20
-        ), proc.stderr.read() if proc.poll() is not None and proc.stderr else "no segments"
+        _calls_until(
+            tmp_path,
+            lambda calls: sum(c["call"] == "add_segment" for c in calls) >= 2,
+            20,
+            "two segments",
+            proc,
+        )
         time.sleep(0.5)  # mid-segment
         proc.send_signal(sig)
         out, errors = proc.communicate(timeout=60)
@@ -286,10 +311,12 @@ def test_signal_to_the_recorder_process_is_a_clean_stop(tmp_path: Path, sig: int
 
 
 def test_pause_resume_stop_from_a_second_invocation(tmp_path: Path) -> None:
-    env = agent_cli_env(tmp_path)
+    env = recording_env(tmp_path)
     proc = _start_cli_recorder(tmp_path, "rec-control")
     try:
-        assert _calls_until(tmp_path, lambda c: any(x["call"] == "add_segment" for x in c), 20)
+        _calls_until(
+            tmp_path, lambda c: any(x["call"] == "add_segment" for x in c), 20, "a segment", proc
+        )
         paused = run(fake_cli("pause"), env)
         assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
         again = run(fake_cli("pause"), env)  # already paused: says so, changes nothing
@@ -316,7 +343,7 @@ def test_pause_resume_stop_from_a_second_invocation(tmp_path: Path) -> None:
 
 
 def test_control_commands_need_a_running_recorder(tmp_path: Path) -> None:
-    env = agent_cli_env(tmp_path)
+    env = recording_env(tmp_path)
     result = run(fake_cli("pause", "--session", "../evil"), env)
     assert result.returncode == 2 and "invalid session id" in result.stderr
     # A control file left by a dead recorder is not signalled; it stays for recovery.
@@ -339,6 +366,6 @@ def test_control_commands_need_a_running_recorder(tmp_path: Path) -> None:
 
 def test_record_refuses_duration_without_synthetic(tmp_path: Path) -> None:
     result = run(
-        fake_cli("record", "--session-name", "x", "--duration", "3"), agent_cli_env(tmp_path)
+        fake_cli("record", "--session-name", "x", "--duration", "3"), recording_env(tmp_path)
     )
     assert result.returncode == 2 and "--duration" in result.stderr

@@ -14,9 +14,12 @@ from sqlalchemy import select
 from shared import models
 from shared.db import session_scope
 from shared.storage import Storage
-from tests.conftest import ROOT, WorkerProcess, service_env
-from tests.outputs import decode_output
-from tests.capture_agent.recording.helpers import agent_cli_env, real_cli, run, wait_until
+from tests.capture_agent.recording.helpers import recording_env
+from tests.support import ROOT
+from tests.support.cli import capture_agent, run
+from tests.support.media import decode
+from tests.support.services import WorkerProcess, service_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +59,11 @@ def test_record_synthetic_becomes_a_finished_mp4(
 ) -> None:
     home = tmp_path / "home"
     env = service_env(home=home, database_url=pg_url, broker_url=redis13)
-    agent_env = {**agent_cli_env(tmp_path), **env}
+    agent_env = {**recording_env(tmp_path), **env}
     session_id = f"e2e-{'paused' if paused else 'straight'}"
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
-        argv = real_cli(
+        argv = capture_agent(
             "record",
             "--synthetic",
             "--session-name",
@@ -84,12 +87,12 @@ def test_record_synthetic_becomes_a_finished_mp4(
                 text=True,
             )
             folder = tmp_path / "recordings" / session_id
-            assert wait_until(lambda: (folder / "screen-00001.mp4").exists(), 20)
-            assert run(real_cli("pause"), agent_env).returncode == 0
+            wait_for(lambda: (folder / "screen-00001.mp4").exists(), 20, "the second video segment")
+            assert run(capture_agent("pause"), agent_env).returncode == 0
             time.sleep(2.0)
-            assert run(real_cli("resume"), agent_env).returncode == 0
+            assert run(capture_agent("resume"), agent_env).returncode == 0
             time.sleep(2.5)
-            assert run(real_cli("stop"), agent_env).returncode == 0
+            assert run(capture_agent("stop"), agent_env).returncode == 0
             out, err = proc.communicate(timeout=120)
             code = proc.returncode
         else:
@@ -111,7 +114,7 @@ def test_record_synthetic_becomes_a_finished_mp4(
         )
         merged = jobs["merge"]
         assert merged.output_key is not None
-        decoded = decode_output(Storage(home / "storage").path(merged.output_key))
+        decoded = decode(Storage(home / "storage").path(merged.output_key))
         assert decoded.video_codecs == ["h264"] and decoded.audio_codecs == ["aac"]
         assert decoded.video_duration is not None and decoded.audio_duration is not None
         assert abs(decoded.video_duration - decoded.audio_duration) < 0.1

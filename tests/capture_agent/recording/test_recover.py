@@ -17,8 +17,12 @@ from capture_agent.runfiles import probe_duration
 from capture_agent.settings import AgentSettings
 from shared.sessiondir import load_manifest
 from shared.settings import Settings
-from tests.conftest import ROOT
-from tests.capture_agent.recording.helpers import agent_cli_env, real_cli, run, wait_until
+from tests.capture_agent.recording.helpers import recording_env
+from tests.support import ROOT
+from tests.support.cli import capture_agent, run
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 SEGMENT_S = 1.0
 SEGMENTS_BEFORE_CRASH = 3  # finished video segments on disk when the recorder is killed
@@ -28,7 +32,7 @@ SEGMENT_PATTERNS = ("screen-*.mp4", "mic-*.m4a")
 
 
 def start_recording(tmp_path: Path, session_id: str) -> tuple[subprocess.Popen[bytes], Path]:
-    argv = real_cli(
+    argv = capture_agent(
         "record",
         "--synthetic",
         "--session-name",
@@ -43,7 +47,7 @@ def start_recording(tmp_path: Path, session_id: str) -> tuple[subprocess.Popen[b
     proc = subprocess.Popen(
         argv,
         cwd=ROOT,
-        env=agent_cli_env(tmp_path),
+        env=recording_env(tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -66,7 +70,7 @@ def crash_recorder(tmp_path: Path, session_id: str, *, kill_ffmpeg: bool) -> con
             videos = list(folder.glob("screen-*.mp4"))
             return info is not None and info.run >= 1 and len(videos) > SEGMENTS_BEFORE_CRASH
 
-        assert wait_until(recording_for_a_while, START_TIMEOUT_S), "recorder did not start"
+        wait_for(recording_for_a_while, START_TIMEOUT_S, "the recorder to start")
         info = control.read_info(state, session_id)
         assert info is not None and info.ffmpeg_pid is not None
         proc.kill()  # SIGKILL: no handler, no clean stop, like a crash
@@ -77,15 +81,18 @@ def crash_recorder(tmp_path: Path, session_id: str, *, kill_ffmpeg: bool) -> con
         # whatever the timing (a segment is one fragment, so the one being written may not be
         # readable yet, and the recorder may have handed over everything finished before).
         at_death = set(folder.iterdir())
-        assert wait_until(
-            lambda: all(
-                set(folder.glob(pattern)) - at_death for pattern in SEGMENT_PATTERNS
-            ),
+        wait_for(
+            lambda: all(set(folder.glob(pattern)) - at_death for pattern in SEGMENT_PATTERNS),
             START_TIMEOUT_S,
-        ), "ffmpeg did not go on to a new segment after the recorder died"
+            "ffmpeg to go on to a new segment after the recorder died",
+        )
         if kill_ffmpeg:  # a power cut takes ffmpeg down too
             os.kill(info.ffmpeg_pid, signal.SIGKILL)
-            assert wait_until(lambda: not control.pid_alive(info.ffmpeg_pid or 0), 10)
+            wait_for(
+                lambda: not control.pid_alive(info.ffmpeg_pid or 0),
+                10,
+                "the recorder's ffmpeg to die",
+            )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -182,7 +189,7 @@ def test_a_live_process_that_is_not_the_recorders_ffmpeg_is_never_signalled(
 
 def test_capture_agent_run_finishes_and_ships_a_dead_recording(tmp_path: Path) -> None:
     crash_recorder(tmp_path, "crash-then-run", kill_ffmpeg=True)
-    result = run(real_cli("run", "--timeout", "120"), agent_cli_env(tmp_path), timeout=180)
+    result = run(capture_agent("run", "--timeout", "120"), recording_env(tmp_path), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "recording crash-then-run lost its recorder" in result.stdout
     assert "outbox empty" in result.stdout

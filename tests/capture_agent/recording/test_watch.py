@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from capture_agent.watch import SessionWatcher, read_watch_status
-from tests.conftest import ROOT
-from tests.capture_agent.recording.helpers import FakeAgent, agent_cli_env, fake_cli, logged_calls, wait_until
+from tests.capture_agent.recording.helpers import FakeAgent, fake_cli, logged_calls, recording_env
+from tests.support import ROOT
+from tests.support.waiting import wait_for
 
 STABLE_S = 1.0
 RESCAN_S = 0.5
@@ -96,14 +97,14 @@ def test_a_file_still_being_written_is_not_shipped(tmp_path: Path, use_observer:
         written.set()
 
     with watching(root, agent, tmp_path / "state", use_observer=use_observer):
-        assert wait_until(lambda: agent.names() == ["begin_session"], 5)
+        wait_for(lambda: agent.names() == ["begin_session"], 5, "begin_session")
         thread = threading.Thread(target=writer)
         thread.start()
         while not written.is_set():
             assert agent.files() == [], "shipped while still being written"
             time.sleep(0.05)
         finished = time.monotonic()
-        assert wait_until(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5)
+        wait_for(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5, "end_session")
         thread.join()
     shipped = agent.segments()
     assert [c.kwargs["file"] for c in shipped] == ["screen-0000.mp4"]
@@ -158,7 +159,7 @@ def test_hostile_session_json_is_rejected_and_a_good_one_beside_it_ships(
     write_file(root / "good" / "mic-0000.m4a")
 
     with watching(root, agent, state) as watcher:
-        assert wait_until(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5)
+        wait_for(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5, "end_session")
         status = {Path(s["folder"]).name: s for s in watcher.status()["sessions"]}
         for name in HOSTILE_NAMES:
             assert status[name]["state"] == "rejected", status[name]
@@ -174,9 +175,10 @@ def test_hostile_session_json_is_rejected_and_a_good_one_beside_it_ships(
         # Fixed in place, a rejected session is read again and shipped.
         write_manifest(root / "escape", "escape", ["screen-0000.mp4"], complete=True)
         write_file(root / "escape" / "screen-0000.mp4")
-        assert wait_until(
+        wait_for(
             lambda: "escape" in {c.session_id for c in agent.calls if c.name == "end_session"},
             STABLE_S + 5,
+            "the escape session's end_session",
         )
     assert agent.files("escape") == ["screen-0000.mp4"]
 
@@ -186,10 +188,12 @@ def test_a_reused_session_id_is_rejected(tmp_path: Path) -> None:
     write_manifest(root / "a", "same", ["screen-0000.mp4"])
     write_file(root / "a" / "screen-0000.mp4")
     with watching(root, agent, tmp_path / "state") as watcher:
-        assert wait_until(lambda: agent.files() == ["screen-0000.mp4"], STABLE_S + 5)
+        wait_for(lambda: agent.files() == ["screen-0000.mp4"], STABLE_S + 5, "the first segment")
         write_manifest(root / "b", "same", ["screen-0000.mp4"])
-        assert wait_until(
-            lambda: any(s["state"] == "rejected" for s in watcher.status()["sessions"]), 5
+        wait_for(
+            lambda: any(s["state"] == "rejected" for s in watcher.status()["sessions"]),
+            5,
+            "the reused id to be rejected",
         )
     status = {Path(s["folder"]).name: s for s in watcher.status()["sessions"]}
     assert "already used" in status["b"]["error"]
@@ -203,7 +207,11 @@ def test_rescan_finds_what_was_written_while_the_watcher_was_down(tmp_path: Path
     write_file(folder / "screen-0000.mp4")
     first = FakeAgent()
     with watching(root, first, state):
-        assert wait_until(lambda: first.files() == ["screen-0000.mp4"], STABLE_S + 5)
+        wait_for(
+            lambda: first.files() == ["screen-0000.mp4"],
+            STABLE_S + 5,
+            "the first watcher's segment",
+        )
     assert first.names() == ["begin_session", "add_segment"]  # not ended: no end marker
 
     # Written while no watcher runs.
@@ -214,7 +222,11 @@ def test_rescan_finds_what_was_written_while_the_watcher_was_down(tmp_path: Path
 
     second = FakeAgent()
     with watching(root, second, state):
-        assert wait_until(lambda: second.names()[-1:] == ["end_session"], STABLE_S + 5)
+        wait_for(
+            lambda: second.names()[-1:] == ["end_session"],
+            STABLE_S + 5,
+            "the second watcher's end_session",
+        )
     assert second.names() == ["add_segment", "end_session"], "nothing is added twice"
     assert second.files() == ["screen-0001.mp4"]
     assert str(second.calls[-1].kwargs["ended_at"]) == "2026-11-21 10:00:20+00:00"
@@ -224,10 +236,10 @@ def test_periodic_rescan_without_events_and_a_single_session_folder(tmp_path: Pa
     folder, agent = tmp_path / "one-session", FakeAgent()
     write_manifest(folder, "solo", [])
     with watching(folder, agent, tmp_path / "state", use_observer=False):
-        assert wait_until(lambda: agent.names() == ["begin_session"], 5)
+        wait_for(lambda: agent.names() == ["begin_session"], 5, "begin_session")
         write_file(folder / "mic-0000.m4a")
         write_manifest(folder, "solo", ["mic-0000.m4a"], complete=True)
-        assert wait_until(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5)
+        wait_for(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5, "end_session")
     assert agent.files() == ["mic-0000.m4a"]
 
 
@@ -236,15 +248,18 @@ def test_a_segment_the_agent_refuses_is_reported_and_retried(tmp_path: Path) -> 
     write_manifest(root / "s3", "s3", ["screen-0000.mp4"], complete=True)
     write_file(root / "s3" / "screen-0000.mp4")
     with watching(root, agent, tmp_path / "state") as watcher:
-        assert wait_until(
-            lambda: any(s["error"] for s in watcher.status()["sessions"]), STABLE_S + 5
+        wait_for(
+            lambda: any(s["error"] for s in watcher.status()["sessions"]),
+            STABLE_S + 5,
+            "the refused segment's error",
         )
         assert "refused" in watcher.status()["sessions"][0]["error"]
         assert "end_session" not in agent.names()
         agent.fail_files.clear()
-        assert wait_until(lambda: agent.names()[-1:] == ["end_session"], 5)
+        wait_for(lambda: agent.names()[-1:] == ["end_session"], 5, "end_session after the retry")
 
 
+@pytest.mark.integration
 def test_watch_command_runs_until_signalled(tmp_path: Path) -> None:
     root = tmp_path / "Recorder"
     write_manifest(root / "cli", "cli-watch", ["screen-0000.mp4"], complete=True)
@@ -252,14 +267,16 @@ def test_watch_command_runs_until_signalled(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         fake_cli("watch", str(root), "--stable-seconds", "0.5", "--rescan-seconds", "0.5"),
         cwd=ROOT,
-        env=agent_cli_env(tmp_path),
+        env=recording_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        assert wait_until(
-            lambda: any(c["call"] == "end_session" for c in logged_calls(tmp_path)), 20
+        wait_for(
+            lambda: any(c["call"] == "end_session" for c in logged_calls(tmp_path)),
+            20,
+            "the command's end_session",
         )
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

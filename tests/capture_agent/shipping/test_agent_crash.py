@@ -15,21 +15,24 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from capture_agent.agent import Agent
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import TEMP_MARK, Storage
-from tests.capture_agent.shipping.conftest import (
-    CAPTURE_AGENT,
-    RedisServer,
-    agent_env,
+from tests.capture_agent.shipping.helpers import (
     agent_settings,
     by_type,
     sha256_of,
-    wait_for,
     write_segment,
 )
-from tests.conftest import ROOT
+from tests.support import ROOT
+from tests.support.cli import agent_env, capture_agent
+from tests.support.services import RedisServer
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 SEGMENTS = 4
@@ -76,7 +79,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
     folder = storage.root / "sessions/crash/segments"
     log = (tmp_path / "agent-1.log").open("wb")
     proc = subprocess.Popen(
-        [*CAPTURE_AGENT, "run", "--forever", "-v"], cwd=ROOT, env=env, stdout=log, stderr=log
+        capture_agent("run", "--forever", "-v"), cwd=ROOT, env=env, stdout=log, stderr=log
     )
     try:
 
@@ -89,7 +92,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
         temps = wait_for(mid_upload, 45, "an upload in progress after the first one", poll=0.01)
         # While it runs, status (another process) sees it through the outbox.
         report = subprocess.run(
-            [*CAPTURE_AGENT, "status", "--json"],
+            capture_agent("status", "--json"),
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -120,7 +123,7 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
     assert len(before) == len(finished)
 
     result = subprocess.run(
-        [*CAPTURE_AGENT, "run", "--timeout", "50"],
+        capture_agent("run", "--timeout", "50"),
         cwd=ROOT,
         env=env,
         capture_output=True,

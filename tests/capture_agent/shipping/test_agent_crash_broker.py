@@ -18,8 +18,9 @@ from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from synthetic.plan import SyntheticSpec
 from synthetic.session import RecordedSegment, record_synthetic_session
-from tests.capture_agent.shipping.conftest import RedisServer, agent_settings, wait_for
-from tests.conftest import WorkerProcess, service_env
+from tests.capture_agent.shipping.helpers import agent_settings
+from tests.support.services import RedisServer, WorkerProcess, service_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

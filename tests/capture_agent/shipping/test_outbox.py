@@ -23,7 +23,7 @@ from capture_agent.stores import Cancelled, TokenBucket
 from shared.backoff import backoff_seconds
 from shared.segments import SegmentKind, SegmentSpec
 from shared.storage import segment_key
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -192,6 +192,7 @@ for i in range(100000):
 """
 
 
+@pytest.mark.integration
 def test_everything_acknowledged_survives_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -29,15 +29,14 @@ from shared.receipts import receipt_bytes, receipt_key
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import segment_key
-from tests.capture_agent.shipping.conftest import (
-    RedisServer,
+from tests.capture_agent.shipping.helpers import (
     agent_settings,
     by_type,
-    free_port,
     sha256_of,
-    wait_for,
     write_segment,
 )
+from tests.support.services import RedisServer, free_port
+from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 SEGMENT_BYTES = 150_000
@@ -108,6 +107,7 @@ def add(agent: Agent, tmp_path: Path, session: str, index: int, size: int = SEGM
     return path
 
 
+@pytest.mark.integration
 def test_s3_down_while_recording_then_everything_arrives_once(
     tmp_path: Path, s3: MotoS3, redis_server: RedisServer
 ) -> None:
@@ -180,6 +180,7 @@ def test_s3_store_verifies_cleans_temps_and_refuses_conflicts(tmp_path: Path, s3
     assert store.exists(key, sha)
 
 
+@pytest.mark.integration
 def test_s3_receipt_lets_the_agent_delete_its_copy(
     tmp_path: Path, s3: MotoS3, redis_server: RedisServer
 ) -> None:
@@ -201,6 +202,7 @@ def test_s3_receipt_lets_the_agent_delete_its_copy(
         agent.stop(drain=False)
 
 
+@pytest.mark.integration
 def test_stopping_mid_upload_leaves_no_partial_object_and_resumes(
     tmp_path: Path, s3: MotoS3, redis_server: RedisServer
 ) -> None:

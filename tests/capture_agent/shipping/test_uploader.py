@@ -22,17 +22,18 @@ from shared.receipts import write_receipt
 from shared.segments import SegmentKind, SegmentSpec
 from shared.settings import Settings
 from shared.storage import TEMP_MARK, Storage
-from tests.capture_agent.shipping.conftest import (
-    CAPTURE_AGENT,
-    RedisServer,
-    agent_env,
+from tests.capture_agent.shipping.helpers import (
     agent_settings,
     by_type,
     sha256_of,
-    wait_for,
     write_segment,
 )
-from tests.conftest import ROOT
+from tests.support import ROOT
+from tests.support.cli import agent_env, capture_agent
+from tests.support.services import RedisServer
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 SEGMENT_BYTES = 200_000
@@ -180,9 +181,7 @@ def test_a_file_already_in_storage_is_not_copied_again(
     inode = storage.path(already.key).stat().st_ino
     leftover = storage.path(already.key).with_name(".screen-0000.mp4.k1ll3d.part")
     leftover.write_bytes(b"an interrupted copy")
-    agent.add_segment(
-        "again", source, SegmentSpec(SegmentKind.VIDEO, "screen-0000.mp4", T0, 10.0)
-    )
+    agent.add_segment("again", source, SegmentSpec(SegmentKind.VIDEO, "screen-0000.mp4", T0, 10.0))
     agent.start()
     try:
         assert agent.wait_idle(30)
@@ -263,7 +262,7 @@ def test_status_cli_reads_the_outbox_while_the_agent_runs_and_heartbeats_do_not_
     )
     try:
         result = subprocess.run(
-            [*CAPTURE_AGENT, "status", "--json"],
+            capture_agent("status", "--json"),
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -276,7 +275,7 @@ def test_status_cli_reads_the_outbox_while_the_agent_runs_and_heartbeats_do_not_
         assert report["uploader"]["pid"] == os.getpid()
         assert [(r["session_id"], r["name"]) for r in report["recording"]] == [("live", "Live one")]
         text = subprocess.run(
-            [*CAPTURE_AGENT, "status"],
+            capture_agent("status"),
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared import events
 from shared.events import SegmentStored
 from shared.ids import validate_relative_path, validate_session_id
+from shared.routing import Priority
+from shared.segments import SegmentKind
 from shared.sessiondir import Manifest, load_manifest, segment_file
 from shared.storage import Storage
 
@@ -31,7 +33,7 @@ class SessionShipper:
     storage: Storage
     emitter: Emitter
     session_id: str
-    priority: str = "normal"
+    priority: Priority = Priority.NORMAL
     shipped: list[SegmentStored] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -49,7 +51,7 @@ class SessionShipper:
         self,
         path: Path,
         *,
-        kind: Literal["audio", "video"],
+        kind: SegmentKind,
         file: str,
         started_at: datetime | None,
         duration: float | None,
