@@ -77,7 +77,9 @@ def require_integration(request: pytest.FixtureRequest) -> None:
 
 def _integration_program(args: Any) -> str | None:
     """What ``args`` starts if a unit test may not start it, else None."""
-    argv = shlex.split(args) if isinstance(args, str | bytes) else [str(a) for a in args]
+    if isinstance(args, bytes):
+        args = args.decode()
+    argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
     if not argv:
         return None
     program = Path(argv[0]).name

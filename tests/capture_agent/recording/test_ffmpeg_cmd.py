@@ -19,6 +19,7 @@ from capture_agent.ffmpeg_cmd import (
     segment_number,
     segment_pattern,
 )
+from shared.segments import SegmentKind
 from synthetic.lavfi import SyntheticSource
 from synthetic.voice import speech_aevalsrc_expr
 
@@ -190,11 +191,11 @@ def test_encoder_choice() -> None:
 
 
 def test_segment_names_and_lists() -> None:
-    assert segment_name("video", 3) == "screen-00003.mp4"
-    assert segment_name("audio", 12) == "mic-00012.m4a"
-    assert segment_pattern("video") == "screen-%05d.mp4"
-    assert segment_number("video", "screen-00042.mp4") == 42
-    assert segment_number("audio", "screen-00042.mp4") is None
+    assert segment_name(SegmentKind.VIDEO, 3) == "screen-00003.mp4"
+    assert segment_name(SegmentKind.AUDIO, 12) == "mic-00012.m4a"
+    assert segment_pattern(SegmentKind.VIDEO) == "screen-%05d.mp4"
+    assert segment_number(SegmentKind.VIDEO, "screen-00042.mp4") == 42
+    assert segment_number(SegmentKind.AUDIO, "screen-00042.mp4") is None
     text = "screen-00000.mp4,0.000000,2.000000\nscreen-00001.mp4,2.000000,4.0000"
     assert parse_segment_list(text) == [SegmentListEntry("screen-00000.mp4", 0.0, 2.0)]
     assert parse_segment_list(text + "00\n")[1] == SegmentListEntry("screen-00001.mp4", 2.0, 4.0)

@@ -15,6 +15,7 @@ from capture_agent.agent import Agent
 from capture_agent.ffmpeg_cmd import segment_number
 from capture_agent.runfiles import probe_duration
 from capture_agent.settings import AgentSettings
+from shared.segments import SegmentKind
 from shared.sessiondir import load_manifest
 from shared.settings import Settings
 from tests.capture_agent.recording.helpers import recording_env
@@ -127,7 +128,7 @@ def test_a_dead_recording_is_ended_with_every_readable_segment(
             if (probe_duration(p) or 0) > 0
         }
         assert files == readable, "every readable segment is in the session, nothing else"
-        for kind in ("video", "audio"):
+        for kind in (SegmentKind.VIDEO, SegmentKind.AUDIO):
             mine = sorted(
                 (s for s in segments if s.kind == kind),
                 key=lambda s: segment_number(kind, s.file) or 0,

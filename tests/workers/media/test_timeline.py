@@ -123,7 +123,8 @@ def covered(tl: Timeline, t: float, kind: str | None = None) -> bool:
 
 
 def union_length(intervals: list[tuple[float, float]]) -> float:
-    total, cur_a, cur_b = 0.0, None, None
+    total, cur_a = 0.0, 0.0
+    cur_b: float | None = None  # the interval being merged, if any
     for a, b in sorted(intervals):
         if cur_b is None or a > cur_b:
             if cur_b is not None:
