@@ -9,6 +9,7 @@ import av
 import numpy as np
 
 from synthetic.decode import decode_audio
+from synthetic.markers import find_onsets
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,20 @@ def first_onset(
     begin = int(start_s * rate)
     loud = np.nonzero(np.abs(samples[begin:]) > threshold)[0]
     return (begin + int(loud[0])) / rate if len(loud) else None
+
+
+def marker_onsets(samples: np.ndarray, rate: int) -> list[int]:
+    """Sample indices of the marker onsets (:mod:`synthetic.markers`) in the first channel.
+
+    ``samples`` is ``(channels, samples)``, as :func:`synthetic.decode.decode_audio` returns.
+    """
+    return find_onsets(samples[0], rate)
+
+
+def track_ends(path: Path) -> dict[str, float]:
+    """Where each stream ends as the container says (start time plus duration), by type."""
+    with av.open(str(path)) as container:
+        return {
+            s.type: float(((s.start_time or 0) + (s.duration or 0)) * (s.time_base or 0))
+            for s in container.streams
+        }

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from shared import events
@@ -25,9 +24,9 @@ from shared.routing import TASK_AUDIO_CHUNKS
 from shared.settings import Settings, get_settings, reset_settings
 from shared.storage import Storage
 from synthetic.decode import decode_audio
-from synthetic.markers import find_onsets
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
+from tests.support.media import marker_onsets
 from tests.support.shipping import SessionShipper
 
 SESSION = "pipe-audio"
@@ -104,12 +103,6 @@ def ship_events(harness: Harness, folder: Path) -> None:
             duration=seg.duration,
         )
     shipper.end()
-
-
-def marker_onsets(samples: np.ndarray, rate: int) -> list[int]:
-    """Starts of the marker tones (:mod:`synthetic.markers`; mono upmixed to stereo loses
-    3 dB, still far above the threshold)."""
-    return find_onsets(samples[0], rate)
 
 
 def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(

@@ -26,8 +26,3 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return cache[name]
 
     return make
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Files a failed stage must not leave behind (outputs and temp files)."""
-    return sorted(p.name for p in directory.iterdir())

@@ -12,8 +12,8 @@ import pytest
 from shared.segments import SegmentKind
 from synthetic.clips import TONE_AMPLITUDE, truncate, write_random_bytes
 from synthetic.decode import decode_audio
-from synthetic.markers import find_onsets
-from tests.workers.media.conftest import leftovers
+from tests.support.media import marker_onsets
+from tests.workers.media.helpers import leftovers
 from workers.media import Cancelled, MediaError, SegmentInput, plan_timeline, render_audio
 
 RATE = 48000
@@ -32,11 +32,6 @@ def rms(samples: np.ndarray, a: float, b: float) -> float:
     return float(np.sqrt(np.mean(samples[:, int(a * RATE) : int(b * RATE)] ** 2)))
 
 
-def marker_onsets(samples: np.ndarray) -> list[int]:
-    """Sample indices of the marker onsets in the first channel (:mod:`synthetic.markers`)."""
-    return find_onsets(samples[0], RATE)
-
-
 def test_hole_in_audio_while_video_continues(media: Callable[..., Path], tmp_path: Path) -> None:
     a1 = media("tone", "h1.m4a", seconds=2.0)
     a2 = media("tone", "h2.m4a", seconds=2.0)
@@ -51,7 +46,7 @@ def test_hole_in_audio_while_video_continues(media: Callable[..., Path], tmp_pat
     assert 14 * RATE <= samples.shape[1] <= 14 * RATE + 1024  # AAC pads the last frame only
     assert rms(samples, 2.05, 11.95) < 1e-4  # digital silence in the 10 s hole
     assert rms(samples, 0.5, 1.5) > TONE_AMPLITUDE / 2
-    onsets = marker_onsets(samples)
+    onsets = marker_onsets(samples, RATE)
     assert len(onsets) == 2
     assert abs(onsets[0]) <= TOLERANCE
     assert abs(onsets[1] - 12 * RATE) <= TOLERANCE
@@ -70,7 +65,7 @@ def test_mixed_rates_layouts_and_codecs(media: Callable[..., Path], tmp_path: Pa
     result = render_audio(tl, tmp_path / "mixed.m4a")
     samples, _ = decode_audio(result.path)
     assert 5 * RATE <= samples.shape[1] <= 5 * RATE + 1024
-    onsets = marker_onsets(samples)
+    onsets = marker_onsets(samples, RATE)
     assert len(onsets) == 5
     for i, onset in enumerate(onsets):
         assert abs(onset - i * RATE) <= TOLERANCE, (parts[i].name, onset)
@@ -98,7 +93,7 @@ def test_overlap_is_dropped_from_the_later_segment(
     samples, _ = decode_audio(result.path)
     assert result.samples == 3 * RATE
     # a2's marker sat in the trimmed second: only a1's marker remains, and no hole appears
-    assert len(marker_onsets(samples)) == 1
+    assert len(marker_onsets(samples, RATE)) == 1
     assert rms(samples, 1.9, 2.1) > TONE_AMPLITUDE / 2
 
 
@@ -107,7 +102,7 @@ def test_declared_duration_cuts_a_longer_file(media: Callable[..., Path], tmp_pa
     a2 = media("tone", "c2.m4a", seconds=1.0)
     tl = plan_timeline([audio(a1, 0.0, 1.0), audio(a2, None, 1.0)])  # only 1 s of a1 is kept
     samples, _ = decode_audio(render_audio(tl, tmp_path / "c.m4a").path)
-    assert [abs(o - i * RATE) <= TOLERANCE for i, o in enumerate(marker_onsets(samples))] == [
+    assert [abs(o - i * RATE) <= TOLERANCE for i, o in enumerate(marker_onsets(samples, RATE))] == [
         True,
         True,
     ]
@@ -129,7 +124,7 @@ def test_explicit_pause_is_cut_from_audio(media: Callable[..., Path], tmp_path: 
     assert tl.duration == 2.5
     assert 2.5 * RATE <= samples.shape[1] <= 2.5 * RATE + 1024
     # a2's marker was inside the pause; the tone continues right after the cut
-    assert len(marker_onsets(samples)) == 1
+    assert len(marker_onsets(samples, RATE)) == 1
     assert rms(samples, 1.1, 2.4) > TONE_AMPLITUDE / 2
 
 

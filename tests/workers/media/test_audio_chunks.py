@@ -17,8 +17,8 @@ import pytest
 from shared.segments import SegmentKind
 from synthetic.clips import truncate
 from synthetic.decode import decode_audio
-from synthetic.markers import find_onsets
-from tests.workers.media.conftest import leftovers
+from tests.support.media import marker_onsets
+from tests.workers.media.helpers import leftovers
 from workers.media import Cancelled, MediaError, SegmentInput, Timeline, plan_timeline
 from workers.media.aacchunk import (
     ChunkedAudioResult,
@@ -40,11 +40,6 @@ SAME_ONSET_SAMPLES = 8
 
 def audio(path: Path | str, start: float | None, duration: float) -> SegmentInput:
     return SegmentInput(kind=SegmentKind.AUDIO, path=str(path), started_at=start, duration=duration)
-
-
-def onsets(samples: np.ndarray, rate: int = RATE) -> list[int]:
-    """Sample indices of the marker onsets in the first channel (:mod:`synthetic.markers`)."""
-    return find_onsets(samples[0], rate)
 
 
 def assert_same_onsets(a: list[int], b: list[int]) -> None:
@@ -101,8 +96,8 @@ def test_parallel_chunks_match_the_reference(media: Callable[..., Path], tmp_pat
     b, _ = decode_audio(out.path)
     assert a.shape == b.shape
     expected = [0, RATE, round(2.5 * RATE), 4 * RATE]  # parts[3]'s marker was trimmed away
-    found = onsets(b)
-    assert_same_onsets(onsets(a), found)
+    found = marker_onsets(b, RATE)
+    assert_same_onsets(marker_onsets(a, RATE), found)
     assert all(abs(f - e) <= AAC_FRAME for f, e in zip(found, expected, strict=True))
     assert leftovers(tmp_path) == ["par.m4a", "ref.m4a"]
 
@@ -163,8 +158,8 @@ def test_incremental_chunks_are_reused_and_give_the_same_file(
     assert final.path.read_bytes() == fresh.path.read_bytes()
     a, _ = decode_audio(ref.path)
     b, _ = decode_audio(final.path)
-    found = onsets(b)
-    assert_same_onsets(onsets(a), found)
+    found = marker_onsets(b, RATE)
+    assert_same_onsets(marker_onsets(a, RATE), found)
     assert len(found) == 12
     assert all(abs(f - i * RATE // 2) <= AAC_FRAME for i, f in enumerate(found))
 
@@ -198,7 +193,7 @@ def test_a_late_segment_invalidates_only_the_chunks_it_feeds(
     assert 0 < len(fed) < len(chunks) // 2
     assert final.encoded == len(fed) + 1  # the invalidated ones and the tail
     assert final.reused == final.chunks - final.encoded and final.reused <= stored
-    found = onsets(decode_audio(final.path)[0])
+    found = marker_onsets(decode_audio(final.path)[0], RATE)
     assert len(found) == 12
     assert all(abs(f - i * RATE // 2) <= AAC_FRAME for i, f in enumerate(found))
 
@@ -241,7 +236,7 @@ def test_long_pause_is_cut_or_kept(media: Callable[..., Path], tmp_path: Path, c
     assert out.samples == ref.samples == (2 if cut else 22) * RATE
     for result in (ref, out):
         samples, _ = decode_audio(result.path)
-        found = onsets(samples)
+        found = marker_onsets(samples, RATE)
         assert all(abs(f - e) <= AAC_FRAME for f, e in zip(found, expected, strict=True))
         if not cut:  # the kept pause is digital silence
             assert float(np.abs(samples[:, int(1.1 * RATE) : int(20.9 * RATE)]).max()) < 1e-4

@@ -19,7 +19,8 @@ from synthetic.clips import index_image, read_index, truncate, write_random_byte
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from synthetic.timecode import read_timecode
-from tests.workers.media.conftest import leftovers
+from tests.support.media import track_ends
+from tests.workers.media.helpers import leftovers
 from workers.media import (
     Cancelled,
     MediaError,
@@ -90,14 +91,6 @@ def stream_bytes(path: Path, kind: str) -> list[bytes]:
     with av.open(str(path)) as container:
         stream = next(s for s in container.streams if s.type == kind)
         return [bytes(p) for p in container.demux(stream) if p.size]
-
-
-def track_ends(path: Path) -> dict[str, float]:
-    with av.open(str(path)) as container:
-        return {
-            s.type: float(((s.start_time or 0) + (s.duration or 0)) * (s.time_base or 0))
-            for s in container.streams
-        }
 
 
 def timecodes(path: Path) -> tuple[list[float], list[float]]:

@@ -20,7 +20,7 @@ import pytest
 from shared.segments import SegmentKind
 from synthetic.clips import tone, write_tone_segment
 from synthetic.decode import decode_audio
-from synthetic.markers import find_onsets
+from tests.support.media import marker_onsets
 from workers.media import SegmentInput, Timeline, plan_timeline
 from workers.media.aacchunk import (
     ChunkStore,
@@ -41,15 +41,10 @@ NO_ACCUMULATION = 32
 APPLE_PRIMING = 2112  # samples of encoder delay in files from Apple's AAC encoder
 
 
-def onsets(samples: np.ndarray) -> list[int]:
-    """Marker onsets in the first channel (:mod:`synthetic.markers`)."""
-    return find_onsets(samples[0], RATE)
-
-
 def errors(path: Path, expected: list[int]) -> list[int]:
     samples, rate = decode_audio(path)
     assert rate == RATE
-    found = onsets(samples)
+    found = marker_onsets(samples, RATE)
     assert len(found) == len(expected), (len(found), len(expected))
     return [f - e for f, e in zip(found, expected, strict=True)]
 
@@ -226,7 +221,7 @@ def test_slices_have_no_drift(
     segments, continuous = slices
     timeline = plan_timeline(segments)
     # the recording starts with the encoder's priming (the stream's own, not one per join)
-    expected = onsets(continuous[:, : round(timeline.duration * RATE)])
+    expected = marker_onsets(continuous[:, : round(timeline.duration * RATE)], RATE)
     assert len(expected) == 12
     for out in (
         render_audio(timeline, tmp_path / "r.m4a"),

@@ -15,7 +15,7 @@ import pytest
 
 from synthetic.clips import truncate, write_random_bytes
 from synthetic.decode import decode_audio, decode_video
-from tests.workers.media.conftest import leftovers
+from tests.workers.media.helpers import leftovers
 from workers.media import (
     Cancelled,
     MediaError,

@@ -23,7 +23,8 @@ from synthetic.decode import decode_video
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from synthetic.timecode import read_timecode
-from tests.workers.media.conftest import leftovers
+from tests.support.media import track_ends
+from tests.workers.media.helpers import leftovers
 from workers.media import (
     MergeResult,
     SegmentInput,
@@ -200,14 +201,6 @@ def source_packets(tl: Timeline) -> list[bytes]:
                 ):
                     out.append(bytes(packet))
     return out
-
-
-def track_ends(path: Path) -> dict[str, float]:
-    with av.open(str(path)) as container:
-        return {
-            s.type: float(((s.start_time or 0) + (s.duration or 0)) * (s.time_base or 0))
-            for s in container.streams
-        }
 
 
 def top_level_boxes(path: Path) -> list[str]:
