@@ -18,7 +18,10 @@ from typing import Any
 
 import psycopg
 import redis
+from sqlalchemy import select
 
+from shared import models
+from shared.db import session_scope
 from shared.routing import QUEUES
 from shared.settings import Settings
 from tests.support import ROOT
@@ -33,6 +36,7 @@ REDIS_TEST_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_URL", "redis://127.0.0.1
 #: A second database on it, for the recorder's end-to-end test (``redis13``).
 REDIS_E2E_URL = "redis://127.0.0.1:6379/13"
 WORKER_START_TIMEOUT_S = 60.0
+SESSION_WAIT_S = 240.0
 
 
 def free_port() -> int:
@@ -215,3 +219,30 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def wait_for_session(
+    database_url: str, session_id: str, worker: WorkerProcess, timeout: float = SESSION_WAIT_S
+) -> list[models.Job]:
+    """The session's job rows once every stage succeeded or one failed.
+
+    Fails with the end of the worker's log when the session is still running at ``timeout``.
+    """
+    from workers.pipeline import STAGES
+
+    stages = {stage.value for stage in STAGES}
+
+    def outcome() -> list[models.Job] | None:
+        with session_scope(database_url) as db:
+            jobs = list(
+                db.execute(select(models.Job).where(models.Job.session_id == session_id)).scalars()
+            )
+        finished = {j.stage for j in jobs if j.status == "succeeded"}
+        if finished == stages or any(j.status == "failed" for j in jobs):
+            return jobs
+        return None
+
+    try:
+        return wait_for(outcome, timeout, f"session {session_id} to finish", poll=0.5)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; worker log:\n{worker.log()[-4000:]}") from None

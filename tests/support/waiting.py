@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, poll: float = 0.05) -> T:
     """Poll until ``predicate`` returns something truthy and return it.
 
     Fails with ``AssertionError`` naming ``what`` once ``timeout`` seconds have passed (the

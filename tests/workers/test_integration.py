@@ -20,7 +20,7 @@ from shared.storage import Storage
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from tests.support.media import decode, first_onset, rms
-from tests.support.services import WorkerProcess, service_env, settings_for
+from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
 from tests.support.shipping import ship_session_dir
 
 pytestmark = pytest.mark.integration
@@ -43,24 +43,6 @@ def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Settin
         worker.stop()
 
 
-def wait_for_outcome(
-    settings: Settings, session_id: str, worker: WorkerProcess
-) -> list[models.Job]:
-    deadline = time.monotonic() + SESSION_WAIT_S
-    while time.monotonic() < deadline:
-        with session_scope(settings.database_url) as db:
-            jobs = list(
-                db.execute(select(models.Job).where(models.Job.session_id == session_id)).scalars()
-            )
-        finished = {j.stage for j in jobs if j.status == "succeeded"}
-        if finished == STAGES or any(j.status == "failed" for j in jobs):
-            return jobs
-        time.sleep(0.5)
-    raise AssertionError(
-        f"session {session_id} did not finish; worker log:\n{worker.log()[-4000:]}"
-    )
-
-
 def record(tmp_path: Path, session_id: str) -> Path:
     return record_synthetic_session(
         tmp_path / session_id,
@@ -79,7 +61,7 @@ def test_agent_events_become_a_synced_mp4_once(
     emitter = EventEmitter(settings)
     storage = Storage(settings.storage)
     ship_session_dir(folder, storage, emitter)
-    jobs = wait_for_outcome(settings, "integration-ok", worker)
+    jobs = wait_for_session(settings.database_url, "integration-ok", worker)
     assert {j.stage: j.status for j in jobs} == dict.fromkeys(STAGES, "succeeded"), worker.log()
     assert all(j.attempts == 1 for j in jobs)
 
@@ -162,7 +144,9 @@ def test_corrupt_segment_fails_merge_naming_the_file(
     ship_session_dir(bad, storage, emitter)
     ship_session_dir(good, storage, emitter)
 
-    bad_jobs = {j.stage: j for j in wait_for_outcome(settings, "integration-bad", worker)}
+    bad_jobs = {
+        j.stage: j for j in wait_for_session(settings.database_url, "integration-bad", worker)
+    }
     assert bad_jobs["merge"].status == "failed"
     assert video.name in (bad_jobs["merge"].error or "")
     assert "finalize" not in bad_jobs
@@ -171,7 +155,7 @@ def test_corrupt_segment_fails_merge_naming_the_file(
         session = db.get(models.Session, "integration-bad")
         assert session is not None and session.status == "failed"
 
-    good_jobs = wait_for_outcome(settings, "integration-good", worker)
+    good_jobs = wait_for_session(settings.database_url, "integration-good", worker)
     assert {j.status for j in good_jobs} == {"succeeded"}
     emitter.close()
 
@@ -191,9 +175,9 @@ def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
     storage = Storage(settings.storage)
     ship_session_dir(folder, storage, emitter)
     emitter.close()
-    assert {j.status for j in wait_for_outcome(settings, "integration-reap", worker)} == {
-        "succeeded"
-    }
+    assert {
+        j.status for j in wait_for_session(settings.database_url, "integration-reap", worker)
+    } == {"succeeded"}
     merged = storage.path("sessions/integration-reap/derived/integration-reap.mp4")
     # As if the worker running merge had been killed: its row still says running, nothing
     # after it exists, and its output never appeared.
@@ -216,7 +200,7 @@ def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
     client = Celery("test-client", broker=settings.broker_url, set_as_current=False)
     client.send_task(TASK_REAP_STALE_JOBS, queue=QUEUE_DEFAULT)
     client.close()
-    jobs = {j.stage: j for j in wait_for_outcome(settings, "integration-reap", worker)}
+    jobs = {j.stage: j for j in wait_for_session(settings.database_url, "integration-reap", worker)}
     assert {s: j.status for s, j in jobs.items()} == dict.fromkeys(STAGES, "succeeded")
     assert jobs["merge"].attempts == 2
     assert merged.is_file() and decode(merged).video_codecs == ["h264"]
@@ -234,9 +218,9 @@ def test_workers_survive_database_connections_being_dropped(
     emitter = EventEmitter(settings)
     storage = Storage(settings.storage)
     ship_session_dir(record(tmp_path, "integration-db-1"), storage, emitter)
-    assert {j.status for j in wait_for_outcome(settings, "integration-db-1", worker)} == {
-        "succeeded"
-    }
+    assert {
+        j.status for j in wait_for_session(settings.database_url, "integration-db-1", worker)
+    } == {"succeeded"}
     database = settings.database_url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         killed = conn.execute(
@@ -247,7 +231,7 @@ def test_workers_survive_database_connections_being_dropped(
     assert killed is not None and killed[0] >= 1  # the worker held pooled connections
     ship_session_dir(record(tmp_path, "integration-db-2"), storage, emitter)
     emitter.close()
-    jobs = wait_for_outcome(settings, "integration-db-2", worker)
+    jobs = wait_for_session(settings.database_url, "integration-db-2", worker)
     assert {j.status for j in jobs} == {"succeeded"}, worker.log()[-3000:]
 
 

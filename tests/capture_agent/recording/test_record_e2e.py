@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from shared import models
@@ -18,39 +16,13 @@ from tests.capture_agent.recording.helpers import recording_env
 from tests.support import ROOT
 from tests.support.cli import capture_agent, run
 from tests.support.media import decode
-from tests.support.services import WorkerProcess, service_env
+from tests.support.services import WorkerProcess, service_env, wait_for_session
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-#: Redis database of these tests (db 15 belongs to the main suite's fixture).
-REDIS_URL = "redis://127.0.0.1:6379/13"
 STAGES = {"concat_audio", "merge", "compress", "finalize"}
-SESSION_WAIT_S = 240.0
 RECORD_SECONDS = 5.0
-
-
-@pytest.fixture
-def redis13() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-
-
-def wait_for_jobs(database_url: str, session_id: str, worker: WorkerProcess) -> list[models.Job]:
-    deadline = time.monotonic() + SESSION_WAIT_S
-    while time.monotonic() < deadline:
-        with session_scope(database_url) as db:
-            jobs = list(
-                db.execute(select(models.Job).where(models.Job.session_id == session_id)).scalars()
-            )
-        done = {j.stage for j in jobs if j.status == "succeeded"}
-        if done == STAGES or any(j.status == "failed" for j in jobs):
-            return jobs
-        time.sleep(0.5)
-    raise AssertionError(f"{session_id} did not finish; worker log:\n{worker.log()[-4000:]}")
 
 
 @pytest.mark.parametrize("paused", [False, True], ids=["straight", "paused-once"])
@@ -108,7 +80,7 @@ def test_record_synthetic_becomes_a_finished_mp4(
         assert code == 0, out + err
         assert "everything shipped" in out, out + err
 
-        jobs = {j.stage: j for j in wait_for_jobs(pg_url, session_id, worker)}
+        jobs = {j.stage: j for j in wait_for_session(pg_url, session_id, worker)}
         assert {s: j.status for s, j in jobs.items()} == dict.fromkeys(STAGES, "succeeded"), (
             worker.log()[-4000:]
         )
