@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev services lint bench clean
+.PHONY: demo test test-unit test-integration install install-dev services lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,20 @@ demo: install
 services:
 	bash scripts/ensure-services.sh
 
+# Every test, after lint; test-unit needs no service, test-integration only the services.
 test: install-dev services
+	$(MAKE) lint
 	$(BIN)/pytest
+
+test-unit: install-dev
+	$(BIN)/pytest -m "not integration"
+
+test-integration: install-dev services
+	$(BIN)/pytest -m integration
 
 lint: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared workers capture_agent synthetic
+	$(BIN)/mypy shared workers capture_agent sessionpipe synthetic bench tests
 
 bench: install-dev
 	$(BIN)/python bench/bench_pipeline.py --minutes 2

@@ -1,61 +1,163 @@
-"""Fixtures for the real services: PostgreSQL, Redis and celery worker subprocesses.
+"""Fixtures used everywhere, and the rule that tells unit tests from integration tests.
 
-They fail, never skip, when a service is unreachable: `make test` starts them first.
+**The rule.** A test is an *integration* test, and must carry ``@pytest.mark.integration``
+(a module's ``pytestmark = pytest.mark.integration`` when all of it is), when it needs
+
+- the real PostgreSQL or Redis: the ``pg_url``, ``redis_url``, ``redis13`` or
+  ``redis_server`` fixtures (``INTEGRATION_FIXTURES``), or
+- a real process of ours: a Python subprocess (the ``capture-agent``/``sessionpipe``
+  commands, a celery worker, a script), ``redis-server``, or the recorder's ffmpeg.
+
+Everything else is a unit test: ``make test-unit`` (``pytest -m "not integration"``) runs
+those, ``make test-integration`` (``-m integration``) the others, ``make test`` all of them.
+
+**How it is enforced.** Collection fails when a test asks for one of those fixtures without
+the marker; at run time the same fixtures fail an unmarked test that reaches them another
+way (``request.getfixturevalue``), and starting any of those processes fails a test that is
+not marked.
+
+The service fixtures fail, never skip, when a service is unreachable: `make test` starts them.
 """
 
 from __future__ import annotations
 
-import os
+import shlex
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import psycopg
 import pytest
-import redis
 
 from shared.migrate import upgrade
-from shared.routing import QUEUES
-from shared.settings import Settings
-
-PG_ADMIN_DSN = os.environ.get(
-    "SESSIONPIPE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+from tests.support.services import (
+    REDIS_E2E_URL,
+    REDIS_TEST_URL,
+    RedisServer,
+    create_database,
+    drop_database,
+    flushed_redis,
 )
-REDIS_TEST_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-ROOT = Path(__file__).resolve().parent.parent
-WORKER_START_TIMEOUT_S = 60.0
+
+INTEGRATION = "integration"
+#: Fixtures that reach a real service: a test using one must be marked ``integration``.
+INTEGRATION_FIXTURES = frozenset({"pg_database", "pg_url", "redis_url", "redis13", "redis_server"})
+#: Programs a unit test may not start (besides any Python interpreter).
+INTEGRATION_PROGRAMS = frozenset({"capture-agent", "sessionpipe", "celery", "redis-server"})
+
+
+def is_integration(node: pytest.Item | pytest.Collector) -> bool:
+    return node.get_closest_marker(INTEGRATION) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        f"{item.nodeid} uses {', '.join(sorted(INTEGRATION_FIXTURES & set(names)))}"
+        for item in items
+        if (names := getattr(item, "fixturenames", ()))
+        and INTEGRATION_FIXTURES & set(names)
+        and not is_integration(item)
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests using a real service must be marked integration "
+            "(see tests/conftest.py):\n  " + "\n  ".join(unmarked)
+        )
+
+
+def require_integration(request: pytest.FixtureRequest) -> None:
+    if not is_integration(request.node):
+        pytest.fail(
+            f"{request.node.nodeid} reaches {request.fixturename} but is not marked "
+            "integration (see tests/conftest.py)",
+            pytrace=False,
+        )
+
+
+def _integration_program(args: Any) -> str | None:
+    """What ``args`` starts if a unit test may not start it, else None."""
+    if isinstance(args, bytes):
+        args = args.decode()
+    argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+    if not argv:
+        return None
+    program = Path(argv[0]).name
+    if argv[0] == sys.executable or program.startswith("python"):
+        return "a Python subprocess"
+    if program in INTEGRATION_PROGRAMS:
+        return program
+    if "-segment_list" in argv:
+        return "the recorder's ffmpeg"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_processes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked integration fails when it starts one of our processes."""
+    if is_integration(request.node):
+        return
+    execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        started = _integration_program(args)
+        if started is not None:
+            pytest.fail(
+                f"{request.node.nodeid} starts {started} ({args!r}) but is not marked "
+                "integration (see tests/conftest.py)",
+                pytrace=False,
+            )
+        execute_child(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", guarded)
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test run, migrated to head."""
-    name = f"sessionpipe_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = dict(item.split("=", 1) for item in PG_ADMIN_DSN.split())
-    url = (
-        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host')}:"
-        f"{params.get('port', '5432')}/{name}"
-    )
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, migrated to head (use ``pg_url``)."""
+    url = create_database()
     upgrade(url)
     yield url
-    from shared.db import engine_for
-
-    engine_for(url).dispose()
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(url)
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    client.ping()
-    client.flushdb()
+def pg_url(request: pytest.FixtureRequest, pg_database: str) -> str:
+    """The run's PostgreSQL database (shared by the run's tests), migrated to head."""
+    require_integration(request)
+    return pg_database
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Database 15 of the shared Redis server, emptied before and after the test."""
+    require_integration(request)
+    client = flushed_redis(REDIS_TEST_URL)
     yield REDIS_TEST_URL
     client.flushdb()
+
+
+@pytest.fixture
+def redis13(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Database 13 of the shared Redis server (the recorder's end-to-end test)."""
+    require_integration(request)
+    client = flushed_redis(REDIS_E2E_URL)
+    yield REDIS_E2E_URL
+    client.flushdb()
+
+
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, which the test may kill and start again."""
+    require_integration(request)
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture
@@ -63,83 +165,3 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     upgrade(url)
     return url
-
-
-def service_env(*, home: Path, database_url: str, broker_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPIPE_")}
-    env.update(
-        SESSIONPIPE_HOME=str(home),
-        SESSIONPIPE_DATABASE_URL=database_url,
-        SESSIONPIPE_BROKER_URL=broker_url,
-        SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
-        SESSIONPIPE_TASK_MAX_RETRIES="2",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-def settings_for(*, home: Path, database_url: str, broker_url: str) -> Settings:
-    return Settings(
-        home=home, database_url=database_url, broker_url=broker_url, storage_root=home / "storage"
-    )
-
-
-class WorkerProcess:
-    """A real `celery -A workers.app worker` subprocess."""
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        log_path: Path,
-        *,
-        queues: str = ",".join(QUEUES),
-        concurrency: int = 2,
-    ) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "-n",
-                f"test-{uuid.uuid4().hex[:8]}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited early:\n{self.log()}")
-            if b" ready." in log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"celery worker did not become ready:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.segments import SegmentKind
 from synthetic.plan import PlannedSegment, SyntheticSpec, frame_range, plan_segments
 
 SPEC = SyntheticSpec(duration=12.0, segment_seconds=4.0, audio_holes=((5.0, 9.0),))
@@ -11,12 +12,12 @@ SPEC = SyntheticSpec(duration=12.0, segment_seconds=4.0, audio_holes=((5.0, 9.0)
 
 def test_layout_in_recorder_closing_order() -> None:
     assert plan_segments(SPEC) == [
-        PlannedSegment("video", "screen-0000.mp4", 0.0, 4.0),
-        PlannedSegment("audio", "mic-0000.m4a", 0.0, 4.0),
-        PlannedSegment("audio", "mic-0001.m4a", 4.0, 5.0),
-        PlannedSegment("video", "screen-0001.mp4", 4.0, 8.0),
-        PlannedSegment("video", "screen-0002.mp4", 8.0, 12.0),
-        PlannedSegment("audio", "mic-0002.m4a", 9.0, 12.0),
+        PlannedSegment(SegmentKind.VIDEO, "screen-0000.mp4", 0.0, 4.0),
+        PlannedSegment(SegmentKind.AUDIO, "mic-0000.m4a", 0.0, 4.0),
+        PlannedSegment(SegmentKind.AUDIO, "mic-0001.m4a", 4.0, 5.0),
+        PlannedSegment(SegmentKind.VIDEO, "screen-0001.mp4", 4.0, 8.0),
+        PlannedSegment(SegmentKind.VIDEO, "screen-0002.mp4", 8.0, 12.0),
+        PlannedSegment(SegmentKind.AUDIO, "mic-0002.m4a", 9.0, 12.0),
     ]
 
 

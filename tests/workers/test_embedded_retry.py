@@ -9,15 +9,19 @@ transient error.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from tests.conftest import ROOT
+from tests.support import ROOT
+from tests.support.cli import clean_env
+
+pytestmark = pytest.mark.integration
 
 DRIVER = """
 import sys
@@ -50,7 +54,7 @@ def test_a_transient_failure_is_retried_and_the_session_completes(tmp_path: Path
         ),
         started_at=datetime(2026, 11, 21, 9, 0, tzinfo=UTC),
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPIPE_")}
+    env = clean_env()
     home = tmp_path / "home"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

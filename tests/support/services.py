@@ -1,0 +1,248 @@
+"""The real services of the integration tests: ports, PostgreSQL, Redis, celery workers.
+
+Nothing here skips: a service that does not answer fails the test (`make test` starts them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from sqlalchemy import select
+
+from shared import models
+from shared.db import session_scope
+from shared.routing import QUEUES
+from shared.settings import Settings
+from tests.support import ROOT
+from tests.support.cli import clean_env
+from tests.support.waiting import wait_for
+
+PG_ADMIN_DSN = os.environ.get(
+    "SESSIONPIPE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
+#: The shared Redis server's database of the suite (``redis_url``).
+REDIS_TEST_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: A second database on it, for the recorder's end-to-end test (``redis13``).
+REDIS_E2E_URL = "redis://127.0.0.1:6379/13"
+WORKER_START_TIMEOUT_S = 60.0
+SESSION_WAIT_S = 240.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def create_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its SQLAlchemy URL."""
+    name = f"sessionpipe_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = dict(item.split("=", 1) for item in PG_ADMIN_DSN.split())
+    return (
+        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host')}:"
+        f"{params.get('port', '5432')}/{name}"
+    )
+
+
+def drop_database(url: str) -> None:
+    from shared.db import engine_for
+
+    engine_for(url).dispose()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flushed_redis(url: str) -> redis.Redis:
+    """A client of ``url``'s database, emptied (fails if Redis does not answer)."""
+    client = redis.Redis.from_url(url)
+    client.ping()
+    client.flushdb()
+    return client
+
+
+class RedisServer:
+    """A throwaway redis-server on a fixed free port: kill it and start it again there."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        log = (self.workdir / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for(self._ping, 20, f"redis-server on port {self.port}")
+
+    def _ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.ConnectionError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every event waiting in the celery ``default`` queue (all priority lists)."""
+        client = self.client()
+        events: list[dict[str, Any]] = []
+        for key in sorted(client.keys("default*")):
+            if client.type(key) != b"list":
+                continue
+            for raw in client.lrange(key, 0, -1):
+                message = json.loads(raw)
+                body = message["body"]
+                if message["properties"].get("body_encoding") == "base64":
+                    body = base64.b64decode(body)
+                args = json.loads(body)[0]
+                events.append(args[0])
+        return events
+
+
+def service_env(*, home: Path, database_url: str, broker_url: str) -> dict[str, str]:
+    """Environment of a worker (or any process that talks to the database and the broker)."""
+    return clean_env(
+        SESSIONPIPE_HOME=str(home),
+        SESSIONPIPE_DATABASE_URL=database_url,
+        SESSIONPIPE_BROKER_URL=broker_url,
+        SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
+        SESSIONPIPE_TASK_MAX_RETRIES="2",
+    )
+
+
+def settings_for(*, home: Path, database_url: str, broker_url: str) -> Settings:
+    """The in-process settings matching :func:`service_env`."""
+    return Settings(
+        home=home, database_url=database_url, broker_url=broker_url, storage_root=home / "storage"
+    )
+
+
+class WorkerProcess:
+    """A real `celery -A workers.app worker` subprocess."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        queues: str = ",".join(QUEUES),
+        concurrency: int = 2,
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early:\n{self.log()}")
+            if b" ready." in log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"celery worker did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def wait_for_session(
+    database_url: str, session_id: str, worker: WorkerProcess, timeout: float = SESSION_WAIT_S
+) -> list[models.Job]:
+    """The session's job rows once every stage succeeded or one failed.
+
+    Fails with the end of the worker's log when the session is still running at ``timeout``.
+    """
+    from workers.pipeline import STAGES
+
+    stages = {stage.value for stage in STAGES}
+
+    def outcome() -> list[models.Job] | None:
+        with session_scope(database_url) as db:
+            jobs = list(
+                db.execute(select(models.Job).where(models.Job.session_id == session_id)).scalars()
+            )
+        finished = {j.stage for j in jobs if j.status == "succeeded"}
+        if finished == stages or any(j.status == "failed" for j in jobs):
+            return jobs
+        return None
+
+    try:
+        return wait_for(outcome, timeout, f"session {session_id} to finish", poll=0.5)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; worker log:\n{worker.log()[-4000:]}") from None
