@@ -26,7 +26,10 @@ from shared.settings import Settings
 from shared.storage import Storage
 from workers import audiochunks
 from workers.jobs import insert_ignore
+from workers.media import MediaError
 from workers.pipeline import Stage, send_all, start
+from workers.snapshot import remember_probes
+from workers.stages.context import probe_duration
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
         confirm_segment(settings, parsed)
+        probe_segment(settings, parsed)
     if due:
         send_all(app, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all
@@ -64,6 +68,20 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             priority=priority_value(session.priority),
         )
     return "applied" if fresh else "duplicate"
+
+
+def probe_segment(settings: Settings, event: Event) -> None:
+    """Measure a stored segment's duration now, while the rest of the session still ships,
+    so the stages after the session's end plan without probing it (the file is usually
+    still in the page cache from the checksum). A file that cannot be probed is left to
+    the stage that reads it, which fails naming it."""
+    segment = event.segment()
+    path = Storage(settings.storage).path(segment.key)
+    try:
+        seconds = probe_duration(path)
+    except MediaError:
+        return
+    remember_probes(settings.database_url, event.session_id, {segment.key: seconds})
 
 
 def confirm_segment(settings: Settings, event: Event) -> None:

@@ -261,3 +261,23 @@ def test_a_segment_broken_after_chunking_fails_the_stage_and_leaves_nothing(
         job = db.query(Job).filter_by(session_id=SESSION, stage="concat_audio").one()
         assert job.status == "failed" and last.payload["file"] in (job.error or "")
     assert sorted(p.name for p in derived.iterdir()) == []
+
+
+def test_ingest_measures_each_stored_segment_while_the_session_ships(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Stages after the end plan without probing; a file that cannot be probed is left to the
+    stage that reads it (ingest still applies the event)."""
+    from synthetic.clips import write_random_bytes
+
+    folder = record(tmp_path)
+    ship_events(harness, folder)
+    storage = Storage(harness.settings.storage)
+    broken = next(e for e in harness.emitted if e.payload.get("kind") == "video")
+    write_random_bytes(storage.path(broken.payload["key"]), 4096)
+    for event in harness.emitted:
+        harness.ingest(event)
+    with session_scope(harness.settings.database_url) as db:
+        rows = {s.file: s.probed_duration for s in db.query(Segment).filter_by(session_id=SESSION)}
+    assert rows.pop(broken.payload["file"]) is None
+    assert len(rows) == 7 and all(d is not None and d > 0 for d in rows.values())
