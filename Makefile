@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit test-integration install install-dev services lint bench clean
+.PHONY: demo test test-unit test-integration install install-dev services lint bench bench-embedded clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/bench_pipeline.py --minutes 2
+
+# `sessionpipe process` end to end on the embedded default vs the plain ffmpeg commands.
+bench-embedded: install-dev
+	$(BIN)/python bench/bench_embedded.py --minutes 10 --repeat 3
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
