@@ -21,8 +21,10 @@ The lock, per session::
   ``covered`` is the largest count a finished pass had read. A pass that finds the lock held
   retries later unless its segment is covered; a holder that releases with
   ``requested > covered`` runs another pass for the segments that arrived meanwhile.
-- ``closed`` is final: after the stage closes the row and the holder's lease has run out or
-  been given back, no pass writes chunk files, so the stage may reuse and then delete them.
+- ``closed`` is final: once the stage has closed the row, no pass starts and the holder
+  stops before its next write. The stage reads the chunk store at once (a chunk file
+  appears whole or not at all) and waits for the holder to give the lock back (or for its
+  lease to run out) only before it deletes the chunk files.
 """
 
 from __future__ import annotations
@@ -227,20 +229,24 @@ def run_passes(settings: Settings, session_id: str, wanted: int, *, owner: str) 
     return f"encoded {encoded} chunk(s)"
 
 
-def take_over(
-    database_url: str, session_id: str, *, sleep: Callable[[float], None] = time.sleep
-) -> None:
-    """Close the lock and wait for a running pass to finish its chunk.
+def take_over(database_url: str, session_id: str) -> Callable[[], None]:
+    """Close the lock: from now on no pass starts, and a running one stops before its next
+    write. Returns the wait for that running pass, to call before deleting chunk files.
 
-    After this no pass writes chunk files, so the stage can reuse and then remove them. A
-    pass that died holding the lock is waited for until its lease runs out.
+    The stage need not wait to start: it may read the chunk store while a pass finishes its
+    last chunk (chunk files appear whole or not at all). A pass that died holding the lock
+    is waited for until its lease runs out.
     """
     with session_scope(database_url) as db:
         close(db, session_id)
-    deadline = time.monotonic() + AUDIO_CHUNK_LEASE_S
-    while time.monotonic() < deadline:
-        with session_scope(database_url) as db:
-            if not busy(db, session_id):
-                return
-        sleep(TAKE_OVER_POLL_S)
-    log.warning("chunk pass of %s still holds the lock after its lease; taking over", session_id)
+
+    def wait_for_passes() -> None:
+        deadline = time.monotonic() + AUDIO_CHUNK_LEASE_S
+        while time.monotonic() < deadline:
+            with session_scope(database_url) as db:
+                if not busy(db, session_id):
+                    return
+            time.sleep(TAKE_OVER_POLL_S)
+        log.warning("chunk pass of %s still holds the lock after its lease", session_id)
+
+    return wait_for_passes

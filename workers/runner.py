@@ -88,10 +88,14 @@ def run_stage(
     session_id: str,
     stage: Stage,
     *,
-    before: Callable[[str, str], None] | None = None,
+    take_over: Callable[[str, str], Callable[[], None]] | None = None,
 ) -> str:
-    """Run ``stage`` for a session as the bound ``task``; ``before(database_url, session_id)``
-    runs after the claim, before the work (the audio stage takes over its chunk passes)."""
+    """Run ``stage`` for a session as the bound ``task``.
+
+    ``take_over(database_url, session_id)`` runs after the claim, before the work, and
+    returns the wait for other writers of the stage's scratch files (the audio stage stops
+    the chunk passes of its session this way), which the work calls before deleting them.
+    """
     settings = get_settings()
     url = settings.database_url
     validate_session_id(session_id)
@@ -125,8 +129,8 @@ def run_stage(
         outputs=outputs,
     )
     try:
-        if before is not None:
-            before(url, session_id)
+        if take_over is not None:
+            ctx.wait_for_writers = take_over(url, session_id)
         out = WORK[stage](ctx)
     except Cancelled:
         log.info("%s for %s cancelled", stage.value, session_id)

@@ -81,7 +81,7 @@ def ingest_event(self: PipelineTask, event: dict[str, Any]) -> str:
 
 @_task(TASK_CONCAT_AUDIO)
 def concat_audio(self: PipelineTask, session_id: str) -> str:
-    return run_stage(self, session_id, Stage.CONCAT_AUDIO, before=audiochunks.take_over)
+    return run_stage(self, session_id, Stage.CONCAT_AUDIO, take_over=audiochunks.take_over)
 
 
 @_task(TASK_MERGE)

@@ -73,6 +73,7 @@ def build_audio(ctx: StageContext) -> StageOutput:
             snapshot, storage, cut_pauses=settings.cut_pauses, needed=AUDIO_ONLY, probed=ctx.probed
         )
         if not timeline.has_audio:
+            ctx.wait_for_writers()
             store.clear()
             return StageOutput(output_key=None, result={"skipped": "session has no audio segments"})
         out = concat_audio_chunked(
@@ -88,8 +89,10 @@ def build_audio(ctx: StageContext) -> StageOutput:
             identities=segment_identities(snapshot, storage),
         )
     except (MediaError, ValueError):
+        ctx.wait_for_writers()
         store.clear()
         raise
+    ctx.wait_for_writers()
     store.clear()
     result: dict[str, Any] = {
         "duration": out.duration,

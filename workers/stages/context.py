@@ -8,7 +8,7 @@ and records the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -67,6 +67,9 @@ class StageContext:
     # Durations measured while planning (storage key -> seconds): the runner stores them so
     # later stages need not probe those files again.
     probed: dict[str, float] = field(default_factory=dict)
+    # Blocks until nobody else writes this stage's scratch files (the audio chunk passes of
+    # the session); call it before deleting them.
+    wait_for_writers: Callable[[], None] = field(default=lambda: None)
 
     def output_of(self, stage: str, *, needed_by: str) -> str:
         """An earlier stage's output key, or the MediaError that explains its absence."""
