@@ -6,6 +6,8 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY shared shared
 COPY workers workers
 COPY capture_agent capture_agent
+COPY sessionpipe sessionpipe
+COPY synthetic synthetic
 COPY migrations migrations
 RUN pip install --no-cache-dir . && useradd --create-home sessionpipe
 USER sessionpipe
