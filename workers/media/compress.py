@@ -34,18 +34,11 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from .errors import MediaError, decode_failure
-from .framediff import FrameDiff, is_duplicate
+from .framediff import FrameDiff
 from .output import ProgressCallback, Throttle, atomic_output, output_url
 from .probe import demux_checked, is_flush, local_path, open_input
 
-__all__ = [
-    "PRESETS",
-    "CompressPreset",
-    "CompressResult",
-    "Encoding",
-    "compress_video",
-    "is_duplicate",
-]
+__all__ = ["PRESETS", "CompressPreset", "CompressResult", "Encoding", "compress_video"]
 
 CompressPreset = Literal["low", "medium", "high"]
 
