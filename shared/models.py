@@ -131,6 +131,10 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     task_id: Mapped[str | None] = mapped_column(String(64))
+    # The claim token of the execution holding a running job (workers.jobs.claim) (0003).
+    owner: Mapped[str | None] = mapped_column(String(64))
+    # When the job's latest message is due at a worker; NULL: none known to be out (0003).
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     output_key: Mapped[str | None] = mapped_column(String(2048))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(

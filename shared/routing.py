@@ -24,7 +24,6 @@ TASK_MERGE: Final = "sessionpipe.merge"
 TASK_COMPRESS: Final = "sessionpipe.compress"
 TASK_FINALIZE: Final = "sessionpipe.finalize"
 TASK_AUDIO_CHUNKS: Final = "sessionpipe.audio_chunks"  # incremental audio while recording
-TASK_REAP_STALE_JOBS: Final = "sessionpipe.reap_stale_jobs"  # periodic, from celery beat
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -32,7 +31,6 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_MERGE: {"queue": QUEUE_MEDIA},
     TASK_COMPRESS: {"queue": QUEUE_MEDIA},
     TASK_AUDIO_CHUNKS: {"queue": QUEUE_AUDIO},
-    TASK_REAP_STALE_JOBS: {"queue": QUEUE_DEFAULT},
     TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
 }
 

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_BROKER_SCHEME = "filesystem://"
+HEARTBEATS_PER_LEASE = 3  # a lease outlasts this many heartbeats
 
 
 class Settings(BaseSettings):
@@ -57,12 +58,35 @@ class Settings(BaseSettings):
     )
 
     task_max_retries: int = Field(default=5, ge=0)
-    job_lease_s: int = Field(
+    job_lease_s: float = Field(
+        default=120,
+        gt=0,
+        description="A running job whose holder has not heartbeaten this long belongs to a "
+        "dead worker (or one cut off from the database): the sweeper makes it pending "
+        "again and another worker takes it over.",
+    )
+    job_heartbeat_s: float = Field(
+        default=10,
+        gt=0,
+        description="How often a running stage touches its job row; well under the lease.",
+    )
+    dispatch_grace_s: float = Field(
+        default=30,
+        ge=0,
+        description="A pending job whose message never left (the broker refused the send, "
+        "or the sender died after the commit) is sent by the sweeper after this.",
+    )
+    redispatch_s: float = Field(
         default=900,
         gt=0,
-        description="A running job whose row was not touched this long (stages report "
-        "progress every second or so) belongs to a dead worker: it may be taken over and "
-        "the reaper sends it again.",
+        description="A pending job whose message was due this long ago yet is unclaimed is "
+        "sent again (the message was lost on the broker, or waits behind a backlog: then "
+        "the duplicate is dropped by the claim). Longer than a retry's longest countdown.",
+    )
+    sweep_interval_s: float = Field(
+        default=15,
+        gt=0,
+        description="How often every worker sweeps for stranded jobs (workers.dispatch).",
     )
 
     @model_validator(mode="after")
@@ -75,6 +99,12 @@ class Settings(BaseSettings):
         if self.storage_root is None:
             self.storage_root = self.home / "storage"
         self.storage_root = self.storage_root.expanduser().absolute()
+        if self.job_heartbeat_s * HEARTBEATS_PER_LEASE > self.job_lease_s:
+            raise ValueError(
+                f"job_heartbeat_s ({self.job_heartbeat_s}) must be at most "
+                f"1/{HEARTBEATS_PER_LEASE} of job_lease_s ({self.job_lease_s}): a live "
+                "worker that misses a heartbeat or two must keep its job"
+            )
         return self
 
     @property

@@ -6,6 +6,9 @@ from celery import Celery
 
 from shared.settings import get_settings
 from workers.config import celery_config
+from workers.dispatch import Sweeper
 
 app = Celery("sessionpipe", include=["workers.tasks"])
 app.config_from_object(celery_config(get_settings()))
+# Every worker sweeps for jobs the database says must run but no message carries.
+app.steps["worker"].add(Sweeper)

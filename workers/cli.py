@@ -161,33 +161,58 @@ def jobs_requeue(
     _requeue(settings_for(home), session_id, stage, statuses)
 
 
-@jobs_cli.command("reap")
-def jobs_reap(
-    lease: Annotated[
-        float | None, typer.Option(help="Seconds without progress (default JOB_LEASE_S).")
-    ] = None,
+@cli.command()
+def doctor(
+    fix: Annotated[
+        bool,
+        typer.Option("--fix", help="Re-send stranded jobs, requeue stale ones, fix statuses, "
+                     "delete dead temporary files."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Send again the running jobs whose worker died (what `celery beat` does every minute)."""
-    from datetime import timedelta
-
+    """Check the pipeline's invariants on this system; exit 1 if something is wrong."""
+    from workers import doctor as checks
     from workers.app import app
-    from workers.pipeline import requeue_stale_jobs
 
     settings = settings_for(home)
-    window = timedelta(seconds=lease if lease is not None else settings.job_lease_s)
-    if settings.embedded_broker:
-        from workers.embedded import embedded_worker
+    report = checks.check(settings)
+    if fix:
+        if settings.embedded_broker:
+            # No separate workers on the embedded default: run one here while it catches up.
+            from workers.embedded import embedded_worker
 
-        with embedded_worker(app):
-            reset = requeue_stale_jobs(app, settings.database_url, lease=window)
-            for session_id in sorted({sid for sid, _ in reset}):
-                wait_and_report(settings, session_id, DEFAULT_WAIT_S)
+            with embedded_worker(app):
+                report = checks.fix(app, settings, report)
+                for session_id in sorted({f.session_id for f in report.findings if f.session_id}):
+                    wait_and_report(settings, session_id, DEFAULT_WAIT_S)
+            report = checks.check(settings) if report.findings else report
+        else:
+            report = checks.fix(app, settings, report)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
-        reset = requeue_stale_jobs(app, settings.database_url, lease=window)
-    for session_id, stage in reset:
-        console.print(f"requeued {stage} of {session_id}")
-    console.print(f"{len(reset)} stale job(s)")
+        _print_doctor(report)
+    raise typer.Exit(0 if report.healthy else 1)
+
+
+def _print_doctor(report: Any) -> None:
+    for line in report.fixed:
+        console.print(f"[green]fixed[/green] {line}")
+    jobs = ", ".join(f"{k} {v}" for k, v in sorted(report.jobs.items())) or "none"
+    sessions = ", ".join(f"{k} {v}" for k, v in sorted(report.sessions.items())) or "none"
+    console.print(f"jobs: {jobs}\nsessions: {sessions}")
+    queues = ", ".join(f"{k} {v}" for k, v in report.queues.items()) or "unknown"
+    unacked = "unknown" if report.unacked is None else str(report.unacked)
+    console.print(f"broker: waiting {queues}; unacknowledged {unacked}")
+    if report.oldest_pending_s is not None:
+        console.print(f"oldest pending job: {report.oldest_pending_s:.0f} s")
+    if report.duplicate_jobs:
+        console.print(f"[red]{report.duplicate_jobs} (session, stage) with several job rows")
+    for f in report.findings:
+        where = " ".join(x for x in (f.session_id, f.stage, f.path) if x)
+        console.print(f"[red]{f.kind}[/red] {where}: {f.detail}")
+    console.print("healthy" if report.healthy else f"{len(report.findings)} problem(s)")
 
 
 def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[Any, ...]) -> None:
@@ -195,8 +220,9 @@ def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[An
     from shared.db import session_scope
     from shared.ids import InvalidNameError, validate_session_id
     from workers.app import app
+    from workers.dispatch import send_all
     from workers.jobs import reset_for_retry
-    from workers.pipeline import Stage, send
+    from workers.pipeline import Stage
 
     try:
         validate_session_id(session_id)
@@ -221,11 +247,11 @@ def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[An
         from workers.embedded import embedded_worker
 
         with embedded_worker(app):
-            send(app, session, stage_enum)
+            send_all(app, settings.database_url, session, [stage_enum])
             console.print(f"requeued {stage} for {session_id}")
             wait_and_report(settings, session_id, DEFAULT_WAIT_S)
         return
-    send(app, session, stage_enum)
+    send_all(app, settings.database_url, session, [stage_enum])
     console.print(f"requeued {stage} for {session_id}")
 
 

@@ -11,13 +11,11 @@ from shared.routing import (
     PRIORITY_VALUES,
     QUEUE_DEFAULT,
     QUEUES,
-    TASK_REAP_STALE_JOBS,
     TASK_ROUTES,
 )
 from shared.settings import Settings
 
 WORKER_PREFETCH = 1  # media tasks are long: never hold a second one while busy
-REAP_INTERVAL_S = 60.0  # how often `celery beat` looks for jobs whose worker died
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -46,9 +44,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_track_started": True,
         "worker_enable_remote_control": not settings.embedded_broker,
-        "beat_schedule": {
-            "reap-stale-jobs": {"task": TASK_REAP_STALE_JOBS, "schedule": REAP_INTERVAL_S},
-        },
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from shared import models
 from shared.db import session_scope
+from shared.diagnostics import describe
 from shared.events import Event
 from shared.models import SessionStatus
 from shared.receipts import write_receipt
@@ -25,9 +26,10 @@ from shared.routing import TASK_AUDIO_CHUNKS, priority_value
 from shared.settings import Settings
 from shared.storage import Storage
 from workers import audiochunks
+from workers.dispatch import send_all
 from workers.jobs import insert_ignore
 from workers.media import MediaError
-from workers.pipeline import Stage, send_all, start
+from workers.pipeline import Stage, start
 from workers.snapshot import remember_probes
 from workers.stages.context import probe_duration
 
@@ -60,13 +62,16 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         confirm_segment(settings, parsed)
         probe_segment(settings, parsed)
     if due:
-        send_all(app, session, due)
+        send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all
-        app.send_task(
-            TASK_AUDIO_CHUNKS,
-            args=[session.id, chunk_request],
-            priority=priority_value(session.priority),
-        )
+        try:
+            app.send_task(
+                TASK_AUDIO_CHUNKS,
+                args=[session.id, chunk_request],
+                priority=priority_value(session.priority),
+            )
+        except Exception as exc:  # an optimisation only: the next pass or the stage covers it
+            log.warning("could not request audio chunks of %s: %s", session.id, describe(exc))
     return "applied" if fresh else "duplicate"
 
 

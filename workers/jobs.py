@@ -1,16 +1,29 @@
-"""Job rows: the idempotency key (one per session and stage) and their state transitions.
+r"""Job rows: the idempotency key (one per session and stage) and their state transitions.
 
 Every transition is a conditional UPDATE, so two deliveries of the same task can never both
 run a stage: the first claims the row, the second sees it taken (or finished) and stops.
+
+    pending --claim--> running --succeed--> succeeded
+       ^                  |  +--fail--> failed          (operator: cancel -> cancelled;
+       |                  |                              retry/requeue -> pending)
+       +--release_for_retry (transient failure)
+       +--requeue_stale (no heartbeat for the lease: its worker died)
+
+A running job is held by one execution's ``owner`` token: only it heartbeats
+(``report_progress``) or finishes the job, so an execution that lost its job (cancelled, or
+taken over after its lease) can never overwrite the outcome. A pending job records when its
+message went out (``dispatched_at``); ``undispatched`` finds the ones whose message never
+left or was lost, for the sweeper (``workers.dispatch``) to send.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, select, update
+from sqlalchemy import CursorResult, Executable, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -84,60 +97,93 @@ def get_job(db: DbSession, session_id: str, stage: str) -> Job | None:
 class Claim:
     job_id: int
     attempt: int
+    owner: str  # the token every later transition of this execution is conditional on
+
+
+OWNER_SEP = "/"
+
+
+def owner_token(task_id: str, try_number: int) -> str:
+    """A claim token unique to one execution: the task id, its try number, a random part.
+
+    Two executions never share a token, even the same message delivered twice, so only the
+    one that claimed a job can heartbeat or finish it.
+    """
+    return f"{task_id}{OWNER_SEP}{try_number}{OWNER_SEP}{uuid.uuid4().hex[:8]}"
+
+
+def _earlier_try(owner: str | None, task_id: str, try_number: int) -> bool:
+    """Whether ``owner`` is an earlier try of the same Celery task, which is over: Celery
+    sends a task's retry only after that try raised."""
+    if not owner:
+        return False
+    held_task, _, rest = owner.rpartition(OWNER_SEP)[0].rpartition(OWNER_SEP)
+    return held_task == task_id and rest.isdigit() and int(rest) < try_number
 
 
 def claim(
-    db: DbSession, session_id: str, stage: str, task_id: str, *, lease: timedelta
+    db: DbSession,
+    session_id: str,
+    stage: str,
+    task_id: str,
+    *,
+    lease: timedelta,
+    try_number: int = 0,
 ) -> Claim | None:
-    """Take the job for this task, or return None when the work is done or owned elsewhere.
+    """Take the job for this execution, or return None when it is done or held elsewhere.
 
-    Claimable: a pending job; a running job held by this same task id (a Celery retry or a
-    redelivery after the worker died); a running job whose lease ran out.
+    Claimable: a pending job; a running job whose lease ran out (its holder stopped
+    heartbeating: it died); a running job held by an earlier try of this same task (the try
+    failed and could not release the job, e.g. because the database was down).
     """
     job, _ = ensure_job(db, session_id, stage)
     status = JobStatus(job.status)
     if status in TERMINAL_STATUSES:
         return None
-    if status is JobStatus.RUNNING and job.task_id != task_id:
-        updated = as_utc(job.updated_at)
-        if now() - updated < lease:
-            return None
+    held = status is JobStatus.RUNNING and not _earlier_try(job.owner, task_id, try_number)
+    if held and now() - as_utc(job.updated_at) < lease:
+        return None
     job_id, attempt = job.id, job.attempts + 1
+    owner = owner_token(task_id, try_number)
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
         .values(
             status=JobStatus.RUNNING.value,
             task_id=task_id,
+            owner=owner,
             attempts=attempt,
             started_at=job.started_at or now(),
             updated_at=now(),
             error=None,
             finished_at=None,
+            dispatched_at=None,
         )
         .execution_options(synchronize_session=False)
     )
     if affected(db, stmt) != 1:
         return None
-    return Claim(job_id=job_id, attempt=attempt)
+    return Claim(job_id=job_id, attempt=attempt, owner=owner)
 
 
-def _finish(db: DbSession, job_id: int, task_id: str, status: JobStatus, **values: Any) -> bool:
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.task_id == task_id, Job.status == JobStatus.RUNNING.value)
-        .values(status=status.value, updated_at=now(), **values)
+def _held(job_id: int, owner: str) -> Any:
+    return update(Job).where(
+        Job.id == job_id, Job.owner == owner, Job.status == JobStatus.RUNNING.value
     )
+
+
+def _finish(db: DbSession, job_id: int, owner: str, status: JobStatus, **values: Any) -> bool:
+    stmt = _held(job_id, owner).values(status=status.value, updated_at=now(), **values)
     return affected(db, stmt) == 1
 
 
 def succeed(
-    db: DbSession, job_id: int, task_id: str, *, output_key: str | None, result: dict[str, Any]
+    db: DbSession, job_id: int, owner: str, *, output_key: str | None, result: dict[str, Any]
 ) -> bool:
     return _finish(
         db,
         job_id,
-        task_id,
+        owner,
         JobStatus.SUCCEEDED,
         output_key=output_key,
         result=result,
@@ -146,31 +192,40 @@ def succeed(
     )
 
 
-def fail(db: DbSession, job_id: int, task_id: str, error: str) -> bool:
+def fail(db: DbSession, job_id: int, owner: str, error: str) -> bool:
     return _finish(
-        db, job_id, task_id, JobStatus.FAILED, error=error[:MAX_ERROR_CHARS], finished_at=now()
+        db, job_id, owner, JobStatus.FAILED, error=error[:MAX_ERROR_CHARS], finished_at=now()
     )
 
 
-def note_retry(db: DbSession, job_id: int, task_id: str, error: str) -> bool:
-    """Keep the job owned by this task while it waits for its retry, with the reason shown."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.task_id == task_id)
-        .values(error=f"retrying: {error}"[:MAX_ERROR_CHARS], updated_at=now())
+def release_for_retry(
+    db: DbSession, job_id: int, owner: str, error: str, *, retry_at: datetime
+) -> bool:
+    """A transient failure: the job is pending again, its retry message due at ``retry_at``.
+
+    Pending, not held: whichever message arrives first (the retry, or the sweeper's re-send
+    if the retry is lost) claims it.
+    """
+    stmt = _held(job_id, owner).values(
+        status=JobStatus.PENDING.value,
+        owner=None,
+        error=f"retrying: {error}"[:MAX_ERROR_CHARS],
+        updated_at=now(),
+        dispatched_at=retry_at,
     )
     return affected(db, stmt) == 1
 
 
-def report_progress(db: DbSession, job_id: int, task_id: str, fraction: float) -> JobStatus:
-    """Store progress; return the job's status so a cancelled job can stop its work."""
-    db.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.task_id == task_id, Job.status == JobStatus.RUNNING.value)
-        .values(progress=max(0.0, min(1.0, fraction)), updated_at=now())
-    )
-    status = db.execute(select(Job.status).where(Job.id == job_id)).scalar_one()
-    return JobStatus(status)
+def report_progress(db: DbSession, job_id: int, owner: str, fraction: float | None) -> bool:
+    """Heartbeat, with progress when ``fraction`` is given.
+
+    False when this execution no longer holds the job (an operator cancelled it, or its
+    lease ran out and another execution took it over): its work must stop.
+    """
+    values: dict[str, Any] = {"updated_at": now()}
+    if fraction is not None:
+        values["progress"] = max(0.0, min(1.0, fraction))
+    return affected(db, _held(job_id, owner).values(**values)) == 1
 
 
 def cancel(db: DbSession, session_id: str, stage: str | None = None) -> int:
@@ -212,8 +267,10 @@ def reset_for_retry(
             error=None,
             progress=0.0,
             task_id=None,
+            owner=None,
             finished_at=None,
             updated_at=now(),
+            dispatched_at=None,
         )
     )
     return affected(db, stmt) == 1
@@ -222,8 +279,10 @@ def reset_for_retry(
 def requeue_stale(db: DbSession, *, lease: timedelta) -> list[tuple[str, str]]:
     """Running jobs untouched for ``lease`` lost their worker: make them pending again.
 
-    Each row is reset by a conditional UPDATE on its old ``updated_at``, so a worker that
-    reports progress at the same moment keeps its job.
+    A live execution heartbeats far more often than ``lease``, so only a dead one (or one
+    cut off from the database that long, which notices at its next heartbeat and stops)
+    loses its job. Each row is reset by a conditional UPDATE on its old ``updated_at``, so a
+    worker that reports progress at the same moment keeps its job.
     """
     cutoff = now() - lease
     stale = db.execute(
@@ -242,12 +301,55 @@ def requeue_stale(db: DbSession, *, lease: timedelta) -> list[tuple[str, str]]:
             )
             .values(
                 status=JobStatus.PENDING.value,
-                task_id=None,
+                owner=None,
+                dispatched_at=None,
                 updated_at=now(),
-                error=f"requeued: no progress for {int(lease.total_seconds())} s (worker lost)",
+                error=f"requeued: no heartbeat for {int(lease.total_seconds())} s (worker lost)",
             )
             .execution_options(synchronize_session=False)
         )
         if affected(db, stmt) == 1:
             reset.append((session_id, stage))
     return reset
+
+
+def mark_dispatched(db: DbSession, session_id: str, stages: list[str]) -> int:
+    """The stages' messages are on the broker now (only pending jobs wait for one)."""
+    if not stages:
+        return 0
+    stmt = (
+        update(Job)
+        .where(
+            Job.session_id == session_id,
+            Job.stage.in_(stages),
+            Job.status == JobStatus.PENDING.value,
+        )
+        .values(dispatched_at=now())
+        .execution_options(synchronize_session=False)
+    )
+    return affected(db, stmt)
+
+
+def undispatched(
+    db: DbSession, *, grace: timedelta, redispatch: timedelta
+) -> list[tuple[str, str]]:
+    """Pending jobs that need a message: (session id, stage), oldest first.
+
+    - never sent (``dispatched_at`` NULL) for ``grace``: the sender died or the broker
+      refused between the commit and the send;
+    - sent, and due ``redispatch`` ago, yet still pending: the message was lost on the
+      broker (or still waits behind a backlog, and the claim makes the second one a no-op).
+    """
+    cutoff_new, cutoff_old = now() - grace, now() - redispatch
+    rows = db.execute(
+        select(Job.session_id, Job.stage)
+        .where(
+            Job.status == JobStatus.PENDING.value,
+            or_(
+                and_(Job.dispatched_at.is_(None), Job.updated_at < cutoff_new),
+                Job.dispatched_at < cutoff_old,
+            ),
+        )
+        .order_by(Job.updated_at)
+    ).all()
+    return [(session_id, stage) for session_id, stage in rows]

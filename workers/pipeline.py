@@ -7,7 +7,8 @@ own queue. The rule for handing on, which makes a lost or doubled hand-on harmle
 
 - The stage that succeeds locks the session row, marks its job succeeded and creates the
   job rows of the stages that became ready, in one transaction; after the commit it sends
-  their tasks. With the lock, of two predecessors finishing at once the later one sees both
+  their tasks (``workers.dispatch``, whose sweeper sends whatever a lost send left
+  pending). With the lock, of two predecessors finishing at once the later one sees both
   succeeded, so a stage with several predecessors is never forgotten.
 - Sending is at least once: a redelivered or repeated task that finds its job succeeded
   sends the ready successors again, and a task finding its job taken or finished stops.
@@ -19,24 +20,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from enum import StrEnum
 from typing import Final
 
-from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
-from shared.db import session_scope
 from shared.models import UNSUCCESSFUL_STATUSES, Job, JobStatus, Session, SessionStatus
 from shared.routing import (
     TASK_COMPRESS,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_MERGE,
-    priority_value,
 )
-from workers.jobs import ensure_job, requeue_stale
+from workers.jobs import ensure_job
 
 log = logging.getLogger(__name__)
 
@@ -136,30 +133,3 @@ def session_outcome(jobs: list[Job]) -> str | None:
         return "failed"
     succeeded = {job.stage for job in jobs if job.status == JobStatus.SUCCEEDED.value}
     return "completed" if all(s.value in succeeded for s in STAGES) else None
-
-
-# -- sending (after the commit) ---------------------------------------------------------------
-def send(app: Celery, session: Session, stage: Stage) -> None:
-    """Put a stage's task on its queue (routing comes from the app's task_routes)."""
-    app.send_task(SPECS[stage].task, args=[session.id], priority=priority_value(session.priority))
-    log.info("sent %s for session %s", stage.value, session.id)
-
-
-def send_all(app: Celery, session: Session, stages: list[Stage]) -> None:
-    for stage in stages:
-        send(app, session, stage)
-
-
-def requeue_stale_jobs(
-    app: Celery, database_url: str, *, lease: timedelta
-) -> list[tuple[str, str]]:
-    """Send again every running job whose worker died (no progress for ``lease``)."""
-    with session_scope(database_url) as db:
-        reset = requeue_stale(db, lease=lease)
-        sessions = {sid: db.get(Session, sid) for sid, _ in reset}
-    for session_id, stage in reset:
-        session = sessions[session_id]
-        if session is not None:
-            log.warning("job %s of %s lost its worker: sent again", stage, session_id)
-            send(app, session, Stage(stage))
-    return reset

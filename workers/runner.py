@@ -5,36 +5,42 @@
 1. In one transaction: claim the job row (``workers.jobs.claim``) and read the session's
    snapshot. A job already taken or finished stops here; a succeeded one re-sends its ready
    successors (a repeated task may be the recovery of a hand-on whose message was lost).
-2. Run the stage's work (``workers.stages.WORK``) with a progress callback that writes at
-   most once a second and raises :class:`Cancelled` when an operator cancelled the job.
+2. Run the stage's work (``workers.stages.WORK``) under a heartbeat (a thread touching the
+   job row every ``job_heartbeat_s``), with a progress callback that writes at most once a
+   second; both stop the work (:class:`Cancelled`) once the job is no longer this
+   execution's (an operator cancelled it, or it was taken over after its lease).
 3. Success: lock the session, mark the job succeeded and create the ready successors' job
    rows (``workers.pipeline.hand_on``) in one transaction, then send their tasks.
    Failure: the job records the reason, as failed when the retry policy
-   (``workers.retry``) gives up, as retrying otherwise; the exception goes on to the task,
-   whose base class retries it.
+   (``workers.retry``) gives up, else pending again with its retry due (the sweeper sends
+   it if the retry message is lost); the exception goes on to the task, whose base class
+   retries it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session as DbSession
 
 from shared import models
+from shared.clock import utcnow
 from shared.db import session_scope
 from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.settings import get_settings
 from shared.storage import Storage
-from workers import jobs, pipeline
+from workers import dispatch, jobs, pipeline
 from workers.media import Cancelled
 from workers.pipeline import Stage
-from workers.retry import will_retry
+from workers.retry import task_backoff_seconds, will_retry
 from workers.snapshot import load_snapshot, remember_probes
 from workers.stages import WORK, StageContext
 
@@ -60,21 +66,58 @@ class RunningTask(Protocol):
 
 
 class Progress:
-    """Throttled progress writer that also notices an operator's cancel."""
+    """Throttled progress writer that stops the work once this execution lost its job.
 
-    def __init__(self, database_url: str, job_id: int, task_id: str) -> None:
-        self.database_url, self.job_id, self.task_id = database_url, job_id, task_id
+    The job is lost when an operator cancelled it or, after a heartbeat could not reach the
+    database for a whole lease, another worker took it over; either way :class:`Cancelled`
+    is raised at the next report, and the owner-conditional finish could not win anyway.
+    """
+
+    def __init__(self, database_url: str, job_id: int, owner: str) -> None:
+        self.database_url, self.job_id, self.owner = database_url, job_id, owner
         self._last = 0.0
+        self.lost = threading.Event()
 
     def __call__(self, fraction: float) -> None:
+        if self.lost.is_set():
+            raise Cancelled(f"job {self.job_id} is no longer held by this worker")
         now = time.monotonic()
         if now - self._last < PROGRESS_INTERVAL_S:
             return
         self._last = now
+        self.beat(fraction)
+
+    def beat(self, fraction: float | None = None) -> None:
+        """Touch the job row (the heartbeat), with progress when given."""
         with session_scope(self.database_url) as db:
-            status = jobs.report_progress(db, self.job_id, self.task_id, fraction)
-        if status is JobStatus.CANCELLED:
-            raise Cancelled(f"job {self.job_id} was cancelled")
+            held = jobs.report_progress(db, self.job_id, self.owner, fraction)
+        if not held:
+            self.lost.set()
+            raise Cancelled(f"job {self.job_id} is no longer held by this worker")
+
+
+@contextmanager
+def heartbeat(progress: Progress, interval_s: float) -> Iterator[None]:
+    """Beat every ``interval_s`` in a thread while the work runs, whether or not it reports
+    progress, so a long step without progress never looks like a dead worker."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                progress.beat()
+            except Cancelled:
+                return
+            except Exception as exc:  # the database blinked: the lease outlasts a few misses
+                log.warning("heartbeat of job %s failed: %s", progress.job_id, describe(exc))
+
+    thread = threading.Thread(target=loop, name=f"heartbeat-{progress.job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _set_session_status(db: DbSession, session_id: str, status: SessionStatus) -> None:
@@ -100,6 +143,7 @@ def run_stage(
     url = settings.database_url
     validate_session_id(session_id)
     task_id = str(task.request.id)
+    retries = task.request.retries
     due: list[Stage] = []
     with session_scope(url) as db:
         session = db.get(models.Session, session_id)
@@ -107,7 +151,7 @@ def run_stage(
             log.error("%s: unknown session %r", stage.value, session_id)
             return f"unknown session {session_id!r}"
         lease = timedelta(seconds=settings.job_lease_s)
-        claimed = jobs.claim(db, session_id, stage.value, task_id, lease=lease)
+        claimed = jobs.claim(db, session_id, stage.value, task_id, lease=lease, try_number=retries)
         if claimed is None:
             job = jobs.get_job(db, session_id, stage.value)
             status = job.status if job else "missing"
@@ -118,29 +162,34 @@ def run_stage(
             snapshot = load_snapshot(db, session)
             outputs = {job.stage: job.output_key for job in session.jobs}
     if claimed is None:
-        pipeline.send_all(task.app, session, due)
+        dispatch.send_all(task.app, url, session, due)
         return f"skipped: {stage.value} is {status}"
 
+    progress = Progress(url, claimed.job_id, claimed.owner)
     ctx = StageContext(
         snapshot=snapshot,
         storage=Storage(settings.storage),
         settings=settings,
-        progress=Progress(url, claimed.job_id, task_id),
+        progress=progress,
         outputs=outputs,
     )
     try:
-        if take_over is not None:
-            ctx.wait_for_writers = take_over(url, session_id)
-        out = WORK[stage](ctx)
+        with heartbeat(progress, settings.job_heartbeat_s):
+            if take_over is not None:
+                ctx.wait_for_writers = take_over(url, session_id)
+            out = WORK[stage](ctx)
     except Cancelled:
-        log.info("%s for %s cancelled", stage.value, session_id)
+        log.info("%s for %s stopped: cancelled or taken over", stage.value, session_id)
         return "cancelled"
     except Exception as exc:
         with session_scope(url) as db:
-            if will_retry(exc, task.request.retries, task.retry_limit()):
-                jobs.note_retry(db, claimed.job_id, task_id, describe(exc))
+            if will_retry(exc, retries, task.retry_limit()):
+                retry_at = utcnow() + timedelta(seconds=task_backoff_seconds(retries))
+                jobs.release_for_retry(
+                    db, claimed.job_id, claimed.owner, describe(exc), retry_at=retry_at
+                )
             else:
-                jobs.fail(db, claimed.job_id, task_id, describe(exc))
+                jobs.fail(db, claimed.job_id, claimed.owner, describe(exc))
                 _set_session_status(db, session_id, SessionStatus.FAILED)
                 log.error("%s for %s failed: %s", stage.value, session_id, describe(exc))
         raise
@@ -148,8 +197,11 @@ def run_stage(
 
     with session_scope(url) as db:
         session = pipeline.lock_session(db, session_id)
-        if jobs.succeed(db, claimed.job_id, task_id, output_key=out.output_key, result=out.result):
+        won = jobs.succeed(
+            db, claimed.job_id, claimed.owner, output_key=out.output_key, result=out.result
+        )
+        if won:
             due = pipeline.hand_on(db, session_id, stage)
     if session is not None:
-        pipeline.send_all(task.app, session, due)
-    return f"{stage.value} succeeded"
+        dispatch.send_all(task.app, url, session, due)
+    return f"{stage.value} succeeded" if won else f"{stage.value} done, but no longer held"

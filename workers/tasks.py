@@ -2,7 +2,8 @@
 
 What a task does lives elsewhere: ``workers.ingest`` (events into rows), ``workers.runner``
 (claiming and running a stage), ``workers.audiochunks`` (audio encoded while recording),
-``workers.pipeline`` (the stage graph and the reaper). Every task is a
+``workers.pipeline`` (the stage graph), ``workers.dispatch`` (sending, and the sweeper
+that every worker runs). Every task is a
 :class:`PipelineTask`: acknowledged late (a killed worker's task is redelivered; job rows
 make the rerun harmless), and retried with backoff when it raises a transient error
 (``workers.retry``); any other error fails it at once.
@@ -11,7 +12,6 @@ make the rerun harmless), and retried with backoff when it raises a transient er
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from celery import Task
@@ -25,13 +25,12 @@ from shared.routing import (
     TASK_FINALIZE,
     TASK_INGEST_EVENT,
     TASK_MERGE,
-    TASK_REAP_STALE_JOBS,
 )
 from shared.settings import get_settings
 from workers import audiochunks
 from workers.app import app
 from workers.ingest import ingest
-from workers.pipeline import Stage, requeue_stale_jobs
+from workers.pipeline import Stage
 from workers.retry import is_transient, task_backoff_seconds, will_retry
 from workers.runner import run_stage
 
@@ -120,16 +119,3 @@ def audio_chunks(self: PipelineTask, session_id: str, request: int) -> str:
             raise
         log.warning("audio chunks for %s: %s (left to concat_audio)", session_id, exc)
         return f"skipped: {describe(exc)}"
-
-
-@_task(TASK_REAP_STALE_JOBS, ignore_result=True)
-def reap_stale_jobs(self: PipelineTask) -> list[list[str]]:
-    """Periodic (celery beat): running jobs of a worker that died are sent again.
-
-    With Redis, an unacknowledged message of a killed worker only comes back after the
-    visibility timeout (hours, as long as the longest task); this brings it back within
-    ``SESSIONPIPE_JOB_LEASE_S`` instead.
-    """
-    settings = get_settings()
-    lease = timedelta(seconds=settings.job_lease_s)
-    return [list(item) for item in requeue_stale_jobs(app, settings.database_url, lease=lease)]

@@ -145,6 +145,16 @@ class RedisServer:
         return events
 
 
+#: Short leases and sweeps, so tests of lost workers and messages finish in seconds.
+FAST_RECOVERY_ENV: dict[str, str] = {
+    "SESSIONPIPE_JOB_LEASE_S": "6",
+    "SESSIONPIPE_JOB_HEARTBEAT_S": "1",
+    "SESSIONPIPE_SWEEP_INTERVAL_S": "1",
+    "SESSIONPIPE_DISPATCH_GRACE_S": "2",
+    "SESSIONPIPE_REDISPATCH_S": "60",
+}
+
+
 def service_env(*, home: Path, database_url: str, broker_url: str) -> dict[str, str]:
     """Environment of a worker (or any process that talks to the database and the broker)."""
     return clean_env(
@@ -153,6 +163,7 @@ def service_env(*, home: Path, database_url: str, broker_url: str) -> dict[str, 
         SESSIONPIPE_BROKER_URL=broker_url,
         SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
         SESSIONPIPE_TASK_MAX_RETRIES="2",
+        **FAST_RECOVERY_ENV,
     )
 
 

@@ -35,12 +35,12 @@ def test_second_delivery_does_not_claim_a_running_job(
         first = jobs.claim(db, sid, "merge", "task-a", lease=LEASE)
     with session_scope(db_url) as db:
         second = jobs.claim(db, sid, "merge", "task-b", lease=LEASE)
-        same_task_again = jobs.claim(db, sid, "merge", "task-a", lease=LEASE)
+        # The same message delivered again while its first delivery still runs.
+        redelivered = jobs.claim(db, sid, "merge", "task-a", lease=LEASE)
     assert first is not None and first.attempt == 1
-    assert second is None
-    assert same_task_again is not None and same_task_again.attempt == 2
+    assert second is None and redelivered is None
     with session_scope(db_url) as db:
-        assert jobs.succeed(db, first.job_id, "task-a", output_key="k", result={})
+        assert jobs.succeed(db, first.job_id, first.owner, output_key="k", result={})
         assert jobs.claim(db, sid, "merge", "task-c", lease=LEASE) is None
         count = db.execute(
             select(func.count()).select_from(models.Job).where(models.Job.session_id == sid)
@@ -70,7 +70,7 @@ def test_failed_job_stays_failed_until_an_operator_retries(db_url: str) -> None:
     with session_scope(db_url) as db:
         claim = jobs.claim(db, sid, "merge", "t1", lease=LEASE)
         assert claim is not None
-        assert jobs.fail(db, claim.job_id, "t1", "MediaError: bad.mp4 is corrupt")
+        assert jobs.fail(db, claim.job_id, claim.owner, "MediaError: bad.mp4 is corrupt")
     with session_scope(db_url) as db:
         assert jobs.claim(db, sid, "merge", "t2", lease=LEASE) is None
         assert jobs.reset_for_retry(db, sid, "merge")
@@ -85,12 +85,14 @@ def test_cancel_is_seen_by_progress_reports(db_url: str) -> None:
     with session_scope(db_url) as db:
         claim = jobs.claim(db, sid, "merge", "t1", lease=LEASE)
         assert claim is not None
-        assert jobs.report_progress(db, claim.job_id, "t1", 0.5) is JobStatus.RUNNING
+        assert jobs.report_progress(db, claim.job_id, claim.owner, 0.5)
     with session_scope(db_url) as db:
         assert jobs.cancel(db, sid) == 1
     with session_scope(db_url) as db:
-        assert jobs.report_progress(db, claim.job_id, "t1", 0.6) is JobStatus.CANCELLED
-        assert not jobs.succeed(db, claim.job_id, "t1", output_key=None, result={})
+        assert not jobs.report_progress(db, claim.job_id, claim.owner, 0.6)
+        assert not jobs.succeed(db, claim.job_id, claim.owner, output_key=None, result={})
+        job = jobs.get_job(db, sid, "merge")
+        assert job is not None and job.status == JobStatus.CANCELLED.value
 
 
 def test_requeue_stale_resets_only_jobs_without_recent_progress(db_url: str) -> None:
@@ -112,8 +114,102 @@ def test_requeue_stale_resets_only_jobs_without_recent_progress(db_url: str) -> 
         merge = jobs.get_job(db, sid, "merge")
         compress = jobs.get_job(db, sid, "compress")
         assert (
-            merge is not None and merge.status == "pending" and "no progress" in (merge.error or "")
+            merge is not None
+            and merge.status == "pending"
+            and "no heartbeat" in (merge.error or "")
         )
         assert compress is not None and compress.status == "running"
         again = jobs.claim(db, sid, "merge", "new-worker", lease=LEASE)
     assert again is not None and again.attempt == 2
+
+
+def _of(sid: str, rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Only this test's session: the PostgreSQL database is shared by the module's tests."""
+    return [row for row in rows if row[0] == sid]
+
+
+def _age(db_url: str, job_id: int, **values: object) -> None:
+    with session_scope(db_url) as db:
+        db.execute(update(models.Job).where(models.Job.id == job_id).values(**values))
+
+
+def test_a_taken_over_execution_can_neither_heartbeat_nor_finish(db_url: str) -> None:
+    """A worker cut off for longer than its lease comes back to find its job re-run."""
+    sid = "takeover-" + db_url.split(":")[0][:6]
+    _session(db_url, sid)
+    with session_scope(db_url) as db:
+        old = jobs.claim(db, sid, "compress", "task-a", lease=LEASE)
+    assert old is not None
+    _age(db_url, old.job_id, updated_at=jobs.now() - timedelta(hours=2))
+    with session_scope(db_url) as db:
+        # The same message redelivered after the lease: same task id, another execution.
+        new = jobs.claim(db, sid, "compress", "task-a", lease=LEASE)
+    assert new is not None and new.attempt == 2 and new.owner != old.owner
+    with session_scope(db_url) as db:
+        assert not jobs.report_progress(db, old.job_id, old.owner, None)
+        assert not jobs.succeed(db, old.job_id, old.owner, output_key="old", result={})
+        assert jobs.succeed(db, new.job_id, new.owner, output_key="new", result={})
+        job = jobs.get_job(db, sid, "compress")
+    assert job is not None and job.output_key == "new" and job.attempts == 2
+
+
+def test_a_later_try_of_the_same_task_takes_a_job_its_failed_try_still_holds(
+    db_url: str,
+) -> None:
+    """The try failed while the database was down, so it could not release the job."""
+    sid = "trylater-" + db_url.split(":")[0][:6]
+    _session(db_url, sid)
+    with session_scope(db_url) as db:
+        first = jobs.claim(db, sid, "merge", "task-a", lease=LEASE, try_number=0)
+    with session_scope(db_url) as db:
+        other_task = jobs.claim(db, sid, "merge", "task-b", lease=LEASE, try_number=1)
+        retry = jobs.claim(db, sid, "merge", "task-a", lease=LEASE, try_number=1)
+    assert first is not None and other_task is None
+    assert retry is not None and retry.attempt == 2
+    with session_scope(db_url) as db:
+        assert jobs.claim(db, sid, "merge", "task-a", lease=LEASE, try_number=1) is None
+
+
+def test_release_for_retry_makes_the_job_pending_with_its_retry_due(db_url: str) -> None:
+    sid = "release-" + db_url.split(":")[0][:6]
+    _session(db_url, sid)
+    retry_at = jobs.now() + timedelta(seconds=30)
+    with session_scope(db_url) as db:
+        claim = jobs.claim(db, sid, "merge", "task-a", lease=LEASE)
+        assert claim is not None
+        assert jobs.release_for_retry(
+            db, claim.job_id, claim.owner, "OperationalError: x", retry_at=retry_at
+        )
+        job = jobs.get_job(db, sid, "merge")
+        assert job is not None and job.status == "pending" and job.owner is None
+        assert (job.error or "").startswith("retrying: OperationalError")
+        # Due in the future: not stranded, even with no grace at all.
+        assert _of(sid, jobs.undispatched(db, grace=timedelta(0), redispatch=timedelta(1))) == []
+        lost = jobs.undispatched(db, grace=timedelta(0), redispatch=timedelta(seconds=-60))
+        assert _of(sid, lost) == [(sid, "merge")]
+        again = jobs.claim(db, sid, "merge", "task-a", lease=LEASE, try_number=1)
+    assert again is not None and again.attempt == 2
+
+
+def test_undispatched_finds_unsent_and_lost_messages_only(db_url: str) -> None:
+    sid = "dispatch-" + db_url.split(":")[0][:6]
+    _session(db_url, sid)
+    grace, redispatch = timedelta(seconds=30), timedelta(minutes=15)
+    with session_scope(db_url) as db:
+        for stage in ("concat_audio", "merge", "compress", "finalize"):
+            jobs.ensure_job(db, sid, stage)
+        assert _of(sid, jobs.undispatched(db, grace=grace, redispatch=redispatch)) == []
+        assert jobs.mark_dispatched(db, sid, ["merge", "compress"]) == 2
+    old = jobs.now() - timedelta(hours=1)
+    with session_scope(db_url) as db:
+        db.execute(update(models.Job).where(models.Job.session_id == sid).values(updated_at=old))
+        db.execute(
+            update(models.Job)
+            .where(models.Job.session_id == sid, models.Job.stage == "compress")
+            .values(dispatched_at=old)
+        )
+    with session_scope(db_url) as db:
+        due = _of(sid, jobs.undispatched(db, grace=grace, redispatch=redispatch))
+    # concat_audio and finalize were never sent; compress was sent an hour ago and is still
+    # pending (lost); merge was sent just now.
+    assert sorted(due) == [(sid, "compress"), (sid, "concat_audio"), (sid, "finalize")]

@@ -34,7 +34,7 @@ def _succeed(db: DbSession, stage: Stage) -> list[Stage]:
     claim = jobs.claim(db, SESSION, stage.value, f"task-{stage.value}", lease=LEASE)
     assert claim is not None
     pipeline.lock_session(db, SESSION)
-    assert jobs.succeed(db, claim.job_id, f"task-{stage.value}", output_key=None, result={})
+    assert jobs.succeed(db, claim.job_id, claim.owner, output_key=None, result={})
     return pipeline.hand_on(db, SESSION, stage)
 
 
@@ -79,7 +79,7 @@ def test_a_failed_or_cancelled_stage_fails_the_session(url: str) -> None:
         pipeline.start(db, SESSION)
         claim = jobs.claim(db, SESSION, "concat_audio", "t", lease=LEASE)
         assert claim is not None
-        jobs.fail(db, claim.job_id, "t", "MediaError: broken")
+        jobs.fail(db, claim.job_id, claim.owner, "MediaError: broken")
         rows = list(db.query(models.Job).filter_by(session_id=SESSION))
     assert pipeline.session_outcome(rows) == "failed"
     assert rows[0].status == JobStatus.FAILED.value
