@@ -8,7 +8,7 @@ from shared.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
 from shared.routing import PRIORITY_STEPS
 from shared.settings import Settings
 
-REDIS_VISIBILITY_TIMEOUT_S = 12 * 3600  # longer than the longest media task (acks_late)
+REDIS_RESTORE_THROTTLE = 1
 
 
 def broker_transport(settings: Settings) -> str | None:
@@ -33,6 +33,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
             "priority_steps": PRIORITY_STEPS,
             "sep": ":",
             "queue_order_strategy": "priority",
-            "visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S,
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            # Look for messages past their visibility timeout on every 10-second tick, not
+            # every tenth (kombu >= 5.7): a dead worker's message returns that much sooner.
+            "unacked_restore_throttle": REDIS_RESTORE_THROTTLE,
         }
     return {}

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         "sent again (the message was lost on the broker, or waits behind a backlog: then "
         "the duplicate is dropped by the claim). Longer than a retry's longest countdown.",
     )
+    broker_visibility_timeout_s: float = Field(
+        default=12 * 3600,
+        gt=0,
+        description="Redis hands an unacknowledged message (its worker died) to another "
+        "worker after this. Longer than the longest task, or a running task is delivered "
+        "twice (harmless, the claim stops it, but wasteful); the sweeper recovers the job "
+        "long before, so this only bounds how long such a message lingers.",
+    )
     sweep_interval_s: float = Field(
         default=15,
         gt=0,

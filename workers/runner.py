@@ -165,6 +165,8 @@ def run_stage(
         dispatch.send_all(task.app, url, session, due)
         return f"skipped: {stage.value} is {status}"
 
+    # One line per execution: the fault suite counts these against the attempts column.
+    log.info("%s of %s: attempt %d (%s)", stage.value, session_id, claimed.attempt, task_id)
     progress = Progress(url, claimed.job_id, claimed.owner)
     ctx = StageContext(
         snapshot=snapshot,

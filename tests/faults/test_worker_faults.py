@@ -1,0 +1,119 @@
+"""Workers that die or stop mid-task (scenarios 1, 2 and 7), a poison segment (3), and the
+same session shipped twice at once (6): nothing lost, nothing done twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from shared.sessiondir import load_manifest
+from tests.faults.harness import MEDIA_QUEUES, SLOW_COMPRESS, FaultSystem, Worker
+from tests.support import ROOT
+
+pytestmark = pytest.mark.integration
+
+COMPANIONS = 2  # quick sessions in flight beside the one the fault hits
+
+
+def _mid_compress(system: FaultSystem, session_id: str) -> None:
+    """Wait until the session's compressed copy is being written (progress reported)."""
+
+    def writing() -> bool:
+        job = system.job(session_id, "compress")
+        return job is not None and job.status == "running" and job.progress > 0
+
+    system._wait(writing, 180, f"compress of {session_id} to be under way")
+
+
+def _start(system: FaultSystem, name: str) -> tuple[Worker, list[str]]:
+    media, _ = system.start_workers()
+    slow = system.record(name, SLOW_COMPRESS)
+    quick = [system.record(f"{name}-q{i}") for i in range(COMPANIONS)]
+    for folder in [slow, *quick]:
+        system.ship(folder)
+    _mid_compress(system, name)
+    return media, [f.name for f in quick]
+
+
+def _still_running_first_attempt(system: FaultSystem, session_id: str) -> None:
+    job = system.job(session_id, "compress")
+    assert job is not None and (job.status, job.attempts) == ("running", 1), (
+        "the fault must hit compress mid-way"
+    )
+
+
+def test_media_worker_killed_mid_compress_then_restarted(system: FaultSystem) -> None:
+    media, _ = _start(system, "killed-media")
+    media.kill()
+    _still_running_first_attempt(system, "killed-media")
+    system.start_worker("media-restarted", queues=MEDIA_QUEUES)
+    system.assert_nothing_lost()
+    job = system.job("killed-media", "compress")
+    assert job is not None and job.attempts == 2  # the killed run, and the one that finished
+
+
+def test_pool_child_killed_mid_compress(system: FaultSystem) -> None:
+    """As the kernel's OOM killer does: only the process running the task dies."""
+    media, _ = _start(system, "killed-child")
+    children = media.pool_children()
+    assert len(children) == 1
+    os.kill(children[0], signal.SIGKILL)
+    system.assert_nothing_lost()
+    assert media.alive, "the worker must survive the loss of a pool process"
+    job = system.job("killed-child", "compress")
+    assert job is not None and job.attempts == 2
+    assert "WorkerLostError" in media.log() or "exited with" in media.log()
+
+
+def test_worker_terminated_mid_compress_finishes_its_task(system: FaultSystem) -> None:
+    """SIGTERM is Celery's warm shutdown: the running task finishes, then the worker exits
+    (a supervisor's SIGKILL after its grace period is the first scenario)."""
+    media, _ = _start(system, "terminated")
+    assert media.terminate(timeout=300) == 0
+    job = system.job("terminated", "compress")
+    assert job is not None and (job.status, job.attempts) == ("succeeded", 1)
+    system.start_worker("media-restarted", queues=MEDIA_QUEUES)
+    system.assert_nothing_lost()
+
+
+def test_poison_segment_fails_its_session_only(system: FaultSystem) -> None:
+    system.start_workers()
+    poison = system.record("poison")
+    manifest = load_manifest(poison)
+    bad = next(seg for seg in manifest.segments if seg.kind == "video")
+    path = poison / bad.file
+    path.write_bytes(os.urandom(path.stat().st_size))  # not media at all, every time
+    others = [system.record(f"poison-ok{i}") for i in range(COMPANIONS)]
+    for folder in [poison, *others]:
+        system.ship(folder)
+    system.assert_nothing_lost(failed={"poison": bad.file})
+    failed = [j for j in system.jobs("poison") if j.status == "failed"]
+    assert len(failed) == 1 and failed[0].attempts == 1  # permanent: never retried
+
+
+def test_same_session_shipped_by_two_agents_and_events_twice(system: FaultSystem) -> None:
+    """Two agents ship one folder at once while a third party publishes its events twice
+    more, concurrently: one job per (session, stage), each run once."""
+    system.start_workers()
+    folder = system.record("twice")
+    agents = [system.ship_async(folder, agent=name) for name in ("a", "b")]
+    republishers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.republish", str(folder)],
+            cwd=ROOT,
+            env=system.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in [*agents, *republishers]:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    system.assert_nothing_lost()
+    assert all(job.attempts == 1 for job in system.jobs("twice"))
