@@ -101,6 +101,7 @@ def sweep(
         result.requeued = jobs.requeue_stale(db, lease=lease)
     with session_scope(settings.database_url) as db:
         due = jobs.undispatched(db, grace=grace, redispatch=redispatch)
+        due += [item for item in result.requeued if item not in due]  # sent in this pass
         ids = sorted({session_id for session_id, _ in due})
         sessions = {
             s.id: s for s in db.execute(select(Session).where(Session.id.in_(ids))).scalars()
