@@ -19,7 +19,8 @@ from shared.settings import Settings
 from synthetic.plan import SyntheticSpec
 from synthetic.session import RecordedSegment, record_synthetic_session
 from tests.capture_agent.shipping.helpers import agent_settings
-from tests.support.services import RedisServer, WorkerProcess, service_env
+from tests.support.servers import RedisServer
+from tests.support.services import WorkerProcess, service_env
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
