@@ -1,0 +1,133 @@
+"""Redis dies (SIGKILL) and comes back on its port while a real celery worker is in the middle
+of a task whose message it has not acknowledged yet (``task_acks_late``).
+
+The worker must reconnect and go on consuming: celery 5.7.0 with kombu 5.7.0 exits instead
+("Unrecoverable error: AttributeError("'NoneType' object has no attribute 'hostname'")"),
+which is why ``pyproject.toml`` pins celery 5.6.3.
+
+Redis runs with its append-only file (``own_redis``), as in production (docker-compose.yml),
+so the queues and kombu's ``unacked`` hash survive the kill.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from capture_agent.emit import EventEmitter
+from shared import models
+from shared.db import session_scope
+from shared.routing import TASK_COMPRESS
+from shared.storage import Storage
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
+from tests.support.servers import RedisServer
+from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
+from tests.support.shipping import ship_session_dir
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+STAGES = {"concat_audio", "merge", "compress", "finalize"}
+#: A session whose compressed copy takes seconds (every frame differs, 720p), so the worker
+#: is still running ``compress``, its message unacknowledged, when Redis is back.
+LONG = SyntheticSpec(
+    duration=40.0, segment_seconds=10.0, audio_holes=(), width=1280, height=720, fps=30
+)
+#: A session processed in a second or two: proof that the worker consumes again.
+CANARY = SyntheticSpec(
+    duration=4.0, segment_seconds=2.0, audio_holes=(), width=160, height=96, fps=10
+)
+STARTED_AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+
+def record(tmp_path: Path, session_id: str, spec: SyntheticSpec) -> Path:
+    return record_synthetic_session(
+        tmp_path / session_id, session_id=session_id, name=session_id, spec=spec,
+        started_at=STARTED_AT,
+    )  # fmt: skip
+
+
+def job_states(database_url: str, session_id: str) -> dict[str, str]:
+    with session_scope(database_url) as db:
+        jobs = db.execute(select(models.Job).where(models.Job.session_id == session_id)).scalars()
+        return {job.stage: job.status for job in jobs}
+
+
+def after_outage(worker: WorkerProcess) -> str | None:
+    """ "died", "reconnected", or None while the worker is still trying."""
+    log = worker.log()
+    if "Unrecoverable error" in log or worker.proc.poll() is not None:
+        return "died"
+    if log.count("Connected to redis://") >= 2:  # once at start, once more when back
+        return "reconnected"
+    return None
+
+
+def test_worker_holding_an_unacked_task_survives_a_redis_restart(
+    tmp_path: Path, pg_url: str, own_redis: RedisServer
+) -> None:
+    long_id, canary_id = "redis-restart-long", "redis-restart-canary"
+    long_folder = record(tmp_path, long_id, LONG)
+    canary_folder = record(tmp_path, canary_id, CANARY)
+    home = tmp_path / "home"
+    settings = settings_for(home=home, database_url=pg_url, broker_url=own_redis.url)
+    storage = Storage(settings.storage)
+    worker = WorkerProcess(
+        service_env(home=home, database_url=pg_url, broker_url=own_redis.url),
+        tmp_path / "worker.log",
+    )
+
+    def log_tail() -> str:
+        return f"worker log:\n{worker.log()[-4000:]}"
+
+    try:
+        emitter = EventEmitter(settings)
+        ship_session_dir(long_folder, storage, emitter)
+        emitter.close()
+        wait_for(
+            lambda: (
+                job_states(pg_url, long_id).get("compress") == "running"
+                and TASK_COMPRESS in own_redis.unacked_tasks()
+            ),
+            120,
+            f"compress to run with its message unacknowledged; {log_tail()}",
+        )
+
+        own_redis.kill()
+        own_redis.start()  # same port; the AOF brings back the queues and `unacked`
+        # The fault happened as intended: the task was (and is) running, its message held.
+        assert job_states(pg_url, long_id)["compress"] == "running"
+        assert TASK_COMPRESS in own_redis.unacked_tasks()
+
+        outcome = wait_for(
+            lambda: after_outage(worker), 60, "the worker to reconnect or give up", poll=0.1
+        )
+        assert outcome == "reconnected", log_tail()
+        assert "Unrecoverable error" not in worker.log(), log_tail()
+
+        # It consumes again: a session sent now is processed from start to end.
+        emitter = EventEmitter(settings)
+        ship_session_dir(canary_folder, storage, emitter)
+        emitter.close()
+        canary = wait_for_session(pg_url, canary_id, worker, timeout=90)
+        assert {j.stage: j.status for j in canary} == dict.fromkeys(STAGES, "succeeded")
+
+        # The task in flight finishes, once: its result recorded, its message acknowledged
+        # (not left in `unacked` for a redelivery after the visibility timeout).
+        jobs = {j.stage: j for j in wait_for_session(pg_url, long_id, worker, timeout=120)}
+        assert {s: j.status for s, j in jobs.items()} == dict.fromkeys(STAGES, "succeeded")
+        assert jobs["compress"].attempts == 1
+        wait_for(
+            lambda: TASK_COMPRESS not in own_redis.unacked_tasks(),
+            30,
+            f"the compress message to be acknowledged; {log_tail()}",
+        )
+        assert own_redis.queue_length("media") == 0
+        assert worker.proc.poll() is None, log_tail()
+        assert "Unrecoverable error" not in worker.log(), log_tail()
+    finally:
+        worker.stop()
