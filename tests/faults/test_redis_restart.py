@@ -82,7 +82,9 @@ def test_worker_holding_an_unacked_task_survives_a_redis_restart(
     )
 
     def log_tail() -> str:
-        return f"worker log:\n{worker.log()[-4000:]}"
+        log = worker.log()
+        fatal = "".join(line for line in log.splitlines(True) if "Unrecoverable error" in line)
+        return f"{fatal}worker log (end):\n{log[-4000:]}"
 
     try:
         emitter = EventEmitter(settings)
@@ -106,7 +108,7 @@ def test_worker_holding_an_unacked_task_survives_a_redis_restart(
         outcome = wait_for(
             lambda: after_outage(worker), 60, "the worker to reconnect or give up", poll=0.1
         )
-        assert outcome == "reconnected", log_tail()
+        assert outcome == "reconnected", f"the worker died after the Redis restart: {log_tail()}"
         assert "Unrecoverable error" not in worker.log(), log_tail()
 
         # It consumes again: a session sent now is processed from start to end.
