@@ -62,7 +62,7 @@ _DOORBELL = _Doorbell()  # one per process: rings are cheap, spurious wake-ups h
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:
+    def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}{_MESSAGE_SUFFIX}"
         final = os.path.join(self.data_folder_out, name)
         tmp = os.path.join(self.data_folder_out, f".{name}.tmp")  # not a message: starts with .
@@ -116,7 +116,7 @@ class Transport(filesystem.Transport):
         while True:
             seen = _DOORBELL.rings
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[attr-defined]
                 return
             except virtual.Empty:
                 wait = self.polling_interval

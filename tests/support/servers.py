@@ -27,7 +27,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import redis
@@ -60,9 +60,6 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except FileNotFoundError:
         return "(no log)"
-
-
-# (``cast``: redis-py 6 types the reply of every command as "Awaitable | value".)
 
 
 class RedisServer:
@@ -163,7 +160,7 @@ class RedisServer:
     def queue_lengths(self, queue: str) -> dict[str, int]:
         """Messages waiting in each of ``queue``'s lists, by key."""
         client = self.client()
-        return {key: cast(int, client.llen(key)) for key in self.queue_keys(queue)}
+        return {key: int(client.llen(key)) for key in self.queue_keys(queue)}
 
     def queue_length(self, queue: str) -> int:
         """Messages waiting in ``queue`` (every priority)."""
@@ -171,16 +168,16 @@ class RedisServer:
 
     def unacked(self) -> int:
         """Messages delivered to a consumer and not acknowledged yet."""
-        return cast(int, self.client().hlen(RedisChannel.unacked_key))
+        return int(self.client().hlen(RedisChannel.unacked_key))
 
     def unacked_index(self) -> int:
         """Entries of the index kombu restores unacknowledged messages from."""
-        return cast(int, self.client().zcard(RedisChannel.unacked_index_key))
+        return int(self.client().zcard(RedisChannel.unacked_index_key))
 
     def unacked_tasks(self) -> list[str]:
         """Task names of the unacknowledged messages."""
         names = []
-        for raw in cast(list[bytes], self.client().hvals(RedisChannel.unacked_key)):
+        for raw in self.client().hvals(RedisChannel.unacked_key):
             message = json.loads(raw)[0]  # [message, exchange, routing key]
             names.append(message["headers"]["task"])
         return sorted(names)
@@ -190,7 +187,7 @@ class RedisServer:
         client = self.client()
         events: list[dict[str, Any]] = []
         for key in self.queue_keys(queue):
-            for raw in cast(list[bytes], client.lrange(key, 0, -1)):
+            for raw in client.lrange(key, 0, -1):
                 message = json.loads(raw)
                 body = message["body"]
                 if message["properties"].get("body_encoding") == "base64":

@@ -23,6 +23,10 @@ from shared.routing import QUEUES
 from shared.settings import Settings
 from tests.support import ROOT
 from tests.support.cli import clean_env
+
+# Moved to tests.support.servers; still importable from here.
+from tests.support.servers import RedisServer as RedisServer
+from tests.support.servers import free_port as free_port
 from tests.support.waiting import wait_for
 
 PG_ADMIN_DSN = os.environ.get(
