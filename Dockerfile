@@ -2,13 +2,13 @@
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY shared shared
 COPY workers workers
 COPY capture_agent capture_agent
 COPY sessionpipe sessionpipe
 COPY synthetic synthetic
 COPY migrations migrations
-RUN pip install --no-cache-dir . && useradd --create-home sessionpipe
+RUN pip install --no-cache-dir -c constraints.txt . && useradd --create-home sessionpipe
 USER sessionpipe
 CMD ["celery", "-A", "workers.app", "worker", "-Q", "media,audio,enrich,default"]

@@ -3,22 +3,39 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit test-integration install install-dev services lint bench bench-embedded clean
+# Every install takes the exact versions in constraints.txt; `make constraints` rewrites it.
+CONSTRAINTS := constraints.txt
+LOCK_VENV := .venv-constraints
+
+.PHONY: demo test test-unit test-integration install install-dev constraints services lint bench bench-embedded clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# After changing pyproject.toml's dependencies: resolve them afresh in a new venv (dev extras
+# included) and write down every version installed, the project itself excepted.
+constraints:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions for every install (pip install -c $(CONSTRAINTS) ...): written by"; \
+	  echo "# make constraints from pyproject.toml on Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'); do not edit by hand."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable --exclude sessionpipe; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(BIN)/sessionpipe demo
@@ -49,4 +66,4 @@ bench-embedded: install-dev
 	$(BIN)/python bench/bench_embedded.py --minutes 10 --repeat 3
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache

@@ -3,10 +3,12 @@
 **The rule.** A test is an *integration* test, and must carry ``@pytest.mark.integration``
 (a module's ``pytestmark = pytest.mark.integration`` when all of it is), when it needs
 
-- the real PostgreSQL or Redis: the ``pg_url``, ``redis_url``, ``redis13`` or
-  ``redis_server`` fixtures (``INTEGRATION_FIXTURES``), or
+- the real PostgreSQL or Redis, or servers of its own: the ``pg_url``, ``redis_url``,
+  ``redis13``, ``redis_server``, ``own_redis`` or ``own_postgres`` fixtures
+  (``INTEGRATION_FIXTURES``), or
 - a real process of ours: a Python subprocess (the ``capture-agent``/``sessionpipe``
-  commands, a celery worker, a script), ``redis-server``, or the recorder's ffmpeg.
+  commands, a celery worker, a script), ``redis-server``, PostgreSQL's ``initdb``,
+  ``pg_ctl`` or ``postgres``, or the recorder's ffmpeg.
 
 Everything else is a unit test: ``make test-unit`` (``pytest -m "not integration"``) runs
 those, ``make test-integration`` (``-m integration``) the others, ``make test`` all of them.
@@ -31,10 +33,10 @@ from typing import Any
 import pytest
 
 from shared.migrate import upgrade
+from tests.support.servers import PostgresServer, RedisServer
 from tests.support.services import (
     REDIS_E2E_URL,
     REDIS_TEST_URL,
-    RedisServer,
     create_database,
     drop_database,
     flushed_redis,
@@ -42,9 +44,13 @@ from tests.support.services import (
 
 INTEGRATION = "integration"
 #: Fixtures that reach a real service: a test using one must be marked ``integration``.
-INTEGRATION_FIXTURES = frozenset({"pg_database", "pg_url", "redis_url", "redis13", "redis_server"})
+INTEGRATION_FIXTURES = frozenset(
+    {"pg_database", "pg_url", "redis_url", "redis13", "redis_server", "own_redis", "own_postgres"}
+)
 #: Programs a unit test may not start (besides any Python interpreter).
-INTEGRATION_PROGRAMS = frozenset({"capture-agent", "sessionpipe", "celery", "redis-server"})
+INTEGRATION_PROGRAMS = frozenset(
+    {"capture-agent", "sessionpipe", "celery", "redis-server", "initdb", "pg_ctl", "postgres"}
+)
 
 
 def is_integration(node: pytest.Item | pytest.Collector) -> bool:
@@ -150,14 +156,41 @@ def redis13(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server on a free port, which the test may kill and start again."""
+    """A private redis-server on a free port, which the test may kill and start again empty
+    (no persistence: what it held is lost with it)."""
     require_integration(request)
-    server = RedisServer(tmp_path / "redis")
-    server.start()
+    server = RedisServer(tmp_path / "redis", appendonly=False)
     try:
+        server.start()
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port whose data survives a kill (AOF, fsync always):
+    kill it and start it again on the same port with ``kill()``/``start()`` or ``restart()``."""
+    require_integration(request)
+    server = RedisServer(tmp_path / "own-redis")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def own_postgres(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster on a free port, started; the test may stop it the hard way
+    (``stop_immediate()``) and ``start()`` it again. Its files are removed afterwards."""
+    require_integration(request)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Test support shared by every test folder, one module per job.
 
-- ``services``: ports, PostgreSQL, Redis (the shared server and throwaway ones), celery
-  worker subprocesses, and the environment a worker process runs in;
+- ``services``: the shared PostgreSQL and Redis, celery worker subprocesses, and the
+  environment a worker process runs in;
+- ``servers``: servers of a test's own (Redis, a PostgreSQL cluster) on free ports, which
+  fault tests kill and start again on the same port;
 - ``cli``: the environment and argv of a ``capture-agent``/``sessionpipe`` subprocess;
 - ``waiting``: the one polling helper;
 - ``media``: decoding finished files and segments;

@@ -1,20 +1,17 @@
-"""The real services of the integration tests: ports, PostgreSQL, Redis, celery workers.
+"""The real services of the integration tests: the shared PostgreSQL and Redis, celery workers.
 
 Nothing here skips: a service that does not answer fails the test (`make test` starts them).
+Servers a test kills and starts again are its own: :mod:`tests.support.servers`.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import redis
@@ -26,6 +23,10 @@ from shared.routing import QUEUES
 from shared.settings import Settings
 from tests.support import ROOT
 from tests.support.cli import clean_env
+
+# Moved to tests.support.servers; still importable from here.
+from tests.support.servers import RedisServer as RedisServer
+from tests.support.servers import free_port as free_port
 from tests.support.waiting import wait_for
 
 PG_ADMIN_DSN = os.environ.get(
@@ -40,13 +41,6 @@ REDIS_E2E_URL = os.environ.get(
 )
 WORKER_START_TIMEOUT_S = 60.0
 SESSION_WAIT_S = 240.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def create_database() -> str:
@@ -76,73 +70,6 @@ def flushed_redis(url: str) -> redis.Redis:
     client.ping()
     client.flushdb()
     return client
-
-
-class RedisServer:
-    """A throwaway redis-server on a fixed free port: kill it and start it again there."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_connect_timeout=1)
-
-    def start(self) -> None:
-        log = (self.workdir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        wait_for(self._ping, 20, f"redis-server on port {self.port}")
-
-    def _ping(self) -> bool:
-        try:
-            return bool(self.client().ping())
-        except redis.ConnectionError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-    def messages(self) -> list[dict[str, Any]]:
-        """Every event waiting in the celery ``default`` queue (all priority lists)."""
-        client = self.client()
-        events: list[dict[str, Any]] = []
-        for key in sorted(client.keys("default*")):
-            if client.type(key) != b"list":
-                continue
-            for raw in client.lrange(key, 0, -1):
-                message = json.loads(raw)
-                body = message["body"]
-                if message["properties"].get("body_encoding") == "base64":
-                    body = base64.b64decode(body)
-                args = json.loads(body)[0]
-                events.append(args[0])
-        return events
 
 
 #: Short leases and sweeps, so tests of lost workers and messages finish in seconds.

@@ -29,7 +29,7 @@ from tests.capture_agent.shipping.helpers import (
 )
 from tests.support import ROOT
 from tests.support.cli import agent_env, capture_agent
-from tests.support.services import RedisServer
+from tests.support.servers import RedisServer
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ from tests.capture_agent.shipping.helpers import (
     sha256_of,
     write_segment,
 )
-from tests.support.services import RedisServer, free_port
+from tests.support.servers import RedisServer, free_port
 from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
