@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from celery import Celery
 
+from shared.broker import use_bounded_json
 from shared.settings import get_settings
 from workers.config import celery_config
 
+use_bounded_json()  # a message nested too deeply is refused, not fatal to the worker
 app = Celery("sessionpipe", include=["workers.tasks"])
 app.config_from_object(celery_config(get_settings()))
