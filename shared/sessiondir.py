@@ -50,6 +50,7 @@ __all__ = [
     "ManifestError",
     "ManifestSegment",
     "ZonedDatetime",
+    "listed_files",
     "load_manifest",
     "segment_file",
     "write_manifest",
@@ -185,6 +186,25 @@ def segment_file(session_dir: Path, segment: ManifestSegment) -> Path:
     if base not in candidate.parents:
         raise ManifestError(f"segment {quoted(segment.file)} resolves outside {session_dir}")
     return candidate
+
+
+def listed_files(session_dir: Path, manifest: Manifest) -> list[Path]:
+    """The local path of every listed segment, for a folder that is complete: each inside
+    the folder (no symlink leading out), present, and a regular file (a FIFO would block
+    whoever reads it). FileNotFoundError for a missing one, ManifestError otherwise."""
+    files = [segment_file(session_dir, segment) for segment in manifest.segments]
+    for segment, path in zip(manifest.segments, files, strict=True):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"segment {quoted(segment.file)} listed in {MANIFEST_NAME} is missing from "
+                f"{session_dir}"
+            )
+        if not path.is_file():
+            raise ManifestError(
+                f"segment {quoted(segment.file)} listed in {MANIFEST_NAME} is not a regular "
+                f"file in {session_dir}"
+            )
+    return files
 
 
 def write_manifest(session_dir: Path, manifest: Manifest) -> Path:
