@@ -1,8 +1,9 @@
 """Fault scenario 9, hostile input: refused or failed by name, nothing outside the root.
 
 A real celery worker on PostgreSQL and Redis is sent hostile events (10 MB, thousands of
-fields, deep nesting, ids with ``..``/NUL/control characters/10,000 characters, keys of
-another session, absurd numbers, messages that are not events at all) and hostile sessions
+fields, nesting 500 deep in the body or the headers, ids with ``..``/NUL/control
+characters/10,000 characters, keys of another session, absurd numbers, messages that are not
+events at all) and hostile sessions
 (a segment that is an HLS or ffconcat playlist, a symlink in storage leading outside). Each
 is refused or fails naming the offending thing, nothing is stored for a refused event,
 nothing listed by a playlist or behind a symlink is opened, no file appears outside the
@@ -219,6 +220,15 @@ def test_hostile_events_and_sessions_fail_by_name_and_a_normal_session_completes
     # refused when the message is decoded.
     deep = envelope(3, payload=nested(500))
     client.send_task(TASK_INGEST_EVENT, args=[deep], queue=QUEUE_DEFAULT)
+    # The same depth in headers any client may add: refused before the event is looked at
+    # (the event itself is valid, and never stored).
+    client.send_task(
+        TASK_INGEST_EVENT,
+        args=[envelope(17)],
+        headers={"deep": nested(500)},
+        task_id="evil-headers",
+        queue=QUEUE_DEFAULT,
+    )
     client.send_task(TASK_INGEST_EVENT, args=[], queue=QUEUE_DEFAULT)  # no event at all
     client.send_task(TASK_INGEST_EVENT, args=[{}], kwargs={"junk": 1}, queue=QUEUE_DEFAULT)
     client.close()
@@ -260,6 +270,7 @@ def test_hostile_events_and_sessions_fail_by_name_and_a_normal_session_completes
     for number in (1, 2, 4, 8, 9, 15):
         assert f"rejected event 'evil-{number}'" in log
     assert f"nested deeper than {MAX_MESSAGE_DEPTH} levels" in log and '"evil-3"' in log
+    assert "refused message 'evil-headers' of task 'sessionpipe.ingest_event'" in log
     assert "'../../etc'" in log and "'nul\\x00id'" in log and "(10000 characters)" in log
     assert "more than 65536" in log and "more than 256 fields" in log
     with session_scope(settings.database_url) as db:
