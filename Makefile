@@ -58,7 +58,10 @@ test-integration: install-dev services
 # flight per fault, and the load scenario's share of bench/bench_load.py.
 FAULTS_SCALE ?= 5
 test-faults: install-dev services
-	SESSIONPIPE_FAULTS_SCALE=$(FAULTS_SCALE) $(BIN)/pytest tests/faults
+	rm -f var/faults-report.jsonl && mkdir -p var
+	SESSIONPIPE_FAULTS_SCALE=$(FAULTS_SCALE) SESSIONPIPE_FAULTS_REPORT=$(abspath var/faults-report.jsonl) \
+		$(BIN)/pytest tests/faults
+	@cat var/faults-report.jsonl
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -84,12 +84,13 @@ class Settings(BaseSettings):
         "the duplicate is dropped by the claim). Longer than a retry's longest countdown.",
     )
     broker_visibility_timeout_s: float = Field(
-        default=12 * 3600,
+        default=1800,
         gt=0,
-        description="Redis hands an unacknowledged message (its worker died) to another "
-        "worker after this. Longer than the longest task, or a running task is delivered "
-        "twice (harmless, the claim stops it, but wasteful); the sweeper recovers the job "
-        "long before, so this only bounds how long such a message lingers.",
+        description="Redis hands a message its worker took and never acknowledged (the "
+        "worker died) to another worker after this. Events (not job rows: the sweeper "
+        "cannot see them) of a killed worker come back this soon. A task running longer is "
+        "delivered again meanwhile, and the claim drops the copy. Longer than a retry's "
+        "longest countdown (600 s), which a worker holds unacknowledged.",
     )
     sweep_interval_s: float = Field(
         default=15,

@@ -332,7 +332,32 @@ class FaultSystem:
                     f"{job.stage} of {session_id} ran {ran} times, attempts says {job.attempts}"
                 )
         self._assert_no_temp_files()
+        self._record(statuses, jobs, executions)
         return report
+
+    def _record(
+        self,
+        statuses: dict[str, str],
+        jobs: list[models.Job],
+        executions: Counter[tuple[str, str]],
+    ) -> None:
+        """Append what this scenario saw to ``$SESSIONPIPE_FAULTS_REPORT`` (JSON lines), the
+        counts tests/faults/README.md reports."""
+        path = os.environ.get("SESSIONPIPE_FAULTS_REPORT")
+        if not path:
+            return
+        summary = {
+            "scenario": os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0],
+            "sessions": len(self.submitted),
+            "completed": sum(1 for s in self.submitted if statuses[s] == "completed"),
+            "failed": sum(1 for s in self.submitted if statuses[s] == "failed"),
+            "jobs": len(jobs),
+            "executions": sum(executions.values()),
+            "re_executions": sum(max(0, j.attempts - 1) for j in jobs),
+            "workers": len(self.workers),
+        }
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(summary) + "\n")
 
     def _assert_outputs(self, session_id: str, rows: list[models.Job]) -> None:
         derived = self.storage.path(f"{SESSIONS_DIR}/{session_id}/{DERIVED_DIR}")
