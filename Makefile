@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: demo test test-unit test-integration install install-dev constraints services lint bench bench-embedded clean
+.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services lint bench bench-embedded clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test-unit: install-dev
 
 test-integration: install-dev services
 	$(BIN)/pytest -m integration
+
+# The fault suite at full size (`make test` runs every scenario small): more sessions in
+# flight per fault, and the load scenario's share of bench/bench_load.py.
+FAULTS_SCALE ?= 5
+test-faults: install-dev services
+	SESSIONPIPE_FAULTS_SCALE=$(FAULTS_SCALE) $(BIN)/pytest tests/faults
 
 lint: install-dev
 	$(BIN)/ruff check .

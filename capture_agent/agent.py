@@ -31,7 +31,7 @@ from shared.diagnostics import describe
 from shared.events import Event, SegmentStored
 from shared.routing import Priority
 from shared.segments import SegmentKind, SegmentSpec
-from shared.sessiondir import Manifest, load_manifest, segment_file
+from shared.sessiondir import Manifest, listed_files, load_manifest
 from shared.settings import Settings, get_settings
 from shared.storage import COPY_CHUNK_BYTES, segment_key
 
@@ -217,12 +217,7 @@ class Agent:
     def enqueue_session_dir(self, session_dir: Path) -> Manifest:
         """Put a whole session folder in the outbox (idempotent; completes a partial one)."""
         manifest = load_manifest(session_dir)
-        files = [segment_file(session_dir, segment) for segment in manifest.segments]
-        for segment, path in zip(manifest.segments, files, strict=True):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"segment {segment.file!r} listed in session.json is missing from {session_dir}"
-                )
+        files = listed_files(session_dir, manifest)
         self.begin_session(
             manifest.id,
             name=manifest.name,

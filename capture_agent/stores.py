@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from shared.atomicfile import stale_temps
-from shared.ids import validate_relative_path
 from shared.receipts import Receipt, parse_receipt, read_receipt, receipt_key
-from shared.storage import Storage, sha256_file
+from shared.storage import Storage, sha256_file, validate_key
 
 COPY_CHUNK_BYTES = 1024 * 1024
 THROTTLED_CHUNK_BYTES = 64 * 1024
@@ -296,7 +295,7 @@ class S3Store:
         self._client = client or _make_client(endpoint_url, region)
 
     def _full(self, key: str) -> str:
-        rel = validate_relative_path(key, what="storage key")
+        rel = validate_key(key)
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
     def _call(self, operation: str, **kwargs: Any) -> Any:

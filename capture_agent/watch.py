@@ -8,7 +8,8 @@ Rules:
 
 * A session is begun when its ``session.json`` is first read and valid. An invalid one
   (hostile paths, absurd durations, unknown kinds, bad id, a symlink leading out, an id
-  already used by another folder) is *rejected*: logged once and shown in the status, and
+  already used by another folder), or a session folder that is a symlink leading out of
+  ``DIR``, is *rejected*: logged once and shown in the status, and
   looked at again only when the file changes. A ``session.json`` that fails to parse within
   ``MANIFEST_SETTLE_S`` of being modified is taken as half-written and retried quietly.
 * A listed segment is handed to the agent once it is complete: closed after writing
@@ -68,6 +69,8 @@ WATCH_DIR_NAME = "watch"
 STATE_VERSION = 1
 
 Signature = tuple[int, int]  # (size in bytes, mtime in ns)
+#: The "signature" of a rejected session folder that is a symlink leading out of the root.
+_LEADS_OUT: Signature = (-1, -1)
 
 
 @dataclass
@@ -258,6 +261,13 @@ class SessionWatcher:
         key = str(folder)
         done = self._shipped.get(key)
         if done is not None and done.ended:
+            return False
+        if folder != self.root and self.root.resolve() not in folder.resolve().parents:
+            live = self._live.setdefault(key, _Live())
+            if live.rejected_signature != _LEADS_OUT:
+                self._reject(
+                    key, live, _LEADS_OUT, f"{folder} is a symlink leading outside {self.root}"
+                )
             return False
         manifest_path = folder / MANIFEST_NAME
         try:

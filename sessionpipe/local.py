@@ -54,12 +54,13 @@ def process(
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = DEFAULT_WAIT_S,
 ) -> None:
     """Ship a session folder to storage, process it, and wait for the result."""
-    from shared.sessiondir import ManifestError, load_manifest
+    from shared.sessiondir import ManifestError, listed_files, load_manifest
 
     settings = settings_for(home)
-    try:
+    try:  # the whole folder is checked before anything starts
         manifest = load_manifest(session_dir)
-    except ManifestError as exc:
+        listed_files(session_dir, manifest)
+    except (ManifestError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if settings.embedded_broker:

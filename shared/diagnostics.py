@@ -4,6 +4,8 @@
   ``TimeoutError: timed out`` wherever it is shown.
 * :func:`describe_invalid` lists what pydantic refused, field by field.
 * :func:`redact` hides the credentials in a URL (broker, database) before it is printed.
+* :func:`quoted` shows a value that came from outside (an id, a file name) in a message:
+  its ``repr`` (so NUL bytes and control characters are visible), cut short when long.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Final
 
 from pydantic import ValidationError
 
+#: Characters of a value's ``repr`` that :func:`quoted` shows before cutting it short.
+QUOTED_CHARS: Final = 60
+_VALUE_ERROR = "Value error, "  # how pydantic introduces a validator's ValueError
 #: What replaces a hidden credential.
 MASK: Final = "***"
 #: Query-string parameters whose value is a secret (``?password=...``).
@@ -30,11 +35,33 @@ def describe(exc: BaseException, *, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
+def quoted(value: object, *, limit: int = QUOTED_CHARS) -> str:
+    """``repr(value)``, or its first ``limit`` characters and the value's length when longer.
+
+    A hostile value (10,000 characters, a 10 MB payload) is named, never copied whole into a
+    log line or an error column.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        size = f"{len(value)} characters"
+    elif isinstance(value, bytes):
+        size = f"{len(value)} bytes"
+    else:
+        size = f"{len(text)} characters in all"
+    return f"{text[:limit]}... ({size})"
+
+
 def describe_invalid(exc: ValidationError) -> str:
-    """Every problem pydantic found, as ``field.path: message; ...``."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-    )
+    """Every problem pydantic found, as ``field.path: message; ...`` (a problem of the whole
+    object without a path); our own validators' messages without pydantic's prefix."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix(_VALUE_ERROR)
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
 
 
 def redact(url: str) -> str:

@@ -2,13 +2,16 @@
 
 ``{"id", "name", "started_at", "segments": [{"kind", "file", "started_at"?, "duration"?}]}``.
 Parsing validates everything a hostile file could abuse (ids, paths escaping the folder,
-absurd durations, unknown kinds) before any file is opened.
+absurd durations and offsets, non-numeric values, unknown kinds, a ``session.json`` that is
+a symlink out of the folder, a FIFO or a device) before any other file is opened.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import os
+import stat
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -20,18 +23,38 @@ from pydantic import (
     StrictBool,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from shared.atomicfile import atomic_write_text
-from shared.diagnostics import describe_invalid
-from shared.events import MAX_SEGMENT_SECONDS
+from shared.diagnostics import describe_invalid, quoted
+from shared.events import (
+    MAX_CLOCK_SKEW_S,
+    MAX_SEGMENTS,
+    MAX_SESSION_SECONDS,
+    SegmentSeconds,
+    SessionName,
+)
 from shared.ids import validate_relative_path, validate_session_id
 from shared.routing import Priority
 from shared.segments import SegmentKind, SegmentSpec
 
 MANIFEST_NAME = "session.json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_SEGMENTS = 100_000
+MAX_REASON_CHARS = 200  # of a parser's message quoted in a ManifestError
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "MAX_SEGMENTS",
+    "Manifest",
+    "ManifestError",
+    "ManifestSegment",
+    "ZonedDatetime",
+    "listed_files",
+    "load_manifest",
+    "segment_file",
+    "write_manifest",
+]
 
 
 def _zoned(value: datetime) -> datetime:
@@ -55,7 +78,7 @@ class ManifestSegment(BaseModel):
     kind: SegmentKind
     file: str
     started_at: ZonedDatetime | None = None
-    duration: Annotated[float, Field(ge=0, le=MAX_SEGMENT_SECONDS)] | None = None
+    duration: SegmentSeconds | None = None
 
     @field_validator("file")
     @classmethod
@@ -76,7 +99,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str
-    name: str = ""
+    name: SessionName = ""
     started_at: ZonedDatetime
     priority: Priority = Priority.NORMAL
     segments: Annotated[list[ManifestSegment], Field(max_length=MAX_SEGMENTS)]
@@ -89,17 +112,61 @@ class Manifest(BaseModel):
     def _safe_id(cls, value: str) -> str:
         return validate_session_id(value)
 
+    @model_validator(mode="after")
+    def _times_within_the_session(self) -> Manifest:
+        """Every time lies from (almost) the session's start to MAX_SESSION_SECONDS after it:
+        a negative offset or one years ahead would place media absurdly (or fill years)."""
+        earliest = self.started_at - timedelta(seconds=MAX_CLOCK_SKEW_S)
+        latest = self.started_at + timedelta(seconds=MAX_SESSION_SECONDS)
+        window = (
+            f"from {MAX_CLOCK_SKEW_S:.0f} s before the session's started_at to "
+            f"{MAX_SESSION_SECONDS:.0f} s after it"
+        )
+        for segment in self.segments:
+            if segment.started_at is not None and not earliest <= segment.started_at <= latest:
+                raise ValueError(
+                    f"segment {quoted(segment.file)}: started_at "
+                    f"{segment.started_at.isoformat()} is not {window}"
+                )
+        if self.ended_at is not None and not earliest <= self.ended_at <= latest:
+            raise ValueError(f"ended_at {self.ended_at.isoformat()} is not {window}")
+        return self
+
+
+def _read_manifest_bytes(session_dir: Path, path: Path) -> bytes:
+    """The bytes of ``session.json``: a regular file inside the folder, at most
+    MAX_MANIFEST_BYTES. Opened without blocking (a FIFO would wait for a writer for ever) and
+    read no further than the limit (a link to ``/dev/zero`` never ends)."""
+    resolved = path.resolve()
+    if session_dir.resolve() not in resolved.parents:
+        raise ManifestError(f"{path}: a symlink leading outside {session_dir}")
+    fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestError(f"{path}: not a regular file")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
+        data = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
+    return data
+
 
 def load_manifest(session_dir: Path) -> Manifest:
     path = session_dir / MANIFEST_NAME
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(_read_manifest_bytes(session_dir, path).decode("utf-8"))
+    except ManifestError:
+        raise
     except FileNotFoundError:
         raise ManifestError(f"{path}: not found (a session folder needs {MANIFEST_NAME})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot be read: {exc}") from exc
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: not a regular file") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
+        raise ManifestError(f"{path}: cannot be read: {str(exc)[:MAX_REASON_CHARS]}") from exc
+    except RecursionError:
+        raise ManifestError(f"{path}: cannot be read: nested too deeply") from None
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -107,7 +174,7 @@ def load_manifest(session_dir: Path) -> Manifest:
     seen: set[str] = set()
     for segment in manifest.segments:
         if segment.file in seen:
-            raise ManifestError(f"{path}: segment file {segment.file!r} is listed twice")
+            raise ManifestError(f"{path}: segment file {quoted(segment.file)} is listed twice")
         seen.add(segment.file)
     return manifest
 
@@ -117,8 +184,27 @@ def segment_file(session_dir: Path, segment: ManifestSegment) -> Path:
     base = session_dir.resolve()
     candidate = (base / segment.file).resolve()
     if base not in candidate.parents:
-        raise ManifestError(f"segment {segment.file!r} resolves outside {session_dir}")
+        raise ManifestError(f"segment {quoted(segment.file)} resolves outside {session_dir}")
     return candidate
+
+
+def listed_files(session_dir: Path, manifest: Manifest) -> list[Path]:
+    """The local path of every listed segment, for a folder that is complete: each inside
+    the folder (no symlink leading out), present, and a regular file (a FIFO would block
+    whoever reads it). FileNotFoundError for a missing one, ManifestError otherwise."""
+    files = [segment_file(session_dir, segment) for segment in manifest.segments]
+    for segment, path in zip(manifest.segments, files, strict=True):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"segment {quoted(segment.file)} listed in {MANIFEST_NAME} is missing from "
+                f"{session_dir}"
+            )
+        if not path.is_file():
+            raise ManifestError(
+                f"segment {quoted(segment.file)} listed in {MANIFEST_NAME} is not a regular "
+                f"file in {session_dir}"
+            )
+    return files
 
 
 def write_manifest(session_dir: Path, manifest: Manifest) -> Path:

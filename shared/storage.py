@@ -1,8 +1,10 @@
 """Shared storage confined to one root directory.
 
 Every path handed out is resolved inside the root and checked again after resolution, so
-symlinks or crafted names cannot reach outside it. Files appear under their final name only
-when complete: written to a temporary name, fsynced, then renamed (shared.atomicfile).
+symlinks or crafted names cannot reach outside it; a symlink inside the root is refused too
+(nothing here makes one), so one session's key never reads or overwrites another's file.
+Files appear under their final name only when complete: written to a temporary name,
+fsynced, then renamed (shared.atomicfile).
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from pathlib import Path
 
 from shared import atomicfile
 from shared.atomicfile import LEGACY_PART_SUFFIX, TEMP_MARK
-from shared.ids import validate_relative_path, validate_session_id
+from shared.diagnostics import quoted
+from shared.ids import MAX_PATH_DEPTH, validate_relative_path, validate_session_id
 
 COPY_CHUNK_BYTES = 1024 * 1024
 SESSIONS_DIR = "sessions"
 SEGMENTS_DIR = "segments"
 DERIVED_DIR = "derived"
+#: Characters of a storage key: the database's segments.storage_key and jobs.output_key.
+MAX_KEY_LENGTH = 2048
+#: Components of a key: ``sessions/<id>/segments/`` and a segment path of MAX_PATH_DEPTH.
+MAX_KEY_DEPTH = MAX_PATH_DEPTH + 3
 #: A file being written is a hidden sibling of its final name, ``.<name>.tmp-<pid>``
 #: (shared.atomicfile); ``.<name>.<random>.part`` is what earlier versions left.
 PART_SUFFIX = LEGACY_PART_SUFFIX
@@ -33,6 +40,7 @@ __all__ = [
     "StoredFile",
     "segment_key",
     "sha256_file",
+    "validate_key",
 ]
 
 
@@ -55,6 +63,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def validate_key(key: object) -> str:
+    """A storage key (a relative path under the root, of key length and depth), normalised."""
+    return validate_relative_path(
+        key, what="storage key", max_length=MAX_KEY_LENGTH, max_depth=MAX_KEY_DEPTH
+    )
+
+
 def segment_key(session_id: str, file: str) -> str:
     """Storage key of a session's segment: ``sessions/<id>/segments/<file>``."""
     validate_session_id(session_id)
@@ -75,12 +90,17 @@ class Storage:
         return f"{SESSIONS_DIR}/{session_id}/{DERIVED_DIR}/{rel}"
 
     def path(self, key: str) -> Path:
-        """Local path of a key, refusing anything that resolves outside the root."""
-        rel = validate_relative_path(key, what="storage key")
-        candidate = (self.root / rel).resolve()
+        """Local path of a key, refusing anything that resolves outside the root, or through
+        a symlink inside it (the root itself may be reached through one)."""
+        rel = validate_key(key)
         root = self.root.resolve()
+        candidate = (root / rel).resolve()
         if candidate != root and root not in candidate.parents:
-            raise StorageError(f"storage key {key!r} resolves outside the storage root")
+            raise StorageError(f"storage key {quoted(key)} resolves outside the storage root")
+        if candidate != root / rel:
+            raise StorageError(
+                f"storage key {quoted(key)} leads through a symlink inside the storage root"
+            )
         return candidate
 
     # -- writing ------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from celery import Celery
 
+from shared.broker import use_bounded_json
 from shared.settings import get_settings
 from workers.config import celery_config
 from workers.dispatch import Sweeper
 
+use_bounded_json()  # a message nested too deeply is refused, not fatal to the worker
 app = Celery("sessionpipe", include=["workers.tasks"])
 app.config_from_object(celery_config(get_settings()))
 # Every worker sweeps for jobs the database says must run but no message carries.

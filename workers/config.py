@@ -40,6 +40,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": WORKER_PREFETCH,
+        # Refuses messages too deeply nested to hand to a pool process (workers.consumer).
+        "worker_consumer": "workers.consumer:GuardedConsumer",
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,

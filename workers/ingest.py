@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session as DbSession
 
 from shared import models
 from shared.db import session_scope
-from shared.diagnostics import describe
+from shared.diagnostics import describe, describe_invalid, quoted
 from shared.events import Event
+from shared.ids import InvalidNameError
 from shared.models import SessionStatus
 from shared.receipts import write_receipt
 from shared.routing import TASK_AUDIO_CHUNKS, priority_value
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import Storage, StorageError
 from workers import audiochunks
 from workers.dispatch import send_all
 from workers.jobs import insert_ignore
@@ -34,6 +35,8 @@ from workers.snapshot import remember_probes
 from workers.stages.context import probe_duration
 
 log = logging.getLogger(__name__)
+
+MAX_REJECTION_CHARS = 2000  # of the line logged (and returned) for a refused event
 
 
 def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
@@ -45,8 +48,9 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
     try:
         parsed = Event.model_validate(event)
     except ValidationError as exc:
-        log.error("rejected invalid event %r: %s", event.get("event_id"), exc)
-        return f"rejected: {exc.error_count()} validation error(s)"
+        reason = rejection(event, exc)
+        log.error("%s", reason)
+        return reason
     chunk_request: int | None = None
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
@@ -75,16 +79,27 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
     return "applied" if fresh else "duplicate"
 
 
+def rejection(event: object, exc: ValidationError) -> str:
+    """One bounded line naming a refused event (its id, type and session, as sent) and why."""
+    fields = event if isinstance(event, dict) else {}
+    name = (
+        f"event {quoted(fields.get('event_id'))} ({quoted(fields.get('type'))}) of session "
+        f"{quoted(fields.get('session_id'))}"
+        if fields
+        else f"event {quoted(event)}"
+    )
+    return f"rejected {name}: {describe_invalid(exc)}"[:MAX_REJECTION_CHARS]
+
+
 def probe_segment(settings: Settings, event: Event) -> None:
     """Measure a stored segment's duration now, while the rest of the session still ships,
     so the stages after the session's end plan without probing it (the file is usually
     still in the page cache from the checksum). A file that cannot be probed is left to
     the stage that reads it, which fails naming it."""
     segment = event.segment()
-    path = Storage(settings.storage).path(segment.key)
     try:
-        seconds = probe_duration(path)
-    except MediaError:
+        seconds = probe_duration(Storage(settings.storage).path(segment.key))
+    except (MediaError, StorageError, InvalidNameError):
         return
     remember_probes(settings.database_url, event.session_id, {segment.key: seconds})
 
@@ -96,7 +111,12 @@ def confirm_segment(settings: Settings, event: Event) -> None:
     """
     segment = event.segment()
     storage = Storage(settings.storage)
-    if storage.verify(segment.key, segment.sha256):
+    try:
+        verified = storage.verify(segment.key, segment.sha256)
+    except (StorageError, InvalidNameError) as exc:  # e.g. a symlink put in its place
+        log.error("segment %r of session %r: %s; no receipt", segment.file, event.session_id, exc)
+        return
+    if verified:
         write_receipt(storage, event.session_id, segment.index, segment.sha256)
     else:
         log.warning(

@@ -57,6 +57,8 @@ QUICK = SyntheticSpec(
 SLOW_COMPRESS = SyntheticSpec(
     duration=40.0, segment_seconds=10.0, audio_holes=(), width=960, height=540, fps=30
 )
+#: ``make test`` runs each scenario small; ``make test-faults`` sets a larger scale.
+SCALE = max(1, int(os.environ.get("SESSIONPIPE_FAULTS_SCALE", "1")))
 VISIBILITY_TIMEOUT_S = 15
 #: Redis restores unacknowledged messages past the visibility timeout in scans about every
 #: 100 s (kombu: every 10th 10-second tick); allow two.
@@ -150,6 +152,8 @@ class FaultSystem:
             # A killed worker's unacknowledged message goes back to the queue this soon, so
             # the checks can see the broker empty; the sweeper has re-run its job by then.
             "SESSIONPIPE_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+            # Enough tries (about a minute of backoff) to outlast a server that blinks.
+            "SESSIONPIPE_TASK_MAX_RETRIES": "6",
         }
         self.settings = settings_for(
             home=self.home, database_url=self.database_url, broker_url=self.broker_url

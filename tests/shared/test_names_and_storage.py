@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.ids import InvalidNameError, validate_relative_path, validate_session_id
+from shared.ids import (
+    MAX_PATH_DEPTH,
+    InvalidNameError,
+    validate_relative_path,
+    validate_session_id,
+)
 from shared.storage import PART_SUFFIX, TEMP_MARK, Storage, StorageError
 
 HOSTILE_IDS = [
@@ -20,6 +25,14 @@ HOSTILE_IDS = [
     "x..y",
     "C:\\evil",
     " space",
+    "a" * 10_000,
+    "bell\x07",
+    "tab\tid",
+    "new\nline",
+    "del\x7f",
+    "esc\x1b[31m",
+    "ok\n",
+    "\u202eevil",
 ]
 HOSTILE_PATHS = [
     "../x.mp4",
@@ -32,6 +45,18 @@ HOSTILE_PATHS = [
     ".hidden.mp4",
     "nul\x00.mp4",
     "/".join(["d"] * 20),
+    "a" * 10_000 + ".mp4",
+    "/".join(["d" * 200] * 8),  # every part and the depth fit, the whole is too long
+    "seg\x07.mp4",
+    "seg\n.mp4",
+    "seg\r.mp4",
+    "seg\x1b.mp4",
+    "seg\x7f.mp4",
+    "seg.mp4\n",
+    "seg.mp4 ",
+    "//etc/passwd",
+    "file:seg.mp4",
+    "http://example.com/seg.mp4",
 ]
 
 
@@ -44,13 +69,75 @@ def test_hostile_session_ids_are_refused_with_the_id_in_the_message(session_id: 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
 def test_hostile_segment_paths_are_refused(path: str) -> None:
-    with pytest.raises(InvalidNameError):
+    with pytest.raises(InvalidNameError) as info:
         validate_relative_path(path)
+    assert repr(path)[:40] in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["a" * 10_000, "b" * 10_000 + ".mp4", "c\x00" * 5_000])
+def test_messages_name_a_long_value_without_repeating_all_of_it(value: str) -> None:
+    for check in (validate_session_id, validate_relative_path):
+        with pytest.raises(InvalidNameError) as info:
+            check(value)
+        message = str(info.value)
+        assert repr(value)[:40] in message and f"{len(value)} characters" in message
+        assert len(message) < 400, message
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("a\x00b", "NUL"),
+        ("a\x07b", "control character"),
+        ("a" * 129, "longer than 128"),
+        ("../x", "'..'"),
+    ],
+)
+def test_session_id_messages_say_why(value: str, reason: str) -> None:
+    with pytest.raises(InvalidNameError, match=reason):
+        validate_session_id(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("a\x00.mp4", "NUL"),
+        ("a\n.mp4", "control character"),
+        ("x" * 1025, "longer than 1024"),
+        ("/etc/passwd", "absolute"),
+        ("a/../../b.mp4", "'..'"),
+    ],
+)
+def test_path_messages_say_why(value: str, reason: str) -> None:
+    with pytest.raises(InvalidNameError, match=reason):
+        validate_relative_path(value)
+
+
+def test_non_strings_are_refused() -> None:
+    for value in (None, 3, ["a"], b"a.mp4"):
+        with pytest.raises(InvalidNameError):
+            validate_session_id(value)
+        with pytest.raises(InvalidNameError):
+            validate_relative_path(value)
 
 
 def test_ordinary_names_pass() -> None:
     assert validate_session_id("demo-20261121T101500Z") == "demo-20261121T101500Z"
     assert validate_relative_path("screen/screen-0001.mp4") == "screen/screen-0001.mp4"
+
+
+def test_the_longest_and_deepest_valid_segment_path_has_a_usable_storage_key(
+    tmp_path: Path,
+) -> None:
+    """What validation lets through must fit the database (1024) and make a valid key."""
+    deep = "/".join(["d"] * (MAX_PATH_DEPTH - 1) + ["seg.mp4"])
+    long = "/".join(["e" * 200] * 5) + "/" + "f" * 15
+    assert len(long) == 1020
+    storage = Storage(tmp_path / "root")
+    for file in (deep, long, "a" * 255):
+        assert validate_relative_path(file) == file
+        key = storage.segment_key("s" * 128, file)
+        assert storage.path(key) == storage.root.resolve() / key
 
 
 def test_storage_refuses_hostile_keys_before_touching_the_filesystem(tmp_path: Path) -> None:
@@ -72,6 +159,52 @@ def test_storage_refuses_symlink_escape(tmp_path: Path) -> None:
     storage = Storage(root)
     with pytest.raises(StorageError):
         storage.path("sessions/evil/segments/a.mp4")
+
+
+def test_storage_refuses_a_symlinked_file_leading_outside(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    storage = Storage(tmp_path / "root")
+    key = storage.segment_key("s1", "a.mp4")
+    link = storage.root / key
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+    with pytest.raises(StorageError, match="a.mp4"):
+        storage.path(key)
+    with pytest.raises(StorageError):
+        storage.verify(key, "0" * 64)
+    source = tmp_path / "new.mp4"
+    source.write_bytes(b"new")
+    with pytest.raises(StorageError):
+        storage.put_file(source, key)
+    assert secret.read_text() == "secret" and link.is_symlink()
+
+
+def test_storage_refuses_a_symlink_to_another_sessions_file(tmp_path: Path) -> None:
+    """A link inside the root must not let one session read or overwrite another's files."""
+    storage = Storage(tmp_path / "root")
+    victim = storage.root / storage.segment_key("victim", "a.mp4")
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"victim")
+    link = storage.root / storage.segment_key("evil", "a.mp4")
+    link.parent.mkdir(parents=True)
+    link.symlink_to(victim)
+    source = tmp_path / "new.mp4"
+    source.write_bytes(b"evil")
+    with pytest.raises(StorageError, match="symlink"):
+        storage.put_file(source, storage.segment_key("evil", "a.mp4"))
+    assert victim.read_bytes() == b"victim"
+
+
+def test_a_storage_root_reached_through_a_symlink_is_fine(tmp_path: Path) -> None:
+    real = tmp_path / "real-root"
+    real.mkdir()
+    (tmp_path / "mounted").symlink_to(real)
+    source = tmp_path / "seg.bin"
+    source.write_bytes(b"abc")
+    storage = Storage(tmp_path / "mounted")
+    stored = storage.put_file(source, storage.segment_key("s1", "seg.bin"))
+    assert (real / stored.key).read_bytes() == b"abc"
 
 
 def test_put_file_is_atomic_and_checksummed(tmp_path: Path) -> None:

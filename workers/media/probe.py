@@ -17,8 +17,30 @@ import av.container
 
 from .errors import MediaError, failure_reason
 
-__all__ = ["MediaInfo", "demux_checked", "is_flush", "local_path", "open_input", "probe"]
+__all__ = [
+    "ALLOWED_DEMUXERS",
+    "MediaInfo",
+    "demux_checked",
+    "is_flush",
+    "local_path",
+    "open_input",
+    "playlist_kind",
+    "probe",
+]
 
+#: Demuxers an input may be read with: media containers that never open another file.
+#: Playlist-style demuxers (``hls``, ``concat``, ``dash``, ``image2``, ``sdp``...) are left
+#: out: a segment that is really a playlist would make FFmpeg read the files (or, through
+#: other protocols, the URLs) it lists. ``mov`` covers mp4/m4a/mov.
+ALLOWED_DEMUXERS = ("mov", "matroska", "wav", "ogg", "mp3", "aac", "flac", "caf", "mpegts", "avi")
+#: How a playlist starts (after an optional byte-order mark and white space) and its name.
+PLAYLIST_SIGNATURES = {
+    b"#EXTM3U": "an HLS playlist",
+    b"ffconcat version": "an ffconcat playlist",
+    b"<?xml": "an XML document (a DASH manifest?)",
+    b"<MPD": "a DASH manifest",
+}
+_SNIFF_BYTES = 64
 # Seconds before the declared end where the tail check starts reading packets.
 _TAIL_SECONDS = 3.0
 # A file whose last packet ends this much earlier than its header says is truncated.
@@ -57,25 +79,58 @@ def local_path(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(text)
 
 
+def playlist_kind(path: str) -> str | None:
+    """What kind of playlist the file at ``path`` is, from its first bytes; None for media."""
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    for signature, kind in PLAYLIST_SIGNATURES.items():
+        if head.startswith(signature):
+            return kind
+    return None
+
+
 def open_input(
     path: str | os.PathLike[str], *, options: dict[str, str] | None = None
 ) -> av.container.InputContainer:
-    """Open a local file for reading with the ``file`` protocol only.
+    """Open a local media file for reading, never anything it refers to.
 
-    The explicit ``file:`` prefix stops FFmpeg from reading ``name:rest`` as a protocol, and
-    the whitelist stops playlist-style demuxers from opening anything but local files.
-    ``options`` adds demuxer options (never a way to lift the whitelist).
+    The explicit ``file:`` prefix stops FFmpeg from reading ``name:rest`` as a protocol; the
+    protocol whitelist stops it from opening anything but local files, and the demuxer
+    whitelist (``ALLOWED_DEMUXERS``) from opening even those on a playlist's behalf. A
+    playlist is named as such before FFmpeg sees it. ``options`` adds demuxer options (never
+    a way to lift either whitelist).
     """
     text = local_path(path)
     if not os.path.isfile(text):
         raise MediaError(f"file not found: {text}", path=text)
     try:
+        playlist = playlist_kind(text)
+    except OSError as exc:
+        raise MediaError(f"cannot open {text}: {exc}", path=text) from exc
+    if playlist is not None:
+        raise MediaError(
+            f"{text} is {playlist}, not a media file (playlists are refused, and what they "
+            "list is never opened)",
+            path=text,
+        )
+    try:
         return av.open(
             "file:" + text,
             "r",
-            options={**(options or {}), "protocol_whitelist": "file"},
+            options={
+                **(options or {}),
+                "protocol_whitelist": "file",
+                "format_whitelist": ",".join(ALLOWED_DEMUXERS),
+            },
             metadata_errors="replace",
         )
+    except av.error.ArgumentError as exc:  # what a demuxer off the whitelist gives
+        raise MediaError(
+            f"cannot open {text}: {failure_reason(exc)} (not a media container this pipeline "
+            f"reads: {', '.join(ALLOWED_DEMUXERS)})",
+            path=text,
+        ) from exc
     except av.error.FFmpegError as exc:
         raise MediaError(f"cannot open {text}: {failure_reason(exc)}", path=text) from exc
     except OSError as exc:

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.clock import as_utc
+from shared.diagnostics import quoted
+from shared.events import MAX_SESSION_SECONDS
+from shared.ids import InvalidNameError
 from shared.segments import SegmentKind
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import Storage, StorageError
 from workers.media import MediaError, ProgressCallback, SegmentInput, Timeline, probe
 from workers.media import plan_timeline as plan
 
@@ -114,18 +117,20 @@ def build_timeline(
     origin = as_utc(snapshot.started_at) if snapshot.started_at else None
     inputs: list[SegmentInput] = []
     for ref in snapshot.segments:
-        path = storage.path(ref.storage_key)
+        name = f"segment {quoted(ref.file)} of session {quoted(snapshot.id)}"
+        try:
+            path = storage.path(ref.storage_key)
+        except (StorageError, InvalidNameError) as exc:
+            raise StorageError(f"{name}: {exc}") from exc
         if not path.is_file():
-            raise MediaError(
-                f"segment {ref.file!r} is missing from storage ({ref.storage_key})", path=ref.file
-            )
+            raise MediaError(f"{name} is missing from storage ({ref.storage_key})", path=ref.file)
         measured = ref.probed_duration
         if measured is None:
             try:
                 measured = probe_duration(path)
-            except MediaError:
+            except MediaError as exc:
                 if ref.kind in needed or ref.duration is None:
-                    raise
+                    raise MediaError(f"{name}: {exc}", path=exc.path) from exc
                 measured = ref.duration
             else:
                 if probed is not None:
@@ -134,6 +139,12 @@ def build_timeline(
         offset: float | None = None
         if ref.started_at is not None and origin is not None:
             offset = max(0.0, (as_utc(ref.started_at) - origin).total_seconds())
+            if offset > MAX_SESSION_SECONDS:
+                raise MediaError(
+                    f"{name} starts {offset:.0f} s after the session's start, more than "
+                    f"{MAX_SESSION_SECONDS:.0f} s",
+                    path=ref.file,
+                )
         inputs.append(
             SegmentInput(
                 kind=SegmentKind(ref.kind),

@@ -128,6 +128,23 @@ HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
     "bad-id": ({"id": "../../x", "segments": []}, "invalid session id"),
     "not-json": ({}, "cannot be read"),
     "bad-ended-at": ({"segments": [], "ended_at": "yesterday"}, "ended_at"),
+    "nul-file": ({"segments": [{"kind": "video", "file": "a\x00.mp4"}]}, "NUL"),
+    "control-file": ({"segments": [{"kind": "video", "file": "a\x1b.mp4"}]}, "control character"),
+    "long-file": ({"segments": [{"kind": "video", "file": "a" * 10_000}]}, "10000 characters"),
+    "long-id": ({"id": "i" * 10_000, "segments": []}, "10000 characters"),
+    "negative-duration": (
+        {"segments": [{"kind": "video", "file": "a.mp4", "duration": -1}]},
+        "duration",
+    ),
+    "text-duration": (
+        {"segments": [{"kind": "video", "file": "a.mp4", "duration": "ten"}]},
+        "duration",
+    ),
+    "negative-offset": (
+        {"segments": [{"kind": "video", "file": "a.mp4", "started_at": "2026-11-20T10:00:00Z"}]},
+        "'a.mp4': started_at",
+    ),
+    "billion-segments": ({"segments": 10**9}, "segments"),
 }
 
 
@@ -149,11 +166,24 @@ def test_hostile_session_json_is_rejected_and_a_good_one_beside_it_ships(
     (root / "symlink").mkdir()
     (root / "symlink" / "link.mp4").symlink_to(outside)
     write_manifest(root / "symlink", "symlink", ["link.mp4"], complete=True)
-    HOSTILE_NAMES = [*HOSTILE, "symlink"]
+    # A session.json that is a symlink out of its folder, or a FIFO (reading would block).
+    write_manifest(tmp_path / "elsewhere", "elsewhere", [], complete=True)
+    (root / "manifest-link").mkdir()
+    (root / "manifest-link" / "session.json").symlink_to(tmp_path / "elsewhere" / "session.json")
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / "session.json")
+    # A session folder that is itself a symlink out of the watched folder.
+    write_manifest(tmp_path / "outside-session", "outside", ["screen-0000.mp4"], complete=True)
+    write_file(tmp_path / "outside-session" / "screen-0000.mp4")
+    (root / "folder-link").symlink_to(tmp_path / "outside-session")
+    LEADING_OUT = {"symlink": "outside", "manifest-link": "outside", "fifo": "regular file"}
+    HOSTILE_NAMES = [*HOSTILE, *LEADING_OUT, "folder-link"]
     # Age the hostile files past the "maybe half-written" grace period.
     old = time.time() - 60
     for name in HOSTILE_NAMES:
-        os.utime(root / name / "session.json", (old, old))
+        if name not in ("manifest-link", "folder-link"):
+            os.utime(root / name / "session.json", (old, old))
+    os.utime(tmp_path / "elsewhere" / "session.json", (old, old))
     write_manifest(root / "good", "good", ["screen-0000.mp4", "mic-0000.m4a"], complete=True)
     write_file(root / "good" / "screen-0000.mp4")
     write_file(root / "good" / "mic-0000.m4a")
@@ -165,7 +195,10 @@ def test_hostile_session_json_is_rejected_and_a_good_one_beside_it_ships(
             assert status[name]["state"] == "rejected", status[name]
         for name, (_, message) in HOSTILE.items():
             assert message in status[name]["error"], (name, status[name]["error"])
-        assert "outside" in status["symlink"]["error"]
+        for name, message in LEADING_OUT.items():
+            assert message in status[name]["error"], (name, status[name]["error"])
+        assert "symlink leading outside" in status["folder-link"]["error"]
+        assert all(len(status[name]["error"]) < 1000 for name in HOSTILE_NAMES)
         assert status["good"]["state"] == "ended" and status["good"]["shipped"] == 2
         assert {c.session_id for c in agent.calls} == {"good"}
         # The status is visible to `capture-agent status` through the state folder.
