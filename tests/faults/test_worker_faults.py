@@ -11,12 +11,12 @@ import sys
 import pytest
 
 from shared.sessiondir import load_manifest
-from tests.faults.harness import MEDIA_QUEUES, SLOW_COMPRESS, FaultSystem, Worker
+from tests.faults.harness import MEDIA_QUEUES, SCALE, SLOW_COMPRESS, FaultSystem, Worker
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 
-COMPANIONS = 2  # quick sessions in flight beside the one the fault hits
+COMPANIONS = 2 * SCALE  # quick sessions in flight beside the one the fault hits
 
 
 def _mid_compress(system: FaultSystem, session_id: str) -> None:
