@@ -209,28 +209,42 @@ class LoadRun:
 @dataclass(frozen=True)
 class SessionTiming:
     session_id: str
+    ended_emitted: datetime  # the agent ended the session (session.ended's emitted_at)
     ended_received: datetime  # session.ended arrived (events.received_at)
     first_started: datetime  # the first job began
     finished: datetime  # the last job finished
 
     @property
     def latency_s(self) -> float:
+        """From the arrival of ``session.ended`` to the last job's finish."""
         return (self.finished - self.ended_received).total_seconds()
+
+    @property
+    def from_agent_s(self) -> float:
+        """From the moment the agent ended the session (its outbox and the broker's queue
+        included) to the last job's finish."""
+        return (self.finished - self.ended_emitted).total_seconds()
 
 
 def timings(database_url: str, ids: Sequence[str]) -> list[SessionTiming]:
-    """Per session: ``session.ended``'s arrival, its first job's start, its last job's finish.
+    """Per session: ``session.ended``'s creation and arrival, its first job's start, its
+    last job's finish.
 
     Sessions without a ``session.ended`` event or an unfinished job are left out.
     """
     with session_scope(database_url) as db:
-        ended = dict(
-            db.execute(
-                select(models.Event.session_id, func.min(models.Event.received_at))
+        ended = {
+            row[0]: (row[1], row[2])
+            for row in db.execute(
+                select(
+                    models.Event.session_id,
+                    func.min(models.Event.emitted_at),
+                    func.min(models.Event.received_at),
+                )
                 .where(models.Event.type == "session.ended")
                 .group_by(models.Event.session_id)
             ).all()
-        )
+        }
         spans = {
             row[0]: (row[1], row[2], row[3])
             for row in db.execute(
@@ -244,11 +258,14 @@ def timings(database_url: str, ids: Sequence[str]) -> list[SessionTiming]:
         }
     found = []
     for session_id in ids:
-        received = ended.get(session_id)
+        emitted, received = ended.get(session_id, (None, None))
         first, last, all_finished = spans.get(session_id, (None, None, False))
-        if received is None or first is None or last is None or not all_finished:
+        if None in (emitted, received, first, last) or not all_finished:
             continue
-        found.append(SessionTiming(session_id, _utc(received), _utc(first), _utc(last)))
+        assert emitted and received and first and last
+        found.append(
+            SessionTiming(session_id, _utc(emitted), _utc(received), _utc(first), _utc(last))
+        )
     return found
 
 
