@@ -39,8 +39,7 @@ def test_many_short_sessions_from_four_agents(system: FaultSystem, tmp_path: Pat
     assert codes == {f"w{i}": 0 for i in range(AGENTS)}, codes
     assert statuses == dict.fromkeys(load.ids, "completed")
     system.assert_nothing_lost()
-    assert all(job.attempts == 1 for job in system.jobs()), "no stage ran twice"
-    # Each agent shipped its own share: every session ended exactly once, measured.
+    # Every session's end arrived and every one of its jobs finished after it.
     measured = timings(system.database_url, load.ids)
     assert sorted(t.session_id for t in measured) == sorted(load.ids)
     assert all(t.latency_s >= 0 for t in measured)
