@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services lint bench bench-embedded clean
+.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services lint bench bench-embedded bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench: install-dev
 # `sessionpipe process` end to end on the embedded default vs the plain ffmpeg commands.
 bench-embedded: install-dev
 	$(BIN)/python bench/bench_embedded.py --minutes 10 --repeat 3
+
+# Load (fault scenario 8): 1,000 short sessions from 4 capture-agent processes, real workers.
+bench-load: install-dev services
+	$(BIN)/python bench/bench_load.py --sessions 1000 --agents 4 --json bench/out/load.json
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache
