@@ -10,8 +10,9 @@ The rule, which makes a lost message, a lost send or a dead worker a delay and n
   1. makes pending again the running jobs whose holder stopped heartbeating for
      ``job_lease_s`` (``jobs.requeue_stale``: the worker died);
   2. sends the pending jobs whose message never left (``dispatched_at`` NULL) for
-     ``dispatch_grace_s``, and those whose message was due ``redispatch_s`` ago and still
-     not claimed (lost on the broker) (``jobs.undispatched``).
+     ``dispatch_grace_s`` (``jobs.unsent``), and those whose message was due
+     ``redispatch_s`` ago and is still unclaimed while their queue is empty: it was lost on
+     the broker, not waiting behind a backlog (``jobs.overdue``, ``workers.backlog``).
 - A message delivered twice is harmless: the claim (``workers.jobs.claim``) lets one
   execution run the job, the other finds it taken or finished and stops. So "exactly once
   in effect" needs only "at least once" here, and every sweep is safe to run anywhere,
@@ -29,13 +30,15 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
 
 from shared.db import session_scope
 from shared.diagnostics import describe
 from shared.models import Session
-from shared.routing import priority_value
+from shared.routing import PRIORITY_VALUES, TASK_ROUTES, Priority, priority_value
 from shared.settings import Settings, get_settings
 from workers import jobs
+from workers.backlog import Backlog, read_backlog
 from workers.pipeline import SPECS, Stage
 
 log = logging.getLogger(__name__)
@@ -44,13 +47,19 @@ SWEEP_JITTER = 0.2  # each sweep waits the interval +- this fraction: workers sp
 SWEEP_STOP_TIMEOUT_S = 10.0
 
 
+def stage_priority(session: Session, stage: Stage) -> int:
+    """The broker priority of a stage's message: the session's, or the highest for a
+    stage that only completes work already done (``StageSpec.urgent``)."""
+    if SPECS[stage].urgent:
+        return PRIORITY_VALUES[Priority.HIGH]
+    return priority_value(session.priority)
+
+
 def send(app: Celery, session: Session, stage: Stage) -> bool:
     """Put a stage's task on its queue (routing from the app's task_routes); False if the
     broker refused (logged: the sweeper sends it later)."""
     try:
-        app.send_task(
-            SPECS[stage].task, args=[session.id], priority=priority_value(session.priority)
-        )
+        app.send_task(SPECS[stage].task, args=[session.id], priority=stage_priority(session, stage))
     except Exception as exc:
         log.warning(
             "could not send %s for session %s (the sweeper will): %s",
@@ -75,6 +84,31 @@ def send_all(app: Celery, database_url: str, session: Session, stages: list[Stag
         log.warning("could not note the dispatch of %s: %s", sent, describe(exc))
 
 
+def queue_of(stage: Stage) -> str:
+    return TASK_ROUTES[SPECS[stage].task]["queue"]
+
+
+def stranded(
+    db: DbSession,
+    settings: Settings,
+    backlog: Backlog,
+    *,
+    grace: timedelta | None = None,
+    redispatch: timedelta | None = None,
+) -> list[tuple[str, str]]:
+    """Pending jobs no message carries: never sent, or overdue with their queue empty (an
+    unreadable broker counts as empty: a needless copy is harmless, a lost job is not)."""
+    grace = grace if grace is not None else timedelta(seconds=settings.dispatch_grace_s)
+    redispatch = (
+        redispatch if redispatch is not None else timedelta(seconds=settings.redispatch_s)
+    )
+    due = jobs.unsent(db, grace=grace)
+    for session_id, stage in jobs.overdue(db, redispatch=redispatch):
+        if not backlog.waiting(queue_of(Stage(stage))) and (session_id, stage) not in due:
+            due.append((session_id, stage))
+    return due
+
+
 @dataclass
 class SweepResult:
     requeued: list[tuple[str, str]] = field(default_factory=list)  # running jobs of dead workers
@@ -92,15 +126,12 @@ def sweep(
 ) -> SweepResult:
     """One pass of the rule above; the windows default to the settings."""
     lease = lease if lease is not None else timedelta(seconds=settings.job_lease_s)
-    grace = grace if grace is not None else timedelta(seconds=settings.dispatch_grace_s)
-    redispatch = (
-        redispatch if redispatch is not None else timedelta(seconds=settings.redispatch_s)
-    )
     result = SweepResult()
     with session_scope(settings.database_url) as db:
         result.requeued = jobs.requeue_stale(db, lease=lease)
+    backlog = read_backlog(settings)
     with session_scope(settings.database_url) as db:
-        due = jobs.undispatched(db, grace=grace, redispatch=redispatch)
+        due = stranded(db, settings, backlog, grace=grace, redispatch=redispatch)
         due += [item for item in result.requeued if item not in due]  # sent in this pass
         ids = sorted({session_id for session_id, _ in due})
         sessions = {
@@ -118,7 +149,7 @@ def sweep(
     for session_id, stage in result.requeued:
         log.warning("job %s of %s lost its worker: made pending again", stage, session_id)
     for session_id, stage in result.sent:
-        log.warning("job %s of %s had no message out: sent", stage, session_id)
+        log.warning("job %s of %s had no message out (unsent or lost): sent", stage, session_id)
     return result
 
 

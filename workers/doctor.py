@@ -33,16 +33,11 @@ from shared.atomicfile import LEGACY_PART_SUFFIX, TEMP_MARK
 from shared.clock import as_utc, utcnow
 from shared.db import session_scope
 from shared.models import JobStatus, SessionStatus
-from shared.routing import PRIORITY_STEPS, QUEUES
 from shared.settings import Settings
 from shared.storage import DERIVED_DIR, SESSIONS_DIR, Storage
 from workers import dispatch, jobs
+from workers.backlog import Backlog, read_backlog
 from workers.pipeline import session_outcome
-
-# kombu's Redis transport: delivered-but-unacknowledged messages and their delivery times.
-REDIS_UNACKED_KEY = "unacked"
-REDIS_UNACKED_INDEX_KEY = "unacked_index"
-REDIS_PRIORITY_SEP = ":"
 
 
 @dataclass(frozen=True)
@@ -85,14 +80,10 @@ def check(settings: Settings, *, temp_age: timedelta | None = None) -> Report:
     """Every invariant above, read from the database, storage and broker."""
     report = Report()
     lease = timedelta(seconds=settings.job_lease_s)
+    backlog = read_backlog(settings)
     with session_scope(settings.database_url) as db:
         _count(db, report)
-        stranded = jobs.undispatched(
-            db,
-            grace=timedelta(seconds=settings.dispatch_grace_s),
-            redispatch=timedelta(seconds=settings.redispatch_s),
-        )
-        for session_id, stage in stranded:
+        for session_id, stage in dispatch.stranded(db, settings, backlog):
             report.findings.append(
                 Finding("stranded", "pending, and no message carries it", session_id, stage)
             )
@@ -108,7 +99,7 @@ def check(settings: Settings, *, temp_age: timedelta | None = None) -> Report:
             )
         known = _check_sessions(db, report, Storage(settings.storage))
     _check_storage(report, Storage(settings.storage), known, temp_age or lease)
-    _check_broker(report, settings)
+    _check_broker(report, backlog)
     return report
 
 
@@ -192,21 +183,9 @@ def _check_storage(report: Report, storage: Storage, known: set[str], age: timed
             )
 
 
-def _check_broker(report: Report, settings: Settings) -> None:
-    if settings.embedded_broker:
-        folder = settings.broker_folder / "queue"
-        waiting = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-        report.queues["all"] = len(waiting)
-        return
-    if not settings.broker_url.startswith(("redis://", "rediss://")):
-        return
-    import redis
-
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
-    for queue in QUEUES:
-        names = [queue] + [f"{queue}{REDIS_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS[1:]]
-        report.queues[queue] = sum(int(client.llen(name)) for name in names)
-    report.unacked = int(client.hlen(REDIS_UNACKED_KEY))
+def _check_broker(report: Report, backlog: Backlog) -> None:
+    report.queues = dict(backlog.queues)
+    report.unacked = backlog.unacked
 
 
 def fix(app: Celery, settings: Settings, report: Report) -> Report:

@@ -12,8 +12,8 @@ run a stage: the first claims the row, the second sees it taken (or finished) an
 A running job is held by one execution's ``owner`` token: only it heartbeats
 (``report_progress``) or finishes the job, so an execution that lost its job (cancelled, or
 taken over after its lease) can never overwrite the outcome. A pending job records when its
-message went out (``dispatched_at``); ``undispatched`` finds the ones whose message never
-left or was lost, for the sweeper (``workers.dispatch``) to send.
+message went out (``dispatched_at``); ``unsent`` and ``overdue`` find the ones whose
+message never left or may be lost, for the sweeper (``workers.dispatch``) to send.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, and_, or_, select, update
+from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -330,26 +330,30 @@ def mark_dispatched(db: DbSession, session_id: str, stages: list[str]) -> int:
     return affected(db, stmt)
 
 
-def undispatched(
-    db: DbSession, *, grace: timedelta, redispatch: timedelta
-) -> list[tuple[str, str]]:
-    """Pending jobs that need a message: (session id, stage), oldest first.
-
-    - never sent (``dispatched_at`` NULL) for ``grace``: the sender died or the broker
-      refused between the commit and the send;
-    - sent, and due ``redispatch`` ago, yet still pending: the message was lost on the
-      broker (or still waits behind a backlog, and the claim makes the second one a no-op).
-    """
-    cutoff_new, cutoff_old = now() - grace, now() - redispatch
+def unsent(db: DbSession, *, grace: timedelta) -> list[tuple[str, str]]:
+    """Pending jobs whose message never left for ``grace`` (the sender died, or the broker
+    refused, between the commit and the send): (session id, stage), oldest first."""
     rows = db.execute(
         select(Job.session_id, Job.stage)
         .where(
             Job.status == JobStatus.PENDING.value,
-            or_(
-                and_(Job.dispatched_at.is_(None), Job.updated_at < cutoff_new),
-                Job.dispatched_at < cutoff_old,
-            ),
+            Job.dispatched_at.is_(None),
+            Job.updated_at < now() - grace,
         )
         .order_by(Job.updated_at)
+    ).all()
+    return [(session_id, stage) for session_id, stage in rows]
+
+
+def overdue(db: DbSession, *, redispatch: timedelta) -> list[tuple[str, str]]:
+    """Pending jobs whose message was due ``redispatch`` ago and is still unclaimed: lost on
+    the broker, or waiting behind a backlog (``workers.dispatch`` tells which)."""
+    rows = db.execute(
+        select(Job.session_id, Job.stage)
+        .where(
+            Job.status == JobStatus.PENDING.value,
+            Job.dispatched_at < now() - redispatch,
+        )
+        .order_by(Job.dispatched_at)
     ).all()
     return [(session_id, stage) for session_id, stage in rows]

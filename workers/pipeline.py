@@ -50,13 +50,17 @@ class StageSpec:
     stage: Stage
     task: str  # Celery task name; its queue comes from shared.routing
     after: tuple[Stage, ...] = ()  # ready once every one of these succeeded
+    # Sent at the highest priority whatever the session's: a stage of milliseconds that
+    # completes work already done. On the default queue behind a backlog of events it held
+    # finished sessions back for minutes (bench/RESULTS.md, load).
+    urgent: bool = False
 
 
 GRAPH: Final[tuple[StageSpec, ...]] = (
     StageSpec(Stage.CONCAT_AUDIO, TASK_CONCAT_AUDIO),
     StageSpec(Stage.MERGE, TASK_MERGE, after=(Stage.CONCAT_AUDIO,)),
     StageSpec(Stage.COMPRESS, TASK_COMPRESS, after=(Stage.MERGE,)),
-    StageSpec(Stage.FINALIZE, TASK_FINALIZE, after=(Stage.MERGE, Stage.COMPRESS)),
+    StageSpec(Stage.FINALIZE, TASK_FINALIZE, after=(Stage.MERGE, Stage.COMPRESS), urgent=True),
 )
 SPECS: Final[dict[Stage, StageSpec]] = {spec.stage: spec for spec in GRAPH}
 STAGES: Final[tuple[Stage, ...]] = tuple(spec.stage for spec in GRAPH)  # a topological order

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from shared import models
 from shared.db import session_scope
+from shared.routing import PRIORITY_VALUES, Priority
 from shared.settings import Settings
 from tests.support.services import free_port
 from workers import dispatch, jobs
@@ -83,9 +84,11 @@ def test_a_sent_job_is_not_sent_again_within_the_redispatch_window(settings: Set
     assert session is not None
     dispatch.send_all(app, settings.database_url, session, [Stage.CONCAT_AUDIO])
     assert dispatch.sweep(app, settings, grace=timedelta(0)).sent == []
+    for path in (settings.broker_folder / "queue").glob("*"):
+        path.unlink()  # lost on the broker
     lost = dispatch.sweep(app, settings, grace=timedelta(0), redispatch=timedelta(seconds=-1))
     assert lost.sent == [(SID, "concat_audio")]
-    assert _queued(settings) == ["sessionpipe.concat_audio"] * 2
+    assert _queued(settings) == ["sessionpipe.concat_audio"]
 
 
 def test_a_dead_workers_job_is_requeued_and_sent_in_one_sweep(settings: Settings) -> None:
@@ -103,3 +106,27 @@ def test_a_dead_workers_job_is_requeued_and_sent_in_one_sweep(settings: Settings
     job = _job(settings, "compress")
     assert job.status == "pending" and job.owner is None and "no heartbeat" in (job.error or "")
     assert _queued(settings) == ["sessionpipe.compress"]
+
+
+def test_an_overdue_job_behind_a_backlog_is_not_sent_again(settings: Settings) -> None:
+    """Its message is not lost, only waiting: a copy would lengthen the backlog."""
+    app = _app(settings)
+    with session_scope(settings.database_url) as db:
+        jobs.ensure_job(db, SID, Stage.MERGE.value)
+        session = db.get(models.Session, SID)
+    assert session is not None
+    dispatch.send_all(app, settings.database_url, session, [Stage.MERGE])
+    overdue = timedelta(seconds=-1)
+    assert dispatch.sweep(app, settings, redispatch=overdue).sent == []  # still queued
+    for path in (settings.broker_folder / "queue").glob("*"):
+        path.unlink()  # the broker lost it
+    assert dispatch.sweep(app, settings, redispatch=overdue).sent == [(SID, "merge")]
+
+
+def test_finalize_goes_first_whatever_the_sessions_priority(settings: Settings) -> None:
+    with session_scope(settings.database_url) as db:
+        session = db.get(models.Session, SID)
+        assert session is not None
+        session.priority = "low"
+    assert dispatch.stage_priority(session, Stage.FINALIZE) == PRIORITY_VALUES[Priority.HIGH]
+    assert dispatch.stage_priority(session, Stage.MERGE) == PRIORITY_VALUES[Priority.LOW]

@@ -184,21 +184,21 @@ def test_release_for_retry_makes_the_job_pending_with_its_retry_due(db_url: str)
         assert job is not None and job.status == "pending" and job.owner is None
         assert (job.error or "").startswith("retrying: OperationalError")
         # Due in the future: not stranded, even with no grace at all.
-        assert _of(sid, jobs.undispatched(db, grace=timedelta(0), redispatch=timedelta(1))) == []
-        lost = jobs.undispatched(db, grace=timedelta(0), redispatch=timedelta(seconds=-60))
-        assert _of(sid, lost) == [(sid, "merge")]
+        assert _of(sid, jobs.unsent(db, grace=timedelta(0))) == []
+        assert _of(sid, jobs.overdue(db, redispatch=timedelta(seconds=1))) == []
+        assert _of(sid, jobs.overdue(db, redispatch=timedelta(seconds=-60))) == [(sid, "merge")]
         again = jobs.claim(db, sid, "merge", "task-a", lease=LEASE, try_number=1)
     assert again is not None and again.attempt == 2
 
 
-def test_undispatched_finds_unsent_and_lost_messages_only(db_url: str) -> None:
+def test_unsent_and_overdue_find_jobs_no_message_may_carry(db_url: str) -> None:
     sid = "dispatch-" + db_url.split(":")[0][:6]
     _session(db_url, sid)
     grace, redispatch = timedelta(seconds=30), timedelta(minutes=15)
     with session_scope(db_url) as db:
         for stage in ("concat_audio", "merge", "compress", "finalize"):
             jobs.ensure_job(db, sid, stage)
-        assert _of(sid, jobs.undispatched(db, grace=grace, redispatch=redispatch)) == []
+        assert _of(sid, jobs.unsent(db, grace=grace)) == []  # within the grace
         assert jobs.mark_dispatched(db, sid, ["merge", "compress"]) == 2
     old = jobs.now() - timedelta(hours=1)
     with session_scope(db_url) as db:
@@ -209,7 +209,9 @@ def test_undispatched_finds_unsent_and_lost_messages_only(db_url: str) -> None:
             .values(dispatched_at=old)
         )
     with session_scope(db_url) as db:
-        due = _of(sid, jobs.undispatched(db, grace=grace, redispatch=redispatch))
+        unsent = _of(sid, jobs.unsent(db, grace=grace))
+        overdue = _of(sid, jobs.overdue(db, redispatch=redispatch))
     # concat_audio and finalize were never sent; compress was sent an hour ago and is still
-    # pending (lost); merge was sent just now.
-    assert sorted(due) == [(sid, "compress"), (sid, "concat_audio"), (sid, "finalize")]
+    # pending (lost, or behind a backlog); merge was sent just now.
+    assert sorted(unsent) == [(sid, "concat_audio"), (sid, "finalize")]
+    assert overdue == [(sid, "compress")]
