@@ -140,6 +140,7 @@ class FaultSystem:
     broker_url: str
     env: dict[str, str] = field(init=False)
     workers: list[Worker] = field(default_factory=list)
+    agents: list[subprocess.Popen[str]] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
     _agents: int = 0
 
@@ -177,6 +178,10 @@ class FaultSystem:
         )
 
     def stop_all(self) -> None:
+        for agent in self.agents:
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate()
         for worker in self.workers:
             worker.stop()
 
@@ -207,7 +212,7 @@ class FaultSystem:
         """Start shipping; the caller waits (it survives a broker that is down a while)."""
         if folder.name not in self.submitted:
             self.submitted.append(folder.name)
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             capture_agent("ship", str(folder)),
             cwd=ROOT,
             env=self.agent_env(agent),
@@ -215,6 +220,8 @@ class FaultSystem:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.agents.append(proc)
+        return proc
 
     # -- waiting --------------------------------------------------------------------------
     def jobs(self, session_id: str | None = None) -> list[models.Job]:
@@ -355,9 +362,17 @@ class FaultSystem:
             "executions": sum(executions.values()),
             "re_executions": sum(max(0, j.attempts - 1) for j in jobs),
             "workers": len(self.workers),
+            # What the recovery did, from the workers' logs.
+            "sends_refused": self._log_count(b"could not send "),
+            "sweeper_sent": self._log_count(b"had no message out"),
+            "sweeper_requeued": self._log_count(b"lost its worker"),
+            "task_retries": self._log_count(b"] retry: "),
         }
         with open(path, "a", encoding="utf-8") as out:
             out.write(json.dumps(summary) + "\n")
+
+    def _log_count(self, text: bytes) -> int:
+        return sum(log.read_bytes().count(text) for log in self.root.glob("worker-*.log"))
 
     def _assert_outputs(self, session_id: str, rows: list[models.Job]) -> None:
         derived = self.storage.path(f"{SESSIONS_DIR}/{session_id}/{DERIVED_DIR}")

@@ -29,14 +29,23 @@ def _mid_compress(system: FaultSystem, session_id: str) -> None:
     system._wait(writing, 180, f"compress of {session_id} to be under way")
 
 
-def _start(system: FaultSystem, name: str) -> tuple[Worker, list[str]]:
+def _start(system: FaultSystem, name: str) -> tuple[Worker, list[subprocess.Popen[str]]]:
+    """Workers, the slow session shipped, its companions shipping by agents of their own
+    meanwhile; returns the media worker and those agents once the slow session's compress is
+    under way."""
     media, _ = system.start_workers()
-    slow = system.record(name, SLOW_COMPRESS)
+    system.ship(system.record(name, SLOW_COMPRESS))
     quick = [system.record(f"{name}-q{i}") for i in range(COMPANIONS)]
-    for folder in [slow, *quick]:
-        system.ship(folder)
+    agents = [system.ship_async(folder, agent=f"q{i}") for i, folder in enumerate(quick)]
     _mid_compress(system, name)
-    return media, [f.name for f in quick]
+    return media, agents
+
+
+def _agents_done(agents: list[subprocess.Popen[str]]) -> None:
+    """Every companion's agent shipped it (checked before counting what came out)."""
+    for agent in agents:
+        out, _ = agent.communicate(timeout=300)
+        assert agent.returncode == 0, out
 
 
 def _still_running_first_attempt(system: FaultSystem, session_id: str) -> None:
@@ -47,10 +56,11 @@ def _still_running_first_attempt(system: FaultSystem, session_id: str) -> None:
 
 
 def test_media_worker_killed_mid_compress_then_restarted(system: FaultSystem) -> None:
-    media, _ = _start(system, "killed-media")
+    media, agents = _start(system, "killed-media")
     media.kill()
     _still_running_first_attempt(system, "killed-media")
     system.start_worker("media-restarted", queues=MEDIA_QUEUES)
+    _agents_done(agents)
     system.assert_nothing_lost()
     job = system.job("killed-media", "compress")
     assert job is not None and job.attempts == 2  # the killed run, and the one that finished
@@ -58,10 +68,12 @@ def test_media_worker_killed_mid_compress_then_restarted(system: FaultSystem) ->
 
 def test_pool_child_killed_mid_compress(system: FaultSystem) -> None:
     """As the kernel's OOM killer does: only the process running the task dies."""
-    media, _ = _start(system, "killed-child")
+    media, agents = _start(system, "killed-child")
     children = media.pool_children()
     assert len(children) == 1
     os.kill(children[0], signal.SIGKILL)
+    _still_running_first_attempt(system, "killed-child")
+    _agents_done(agents)
     system.assert_nothing_lost()
     assert media.alive, "the worker must survive the loss of a pool process"
     job = system.job("killed-child", "compress")
@@ -72,11 +84,12 @@ def test_pool_child_killed_mid_compress(system: FaultSystem) -> None:
 def test_worker_terminated_mid_compress_finishes_its_task(system: FaultSystem) -> None:
     """SIGTERM is Celery's warm shutdown: the running task finishes, then the worker exits
     (a supervisor's SIGKILL after its grace period is the first scenario)."""
-    media, _ = _start(system, "terminated")
+    media, agents = _start(system, "terminated")
     assert media.terminate(timeout=300) == 0
     job = system.job("terminated", "compress")
     assert job is not None and (job.status, job.attempts) == ("succeeded", 1)
     system.start_worker("media-restarted", queues=MEDIA_QUEUES)
+    _agents_done(agents)
     system.assert_nothing_lost()
 
 
