@@ -241,6 +241,15 @@ class FaultSystem:
 
         self._wait(reached, timeout, f"{stage} of {session_id} to be {status}")
 
+    def wait_mid_compress(self, session_id: str, timeout: float = 180) -> None:
+        """Wait until the session's compressed copy is being written (progress reported)."""
+
+        def writing() -> bool:
+            job = self.job(session_id, "compress")
+            return job is not None and job.status == "running" and job.progress > 0
+
+        self._wait(writing, timeout, f"compress of {session_id} to be under way")
+
     def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> dict[str, str]:
         """Wait until every submitted session is completed or failed; their statuses."""
 

@@ -7,17 +7,15 @@ each stage run once, nothing left behind. The full size is ``bench/bench_load.py
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import FaultSystem
+from tests.faults.harness import SCALE, FaultSystem
 from tests.faults.loadgen import LoadRun, ensure_template, session_ids, timings
 
 pytestmark = pytest.mark.integration
 
-SCALE = max(1, int(os.environ.get("SESSIONPIPE_FAULTS_SCALE", "1")))
 AGENTS = 4
 SESSIONS = 12 * SCALE
 #: Seconds for every session to settle: about 2 s of work each on two cores, and slack.

@@ -7,11 +7,12 @@ kill the real servers mid-flight and count what comes out.
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 
-from tests.faults.harness import SCALE, FaultSystem
+from tests.faults.harness import SCALE, SLOW_COMPRESS, FaultSystem
 from tests.support.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -20,23 +21,32 @@ IN_FLIGHT = 4 * SCALE  # sessions shipped before the fault
 OUTAGE_S = 3.0  # how long the server stays down: a fault's length, not a synchronisation
 
 
-def _running(system: FaultSystem) -> bool:
-    return any(job.status == "running" for job in system.jobs())
+def _in_flight(system: FaultSystem, prefix: str) -> list[subprocess.Popen[str]]:
+    """A slow session and quick ones shipped by agents of their own; returns the agents once
+    the slow one's compress runs, so tasks are running (and messages unacknowledged) when
+    the fault hits, and later hand-ons may meet it."""
+    system.ship(system.record(f"{prefix}-slow", SLOW_COMPRESS))
+    folders = [system.record(f"{prefix}-{i}") for i in range(IN_FLIGHT)]
+    agents = [system.ship_async(f, agent=f"a{i}") for i, f in enumerate(folders)]
+    system.wait_mid_compress(f"{prefix}-slow")
+    return agents
+
+
+def _shipped(agents: list[subprocess.Popen[str]]) -> None:
+    for agent in agents:  # the agents kept their events and published them when they could
+        out, _ = agent.communicate(timeout=300)
+        assert agent.returncode == 0, out
 
 
 def test_redis_killed_and_restarted_with_sessions_in_flight(
     system: FaultSystem, own_redis: RedisServer
 ) -> None:
     media, other = system.start_workers()
-    folders = [system.record(f"redis-{i}") for i in range(IN_FLIGHT)]
-    agents = [system.ship_async(f, agent=f"a{i % 2}") for i, f in enumerate(folders)]
-    system._wait(lambda: _running(system), 120, "a stage to be running")
+    agents = _in_flight(system, "redis")
     own_redis.kill()
     time.sleep(OUTAGE_S)
     own_redis.start()
-    for agent in agents:  # the agents kept their events and publish them once it is back
-        out, _ = agent.communicate(timeout=240)
-        assert agent.returncode == 0, out
+    _shipped(agents)
     canary = system.record("redis-canary")
     system.ship(canary)  # the workers consume again
     system.assert_nothing_lost()
@@ -50,12 +60,11 @@ def test_postgres_stopped_immediately_and_started_with_tasks_running(
 ) -> None:
     system = pg_system
     system.start_workers()
-    for i in range(IN_FLIGHT):
-        system.ship(system.record(f"pg-{i}"))
-    system._wait(lambda: _running(system), 120, "a stage to be running")
+    agents = _in_flight(system, "pg")
     own_postgres.stop_immediate()
     time.sleep(OUTAGE_S)
     own_postgres.start()
+    _shipped(agents)
     system.assert_nothing_lost()
     for worker in system.workers:
         assert worker.alive

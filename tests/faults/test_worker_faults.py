@@ -19,16 +19,6 @@ pytestmark = pytest.mark.integration
 COMPANIONS = 2 * SCALE  # quick sessions in flight beside the one the fault hits
 
 
-def _mid_compress(system: FaultSystem, session_id: str) -> None:
-    """Wait until the session's compressed copy is being written (progress reported)."""
-
-    def writing() -> bool:
-        job = system.job(session_id, "compress")
-        return job is not None and job.status == "running" and job.progress > 0
-
-    system._wait(writing, 180, f"compress of {session_id} to be under way")
-
-
 def _start(system: FaultSystem, name: str) -> tuple[Worker, list[subprocess.Popen[str]]]:
     """Workers, the slow session shipped, its companions shipping by agents of their own
     meanwhile; returns the media worker and those agents once the slow session's compress is
@@ -37,7 +27,7 @@ def _start(system: FaultSystem, name: str) -> tuple[Worker, list[subprocess.Pope
     system.ship(system.record(name, SLOW_COMPRESS))
     quick = [system.record(f"{name}-q{i}") for i in range(COMPANIONS)]
     agents = [system.ship_async(folder, agent=f"q{i}") for i, folder in enumerate(quick)]
-    _mid_compress(system, name)
+    system.wait_mid_compress(name)
     return media, agents
 
 
