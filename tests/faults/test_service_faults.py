@@ -25,8 +25,9 @@ def _in_flight(system: FaultSystem, prefix: str) -> list[subprocess.Popen[str]]:
     """A slow session and quick ones shipped by agents of their own; returns the agents once
     the slow one's compress runs, so tasks are running (and messages unacknowledged) when
     the fault hits, and later hand-ons may meet it."""
-    system.ship(system.record(f"{prefix}-slow", SLOW_COMPRESS))
-    folders = [system.record(f"{prefix}-{i}") for i in range(IN_FLIGHT)]
+    slow = system.record(f"{prefix}-slow", SLOW_COMPRESS)
+    folders = [system.record(f"{prefix}-{i}") for i in range(IN_FLIGHT)]  # before: it takes time
+    system.ship(slow)
     agents = [system.ship_async(f, agent=f"a{i}") for i, f in enumerate(folders)]
     system.wait_mid_compress(f"{prefix}-slow")
     return agents

@@ -24,8 +24,9 @@ def _start(system: FaultSystem, name: str) -> tuple[Worker, list[subprocess.Pope
     meanwhile; returns the media worker and those agents once the slow session's compress is
     under way."""
     media, _ = system.start_workers()
-    system.ship(system.record(name, SLOW_COMPRESS))
-    quick = [system.record(f"{name}-q{i}") for i in range(COMPANIONS)]
+    slow = system.record(name, SLOW_COMPRESS)
+    quick = [system.record(f"{name}-q{i}") for i in range(COMPANIONS)]  # before: it takes time
+    system.ship(slow)
     agents = [system.ship_async(folder, agent=f"q{i}") for i, folder in enumerate(quick)]
     system.wait_mid_compress(name)
     return media, agents
