@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -31,9 +32,34 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-@lru_cache(maxsize=8)
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
-    return make_engine(url)
+    """The process's one engine (and connection pool) for ``url``."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = make_engine(url)
+        return engine
+
+
+def _forget_parent_connections() -> None:
+    """In a forked child: drop the pooled connections inherited from the parent, without
+    closing them (they are the parent's sockets, still in use there).
+
+    A Celery worker's main process sweeps the database (workers.dispatch) and then forks a
+    new pool process when one dies; sharing a connection made both ends fail ("server
+    closed the connection unexpectedly", "connection in transaction status INTRANS").
+    """
+    global _ENGINES_LOCK
+    _ENGINES_LOCK = threading.Lock()  # the parent may have held it while forking
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
