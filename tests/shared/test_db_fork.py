@@ -12,6 +12,7 @@ import multiprocessing
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
 
 from shared.db import engine_for, session_scope
 
@@ -38,7 +39,8 @@ def _child(url: str, results: multiprocessing.Queue[object]) -> None:
 
 def test_parent_and_forked_child_query_side_by_side(pg_url: str) -> None:
     _queries(pg_url, 1)  # the parent holds a pooled connection when it forks
-    assert engine_for(pg_url).pool.checkedin() >= 1
+    pool = engine_for(pg_url).pool
+    assert isinstance(pool, QueuePool) and pool.checkedin() >= 1
     context = multiprocessing.get_context("fork")
     results: multiprocessing.Queue[object] = context.Queue()
     child = context.Process(target=_child, args=(pg_url, results))
