@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.diagnostics import describe
 from shared.routing import PRIORITY_STEPS, QUEUES
 from shared.settings import Settings
 
@@ -24,6 +25,7 @@ REDIS_SOCKET_TIMEOUT_S = 5
 class Backlog:
     queues: dict[str, int] = field(default_factory=dict)  # messages waiting, per queue
     unacked: int | None = None  # delivered, not acknowledged (Redis); None: not known
+    error: str | None = None  # why the broker could not be read (then nothing is known)
 
     def waiting(self, queue: str) -> int | None:
         """Messages waiting in ``queue``; None when the broker cannot say."""
@@ -54,6 +56,8 @@ def read_backlog(settings: Settings) -> Backlog:
             names = [queue] + [f"{queue}{REDIS_PRIORITY_SEP}{s}" for s in PRIORITY_STEPS[1:]]
             backlog.queues[queue] = sum(int(client.llen(name)) for name in names)
         backlog.unacked = int(client.hlen(REDIS_UNACKED_KEY))
+    except redis.RedisError as exc:  # down: the sweep still requeues; sends will fail
+        return Backlog(error=describe(exc))
     finally:
         client.close()
     return backlog

@@ -42,7 +42,7 @@ from workers.pipeline import session_outcome
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # stranded | stale | status | missing-output | temp-file | orphan
+    kind: str  # stranded | stale | status | missing-output | temp-file | orphan | broker
     detail: str
     session_id: str | None = None
     stage: str | None = None
@@ -186,6 +186,8 @@ def _check_storage(report: Report, storage: Storage, known: set[str], age: timed
 def _check_broker(report: Report, backlog: Backlog) -> None:
     report.queues = dict(backlog.queues)
     report.unacked = backlog.unacked
+    if backlog.error:
+        report.findings.append(Finding("broker", f"cannot be read: {backlog.error}"))
 
 
 def fix(app: Celery, settings: Settings, report: Report) -> Report:

@@ -95,3 +95,15 @@ def test_doctor_fix_does_the_safe_repairs_only(tmp_path: Path, sqlite_url: str) 
 def test_a_healthy_idle_system(tmp_path: Path, sqlite_url: str) -> None:
     report = doctor.check(_settings(tmp_path, sqlite_url))
     assert report.healthy and report.idle and report.findings == []
+
+
+def test_an_unreachable_broker_is_a_finding_not_a_crash(tmp_path: Path, sqlite_url: str) -> None:
+    from tests.support.services import free_port
+
+    settings = Settings(
+        home=tmp_path, database_url=sqlite_url, broker_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    report = doctor.check(settings)
+    assert [f.kind for f in report.findings] == ["broker"]
+    assert "127.0.0.1" in report.findings[0].detail or "refused" in report.findings[0].detail
+    assert not report.healthy
