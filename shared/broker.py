@@ -9,6 +9,7 @@ from kombu.serialization import registry
 from kombu.utils import json as kombu_json
 
 from shared.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
+from shared.jsontree import containers
 from shared.routing import PRIORITY_STEPS
 from shared.settings import Settings
 
@@ -25,19 +26,7 @@ JSON_CONTENT_TYPE = "application/json"
 def nested_deeper_than(value: object, limit: int) -> bool:
     """Whether ``value`` has more than ``limit`` levels of lists and dicts (``[[]]`` has 2),
     found without recursion."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: list[object] = list(item.values())
-        elif isinstance(item, list | tuple):
-            children = list(item)
-        else:
-            continue
-        if depth >= limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+    return any(depth >= limit for depth, _ in containers(value))
 
 
 def bounded_json_loads(data: str | bytes) -> Any:

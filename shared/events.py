@@ -30,6 +30,7 @@ from pydantic import (
 from shared.clock import utcnow
 from shared.diagnostics import describe_invalid, quoted
 from shared.ids import validate_relative_path, validate_session_id
+from shared.jsontree import containers
 from shared.routing import Priority
 from shared.segments import SegmentKind, SegmentSpec
 from shared.storage import SEGMENTS_DIR, SESSIONS_DIR, segment_key, validate_key
@@ -104,21 +105,12 @@ def check_event_size(data: dict[str, Any]) -> None:
     """
     name = f"event {quoted(data.get('event_id'))} of session {quoted(data.get('session_id'))}"
     fields = 0
-    stack: list[tuple[object, int]] = [(data, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: list[object] = list(value.values())
-        elif isinstance(value, list | tuple):
-            children = list(value)
-        else:
-            continue
+    for depth, children in containers(data):
         if depth >= MAX_EVENT_DEPTH and children:
             raise EventTooLargeError(f"{name}: nested deeper than {MAX_EVENT_DEPTH} levels")
         fields += len(children)
         if fields > MAX_EVENT_FIELDS:
             raise EventTooLargeError(f"{name}: more than {MAX_EVENT_FIELDS} fields")
-        stack.extend((child, depth + 1) for child in children)
     size = len(json.dumps(data, default=str).encode())
     if size > MAX_EVENT_BYTES:
         raise EventTooLargeError(f"{name}: {size} bytes, more than {MAX_EVENT_BYTES}")

@@ -234,13 +234,6 @@ class FaultSystem:
     def job(self, session_id: str, stage: str) -> models.Job | None:
         return next((j for j in self.jobs(session_id) if j.stage == stage), None)
 
-    def wait_job(self, session_id: str, stage: str, status: str, timeout: float = 120) -> None:
-        def reached() -> bool:
-            job = self.job(session_id, stage)
-            return job is not None and job.status == status
-
-        self._wait(reached, timeout, f"{stage} of {session_id} to be {status}")
-
     def wait_mid_compress(self, session_id: str, timeout: float = 180) -> None:
         """Wait until the session's compressed copy is being written (progress reported)."""
 
@@ -401,8 +394,3 @@ class FaultSystem:
             if TEMP_MARK in p.name or p.name.endswith(LEGACY_PART_SUFFIX)
         ]
         assert temps == [], temps
-
-    def redis_counts(self) -> dict[str, int]:
-        report = self.doctor()
-        return {**report["queues"], "unacked": report["unacked"]}
-
