@@ -33,13 +33,17 @@ from typing import Any
 import pytest
 
 from shared.migrate import upgrade
+from shared.settings import Settings
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.services import (
     REDIS_E2E_URL,
     REDIS_TEST_URL,
+    WorkerProcess,
     create_database,
     drop_database,
     flushed_redis,
+    service_env,
+    settings_for,
 )
 
 INTEGRATION = "integration"
@@ -198,3 +202,18 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture
+def worker_system(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> Iterator[tuple[Settings, WorkerProcess]]:
+    """A real celery worker on the run's PostgreSQL database and Redis 15, and the settings
+    that reach the same database, broker and storage from the test."""
+    home = tmp_path / "home"
+    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker
+    finally:
+        worker.stop()

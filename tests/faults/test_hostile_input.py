@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ from synthetic.clips import write_tone_segment
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from tests.support.cli import agent_env, capture_agent, clean_env, run
-from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
+from tests.support.services import WorkerProcess, wait_for_session
 from tests.support.shipping import SessionShipper, ship_session_dir
 from tests.support.waiting import wait_for
 
@@ -53,17 +52,6 @@ SPEC = SyntheticSpec(
 STAGES = {"concat_audio", "merge", "compress", "finalize"}
 OLD_ATIME = 1_000_000.0
 REJECTED = "rejected event"  # what the worker logs for an event it refuses
-
-
-@pytest.fixture
-def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Settings, WorkerProcess]]:
-    home = tmp_path / "home"
-    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker
-    finally:
-        worker.stop()
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -174,9 +162,9 @@ def hostile_events() -> list[Any]:
 
 
 def test_hostile_events_and_sessions_fail_by_name_and_a_normal_session_completes(
-    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+    tmp_path: Path, worker_system: tuple[Settings, WorkerProcess]
 ) -> None:
-    settings, worker = system
+    settings, worker = worker_system
     storage = Storage(settings.storage)
     storage.root.mkdir(parents=True, exist_ok=True)
     outside = tmp_path / "outside"  # files a hostile session points at, outside the root

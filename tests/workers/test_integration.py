@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,17 +31,6 @@ SPEC = SyntheticSpec(
 STAGES = {"concat_audio", "merge", "compress", "finalize"}
 
 
-@pytest.fixture
-def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Settings, WorkerProcess]]:
-    home = tmp_path / "home"
-    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    try:
-        yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker
-    finally:
-        worker.stop()
-
-
 def record(tmp_path: Path, session_id: str) -> Path:
     return record_synthetic_session(
         tmp_path / session_id,
@@ -54,9 +42,9 @@ def record(tmp_path: Path, session_id: str) -> Path:
 
 
 def test_agent_events_become_a_synced_mp4_once(
-    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+    tmp_path: Path, worker_system: tuple[Settings, WorkerProcess]
 ) -> None:
-    settings, worker = system
+    settings, worker = worker_system
     folder = record(tmp_path, "integration-ok")
     emitter = EventEmitter(settings)
     storage = Storage(settings.storage)
@@ -132,9 +120,9 @@ def SPEC_SEGMENTS(folder: Path) -> list[dict[str, object]]:  # noqa: N802 - read
 
 
 def test_corrupt_segment_fails_merge_naming_the_file(
-    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+    tmp_path: Path, worker_system: tuple[Settings, WorkerProcess]
 ) -> None:
-    settings, worker = system
+    settings, worker = worker_system
     bad = record(tmp_path, "integration-bad")
     video = sorted(bad.glob("*.mp4"))[1]
     video.write_bytes(os.urandom(video.stat().st_size))  # random bytes under a real name
@@ -161,13 +149,13 @@ def test_corrupt_segment_fails_merge_naming_the_file(
 
 
 def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
-    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+    tmp_path: Path, worker_system: tuple[Settings, WorkerProcess]
 ) -> None:
     from sqlalchemy import delete, update
 
     from workers.jobs import now
 
-    settings, worker = system
+    settings, worker = worker_system
     folder = record(tmp_path, "integration-reap")
     emitter = EventEmitter(settings)
     storage = Storage(settings.storage)
@@ -206,14 +194,14 @@ def test_job_of_a_dead_worker_is_sent_again_and_the_session_completes(
 
 
 def test_workers_survive_database_connections_being_dropped(
-    tmp_path: Path, system: tuple[Settings, WorkerProcess]
+    tmp_path: Path, worker_system: tuple[Settings, WorkerProcess]
 ) -> None:
     """As after a PostgreSQL restart: every open connection of the workers is killed."""
     import psycopg
 
     from tests.support.services import PG_ADMIN_DSN
 
-    settings, worker = system
+    settings, worker = worker_system
     emitter = EventEmitter(settings)
     storage = Storage(settings.storage)
     ship_session_dir(record(tmp_path, "integration-db-1"), storage, emitter)
