@@ -29,6 +29,7 @@ from capture_agent.uploader import Publisher, Uploader
 from shared.clock import utcnow
 from shared.diagnostics import describe
 from shared.events import Event, SegmentStored
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import SegmentKind, SegmentSpec
 from shared.sessiondir import Manifest, listed_files, load_manifest
@@ -157,9 +158,17 @@ class Agent:
 
     # -- recording ----------------------------------------------------------------------------
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
+        self,
+        session_id: str,
+        *,
+        name: str,
+        started_at: datetime,
+        priority: str = Priority.NORMAL,
+        options: SessionOptions | None = None,
     ) -> None:
-        self.outbox.begin_session(session_id, name=name, started_at=started_at, priority=priority)
+        self.outbox.begin_session(
+            session_id, name=name, started_at=started_at, priority=priority, options=options
+        )
         self._wake()
 
     def add_segment(self, session_id: str, path: Path, segment: SegmentSpec) -> None:
@@ -223,6 +232,7 @@ class Agent:
             name=manifest.name,
             started_at=manifest.started_at,
             priority=manifest.priority,
+            options=manifest.options,
         )
         # Audio first (stable within a kind): its files are small, and the playable MP4 waits
         # for the audio track, which the workers then encode while the video is still copied.

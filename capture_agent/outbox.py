@@ -32,6 +32,7 @@ from shared import events
 from shared.clock import as_utc, utcnow
 from shared.events import Event, SegmentStored
 from shared.ids import validate_relative_path, validate_session_id
+from shared.options import SessionOptions
 from shared.routing import Priority, priority_value
 from shared.segments import SegmentSpec
 
@@ -248,7 +249,13 @@ class Outbox:
         return cursor.lastrowid
 
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
+        self,
+        session_id: str,
+        *,
+        name: str,
+        started_at: datetime,
+        priority: str = Priority.NORMAL,
+        options: SessionOptions | None = None,
     ) -> int | None:
         """Record ``session.started``; its seq, or None if the session was already begun."""
         priority_value(priority)
@@ -265,7 +272,12 @@ class Outbox:
             self._insert_event(
                 db,
                 events.session_started(
-                    session_id, seq, name=name, started_at=started_at, priority=priority
+                    session_id,
+                    seq,
+                    name=name,
+                    started_at=started_at,
+                    priority=priority,
+                    options=options,
                 ),
             )
             return seq

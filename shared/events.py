@@ -31,6 +31,7 @@ from shared.clock import utcnow
 from shared.diagnostics import describe_invalid, quoted
 from shared.ids import validate_relative_path, validate_session_id
 from shared.jsontree import containers
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import SegmentKind, SegmentSpec
 from shared.storage import SEGMENTS_DIR, SESSIONS_DIR, segment_key, validate_key
@@ -165,6 +166,7 @@ class SessionStartedPayload(_Payload):
     name: SessionName = ""
     started_at: IsoTime | None = None
     priority: Priority = Priority.NORMAL
+    options: SessionOptions = SessionOptions()
 
 
 class SessionEndedPayload(_Payload):
@@ -235,14 +237,22 @@ class Event(BaseModel):
 
 
 def session_started(
-    session_id: str, seq: int, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
+    session_id: str,
+    seq: int,
+    *,
+    name: str,
+    started_at: datetime,
+    priority: str = Priority.NORMAL,
+    options: SessionOptions | None = None,
 ) -> Event:
-    return Event(
-        type="session.started",
-        session_id=session_id,
-        seq=seq,
-        payload={"name": name, "started_at": started_at.isoformat(), "priority": priority},
-    )
+    payload: dict[str, Any] = {
+        "name": name,
+        "started_at": started_at.isoformat(),
+        "priority": priority,
+    }
+    if options is not None and options.to_json():
+        payload["options"] = options.to_json()
+    return Event(type="session.started", session_id=session_id, seq=seq, payload=payload)
 
 
 def segment_stored(session_id: str, seq: int, segment: SegmentStored) -> Event:

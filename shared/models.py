@@ -1,5 +1,7 @@
 """Pipeline state: sessions, their segments, one job per (session, stage), and received events.
 
+Plus each session's enrichment documents (``enrichment_documents``).
+
 Plus the per-session state of the incremental audio encoder (``audio_chunk_state``).
 """
 
@@ -74,6 +76,8 @@ class Session(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expected_segments: Mapped[int | None] = mapped_column(Integer)
+    # What the recorder asked for (shared.options.SessionOptions); None: the settings (0004).
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -171,6 +175,28 @@ class Event(Base):
     emitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class EnrichmentDocument(Base):
+    """A session's transcript, chapters or summary (``workers.enrich.documents``) (0004).
+
+    Written with its stage's success, in the same transaction: present exactly when the
+    stage that makes it has succeeded (a later stage may rewrite it, e.g. the summary stage
+    adds keywords and model titles to the chapters).
+    """
+
+    __tablename__ = "enrichment_documents"
+    __table_args__ = (UniqueConstraint("session_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
 
 

@@ -24,6 +24,9 @@ TASK_MERGE: Final = "sessionpipe.merge"
 TASK_COMPRESS: Final = "sessionpipe.compress"
 TASK_FINALIZE: Final = "sessionpipe.finalize"
 TASK_AUDIO_CHUNKS: Final = "sessionpipe.audio_chunks"  # incremental audio while recording
+TASK_TRANSCRIPT: Final = "sessionpipe.transcript"
+TASK_CHAPTERS: Final = "sessionpipe.chapters"
+TASK_SUMMARY: Final = "sessionpipe.summary"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -32,6 +35,9 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_COMPRESS: {"queue": QUEUE_MEDIA},
     TASK_AUDIO_CHUNKS: {"queue": QUEUE_AUDIO},
     TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
+    TASK_TRANSCRIPT: {"queue": QUEUE_ENRICH},
+    TASK_CHAPTERS: {"queue": QUEUE_ENRICH},
+    TASK_SUMMARY: {"queue": QUEUE_ENRICH},
 }
 
 

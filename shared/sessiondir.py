@@ -36,6 +36,7 @@ from shared.events import (
     SessionName,
 )
 from shared.ids import validate_relative_path, validate_session_id
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import SegmentKind, SegmentSpec
 
@@ -102,6 +103,8 @@ class Manifest(BaseModel):
     name: SessionName = ""
     started_at: ZonedDatetime
     priority: Priority = Priority.NORMAL
+    # Enrichment stages, language, LLM: what this session asks of the workers.
+    options: SessionOptions = SessionOptions()
     segments: Annotated[list[ManifestSegment], Field(max_length=MAX_SEGMENTS)]
     # End markers: a recorder sets them when the folder is final (``capture-agent watch``).
     ended_at: ZonedDatetime | None = None

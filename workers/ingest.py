@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session as DbSession
 from shared import models
 from shared.db import session_scope
 from shared.diagnostics import describe, describe_invalid, quoted
-from shared.events import Event
+from shared.events import Event, SessionStartedPayload
 from shared.ids import InvalidNameError
 from shared.models import SessionStatus
 from shared.receipts import write_receipt
@@ -174,6 +174,8 @@ def apply_event(db: DbSession, session: models.Session, event: Event) -> None:
         session.name = str(payload.get("name", ""))[:512]
         session.started_at = _parse_time(payload.get("started_at")) or event.emitted_at
         session.priority = str(payload.get("priority", session.priority))
+        options = SessionStartedPayload.model_validate(payload).options.to_json()
+        session.options = options or None
     elif event.type == "segment.stored":
         segment = event.segment()
         insert_ignore(

@@ -12,8 +12,13 @@ own queue. The rule for handing on, which makes a lost or doubled hand-on harmle
   succeeded, so a stage with several predecessors is never forgotten.
 - Sending is at least once: a redelivered or repeated task that finds its job succeeded
   sends the ready successors again, and a task finding its job taken or finished stops.
-- A session is *completed* when every stage succeeded, *failed* when one failed or was
-  cancelled.
+- Enrichment stages (transcript, chapters, summary) are *optional*: one that fails or is
+  cancelled never fails the session, and the stages after it run with what there is (the
+  summary of a session whose transcript failed is made from its chapters). A failed
+  optional stage hands on like a succeeded one.
+- A session is *playable* once its merge succeeded, *completed* when every required stage
+  succeeded and every optional one has finished (succeeded, skipped or failed), *failed*
+  when a required stage failed or was cancelled.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ from sqlalchemy.orm import Session as DbSession
 
 from shared.models import UNSUCCESSFUL_STATUSES, Job, JobStatus, Session, SessionStatus
 from shared.routing import (
+    TASK_CHAPTERS,
     TASK_COMPRESS,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_MERGE,
+    TASK_SUMMARY,
+    TASK_TRANSCRIPT,
 )
 from workers.jobs import ensure_job
 
@@ -43,6 +51,9 @@ class Stage(StrEnum):
     MERGE = "merge"
     COMPRESS = "compress"
     FINALIZE = "finalize"
+    TRANSCRIPT = "transcript"
+    CHAPTERS = "chapters"
+    SUMMARY = "summary"
 
 
 @dataclass(frozen=True)
@@ -54,17 +65,28 @@ class StageSpec:
     # completes work already done. On the default queue behind a backlog of events it held
     # finished sessions back for minutes (bench/RESULTS.md, load).
     urgent: bool = False
+    # Enrichment: failing never fails the session, and its successors still run.
+    optional: bool = False
 
 
 GRAPH: Final[tuple[StageSpec, ...]] = (
     StageSpec(Stage.CONCAT_AUDIO, TASK_CONCAT_AUDIO),
     StageSpec(Stage.MERGE, TASK_MERGE, after=(Stage.CONCAT_AUDIO,)),
+    # The audio track is on the output timeline already: transcribe it while the video is
+    # still being muxed. Chapters need the playable MP4; neither waits for the compression.
+    StageSpec(Stage.TRANSCRIPT, TASK_TRANSCRIPT, after=(Stage.CONCAT_AUDIO,), optional=True),
+    StageSpec(Stage.CHAPTERS, TASK_CHAPTERS, after=(Stage.MERGE,), optional=True),
     StageSpec(Stage.COMPRESS, TASK_COMPRESS, after=(Stage.MERGE,)),
+    StageSpec(Stage.SUMMARY, TASK_SUMMARY, after=(Stage.TRANSCRIPT, Stage.CHAPTERS), optional=True),
     StageSpec(Stage.FINALIZE, TASK_FINALIZE, after=(Stage.MERGE, Stage.COMPRESS), urgent=True),
 )
 SPECS: Final[dict[Stage, StageSpec]] = {spec.stage: spec for spec in GRAPH}
 STAGES: Final[tuple[Stage, ...]] = tuple(spec.stage for spec in GRAPH)  # a topological order
 ROOTS: Final[tuple[Stage, ...]] = tuple(spec.stage for spec in GRAPH if not spec.after)
+REQUIRED: Final[frozenset[str]] = frozenset(s.stage.value for s in GRAPH if not s.optional)
+OPTIONAL: Final[frozenset[str]] = frozenset(s.stage.value for s in GRAPH if s.optional)
+#: The stage whose success makes a session playable (the MP4 exists).
+PLAYABLE_STAGE: Final = Stage.MERGE
 
 
 def _check_graph() -> None:
@@ -84,9 +106,27 @@ def successors(stage: Stage) -> tuple[Stage, ...]:
     return tuple(spec.stage for spec in GRAPH if stage in spec.after)
 
 
-def ready_after(stage: Stage, succeeded: set[str]) -> tuple[Stage, ...]:
-    """The successors of ``stage`` whose predecessors have all succeeded."""
-    return tuple(s for s in successors(stage) if all(p.value in succeeded for p in SPECS[s].after))
+def settled(statuses: dict[str, str]) -> set[str]:
+    """Stages a successor may run after: succeeded, or optional and finished unsuccessfully."""
+    return {
+        stage
+        for stage, status in statuses.items()
+        if status == JobStatus.SUCCEEDED.value
+        or (stage in OPTIONAL and status in UNSUCCESSFUL_STATUSES)
+    }
+
+
+def ready_after(stage: Stage, done: set[str]) -> tuple[Stage, ...]:
+    """The successors of ``stage`` whose predecessors are all ``done`` (see :func:`settled`)."""
+    return tuple(s for s in successors(stage) if all(p.value in done for p in SPECS[s].after))
+
+
+def outcome(statuses: dict[str, str]) -> str | None:
+    """'completed', 'failed' or None (still going) from a session's stage statuses."""
+    if any(statuses.get(s) in UNSUCCESSFUL_STATUSES for s in REQUIRED):
+        return "failed"
+    done = settled(statuses)
+    return "completed" if all(s.value in done for s in STAGES) else None
 
 
 # -- in the caller's transaction --------------------------------------------------------------
@@ -118,22 +158,26 @@ def start(db: DbSession, session_id: str) -> list[Stage]:
 
 
 def hand_on(db: DbSession, session_id: str, stage: Stage) -> list[Stage]:
-    """After ``stage`` succeeded (session row locked): the successors to send.
+    """After ``stage`` succeeded, or failed as an optional stage (session row locked): the
+    successors to send.
 
-    Marks the session completed when every stage has succeeded.
+    Marks the session completed once every stage is done (:func:`outcome`).
     """
     statuses = _statuses(db, session_id)
-    succeeded = {s for s, status in statuses.items() if status == JobStatus.SUCCEEDED.value}
-    if all(s.value in succeeded for s in STAGES):
+    if outcome(statuses) == "completed":
         session = db.get(Session, session_id)
         if session is not None:
             session.status = SessionStatus.COMPLETED.value
-    return _pending(db, session_id, ready_after(stage, succeeded))
+    return _pending(db, session_id, ready_after(stage, settled(statuses)))
 
 
 def session_outcome(jobs: list[Job]) -> str | None:
     """'completed', 'failed' or None (still going) from a session's job rows."""
-    if any(job.status in UNSUCCESSFUL_STATUSES for job in jobs):
-        return "failed"
-    succeeded = {job.stage for job in jobs if job.status == JobStatus.SUCCEEDED.value}
-    return "completed" if all(s.value in succeeded for s in STAGES) else None
+    return outcome({job.stage: job.status for job in jobs})
+
+
+def is_playable(jobs: list[Job]) -> bool:
+    """The playable MP4 exists: its stage succeeded."""
+    return any(
+        j.stage == PLAYABLE_STAGE.value and j.status == JobStatus.SUCCEEDED.value for j in jobs
+    )

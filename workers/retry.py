@@ -18,6 +18,7 @@ from shared.backoff import backoff_seconds
 from shared.ids import InvalidNameError
 from shared.sessiondir import ManifestError
 from shared.storage import StorageError
+from workers.enrich.documents import EnrichError
 from workers.media.errors import MediaError
 
 RETRY_BASE_S = 2.0  # first wait; doubles with every retry
@@ -26,6 +27,7 @@ RETRY_CAP_S = 600.0  # longest wait between two tries
 # Checked first: these subclass OSError or ValueError in places, and are never transient.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     MediaError,
+    EnrichError,  # bad input to an enrichment step
     InvalidNameError,
     ManifestError,
     StorageError,

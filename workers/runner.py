@@ -11,10 +11,12 @@
    execution's (an operator cancelled it, or it was taken over after its lease).
 3. Success: lock the session, mark the job succeeded and create the ready successors' job
    rows (``workers.pipeline.hand_on``) in one transaction, then send their tasks.
+   The stage's enrichment documents are stored in that transaction too.
    Failure: the job records the reason, as failed when the retry policy
    (``workers.retry``) gives up, else pending again with its retry due (the sweeper sends
    it if the retry message is lost); the exception goes on to the task, whose base class
-   retries it.
+   retries it. A failed required stage fails the session; a failed optional one
+   (enrichment) hands on like a success, so what comes after it still runs.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.settings import get_settings
 from shared.storage import Storage
-from workers import dispatch, jobs, pipeline
+from workers import dispatch, enrichment, jobs, pipeline
 from workers.media import Cancelled
 from workers.pipeline import Stage
 from workers.retry import task_backoff_seconds, will_retry
@@ -174,6 +176,7 @@ def run_stage(
         settings=settings,
         progress=progress,
         outputs=outputs,
+        last_try=retries >= task.retry_limit(),
     )
     try:
         with heartbeat(progress, settings.job_heartbeat_s):
@@ -191,9 +194,15 @@ def run_stage(
                     db, claimed.job_id, claimed.owner, describe(exc), retry_at=retry_at
                 )
             else:
-                jobs.fail(db, claimed.job_id, claimed.owner, describe(exc))
-                _set_session_status(db, session_id, SessionStatus.FAILED)
+                session = pipeline.lock_session(db, session_id)
+                failed = jobs.fail(db, claimed.job_id, claimed.owner, describe(exc))
+                if pipeline.SPECS[stage].optional:
+                    due = pipeline.hand_on(db, session_id, stage) if failed else []
+                else:
+                    _set_session_status(db, session_id, SessionStatus.FAILED)
                 log.error("%s for %s failed: %s", stage.value, session_id, describe(exc))
+        if due and session is not None:
+            dispatch.send_all(task.app, url, session, due)
         raise
     remember_probes(url, session_id, ctx.probed)  # later stages plan without probing
 
@@ -203,6 +212,7 @@ def run_stage(
             db, claimed.job_id, claimed.owner, output_key=out.output_key, result=out.result
         )
         if won:
+            enrichment.store(db, session_id, out.documents)
             due = pipeline.hand_on(db, session_id, stage)
     if session is not None:
         dispatch.send_all(task.app, url, session, due)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from shared import models
 from shared.db import session_scope
+from shared.options import SessionOptions
 from workers.stages.context import SegmentRef, SessionSnapshot
 
 
@@ -44,6 +45,7 @@ def load_snapshot(db: DbSession, session: models.Session) -> SessionSnapshot:
         started_at=session.started_at,
         segments=refs,
         pauses=tuple(pauses(db, session)),
+        options=SessionOptions.from_json(session.options),
     )
 
 

@@ -10,11 +10,24 @@ from shared import models
 from shared.db import session_scope
 from shared.ids import validate_session_id
 from shared.storage import Storage
-from workers.pipeline import STAGES, session_outcome
+from workers.pipeline import STAGES, is_playable, session_outcome
 
 
 class UnknownSessionError(LookupError):
     pass
+
+
+def skip_reason(job: models.Job) -> str | None:
+    """Why a succeeded job did nothing (a disabled or inapplicable stage), or None."""
+    reason = (job.result or {}).get("skipped")
+    return str(reason) if reason is not None else None
+
+
+def stage_status(job: models.Job) -> str:
+    """A job's status as people read it: a succeeded job that did nothing is 'skipped'."""
+    if job.status == models.JobStatus.SUCCEEDED.value and skip_reason(job) is not None:
+        return "skipped"
+    return job.status
 
 
 def session_status(database_url: str, storage: Storage, session_id: str) -> dict[str, Any]:
@@ -34,6 +47,9 @@ def session_status(database_url: str, storage: Storage, session_id: str) -> dict
             "name": session.name,
             "status": session.status,
             "outcome": session_outcome(jobs),
+            # The MP4 plays (merge done) long before enrichment and compression finish.
+            "playable": is_playable(jobs),
+            "complete": session_outcome(jobs) == "completed",
             "priority": session.priority,
             "started_at": session.started_at.isoformat() if session.started_at else None,
             "ended_at": session.ended_at.isoformat() if session.ended_at else None,
@@ -42,7 +58,7 @@ def session_status(database_url: str, storage: Storage, session_id: str) -> dict
             "stages": [
                 {
                     "stage": job.stage,
-                    "status": job.status,
+                    "status": stage_status(job),
                     "attempts": job.attempts,
                     "progress": job.progress,
                     "error": job.error,

@@ -20,11 +20,14 @@ from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
+    TASK_CHAPTERS,
     TASK_COMPRESS,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_INGEST_EVENT,
     TASK_MERGE,
+    TASK_SUMMARY,
+    TASK_TRANSCRIPT,
 )
 from shared.settings import get_settings
 from workers import audiochunks
@@ -96,6 +99,21 @@ def compress(self: PipelineTask, session_id: str) -> str:
 @_task(TASK_FINALIZE)
 def finalize(self: PipelineTask, session_id: str) -> str:
     return run_stage(self, session_id, Stage.FINALIZE)
+
+
+@_task(TASK_TRANSCRIPT)
+def transcript(self: PipelineTask, session_id: str) -> str:
+    return run_stage(self, session_id, Stage.TRANSCRIPT)
+
+
+@_task(TASK_CHAPTERS)
+def chapters(self: PipelineTask, session_id: str) -> str:
+    return run_stage(self, session_id, Stage.CHAPTERS)
+
+
+@_task(TASK_SUMMARY)
+def summary(self: PipelineTask, session_id: str) -> str:
+    return run_stage(self, session_id, Stage.SUMMARY)
 
 
 @_task(TASK_AUDIO_CHUNKS)

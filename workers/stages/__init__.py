@@ -12,6 +12,7 @@ from typing import Final
 
 from workers.pipeline import Stage
 from workers.stages.audio import build_audio
+from workers.stages.chapters import build_chapters
 from workers.stages.compressed import build_compressed
 from workers.stages.context import (
     SegmentRef,
@@ -22,6 +23,8 @@ from workers.stages.context import (
 )
 from workers.stages.finalize import write_manifest
 from workers.stages.playable import build_playable
+from workers.stages.summary import build_summary
+from workers.stages.transcript import build_transcript
 
 StageWork = Callable[[StageContext], StageOutput]
 
@@ -30,6 +33,9 @@ WORK: Final[dict[Stage, StageWork]] = {
     Stage.MERGE: build_playable,
     Stage.COMPRESS: build_compressed,
     Stage.FINALIZE: write_manifest,
+    Stage.TRANSCRIPT: build_transcript,
+    Stage.CHAPTERS: build_chapters,
+    Stage.SUMMARY: build_summary,
 }
 assert set(WORK) == set(Stage), "every stage of the graph has its work"
 

@@ -75,7 +75,7 @@ def build_audio(ctx: StageContext) -> StageOutput:
         if not timeline.has_audio:
             ctx.wait_for_writers()
             store.clear()
-            return StageOutput(output_key=None, result={"skipped": "session has no audio segments"})
+            return StageOutput.skipped("session has no audio segments")
         out = concat_audio_chunked(
             timeline,
             storage.output_path(key),

@@ -13,10 +13,10 @@ def compressed_output_name(session_id: str) -> str:
 def build_compressed(ctx: StageContext) -> StageOutput:
     """Screen-tuned H.264 with still stretches dropped; skipped without video or when off."""
     if not ctx.settings.compress:
-        return StageOutput(output_key=None, result={"skipped": "compression is turned off"})
+        return StageOutput.skipped("compression is turned off")
     merged = ctx.storage.path(ctx.output_of("merge", needed_by="compress"))
     if not probe(merged).has_video:
-        return StageOutput(output_key=None, result={"skipped": "session has no video"})
+        return StageOutput.skipped("session has no video")
     key = ctx.storage.derived_key(ctx.snapshot.id, compressed_output_name(ctx.snapshot.id))
     out = compress_video(
         merged,

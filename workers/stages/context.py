@@ -8,6 +8,7 @@ and records the result.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from shared.clock import as_utc
 from shared.diagnostics import quoted
 from shared.events import MAX_SESSION_SECONDS
 from shared.ids import InvalidNameError
+from shared.options import ResolvedOptions, SessionOptions, resolve
 from shared.segments import SegmentKind
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
@@ -49,6 +51,7 @@ class SessionSnapshot:
     started_at: datetime | None
     segments: tuple[SegmentRef, ...]
     pauses: tuple[tuple[datetime, datetime], ...] = ()
+    options: SessionOptions = SessionOptions()  # what the recorder asked for
 
 
 @dataclass
@@ -57,6 +60,14 @@ class StageOutput:
 
     output_key: str | None
     result: dict[str, Any] = field(default_factory=dict)
+    # Enrichment documents (kind -> JSON) the runner stores with the stage's success, in
+    # the same transaction (workers.enrichment).
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, reason: str) -> StageOutput:
+        """Nothing to do, and that is no failure (a disabled or inapplicable stage)."""
+        return cls(output_key=None, result={"skipped": reason})
 
 
 @dataclass
@@ -73,6 +84,30 @@ class StageContext:
     # Blocks until nobody else writes this stage's scratch files (the audio chunk passes of
     # the session); call it before deleting them.
     wait_for_writers: Callable[[], None] = field(default=lambda: None)
+    # No retry follows if this execution fails transiently (a stage that can fall back, like
+    # the LLM summary, does so now instead of waiting for a retry that will not come).
+    last_try: bool = True
+
+    @property
+    def options(self) -> ResolvedOptions:
+        """The session's options, defaults filled in from the settings."""
+        return resolve(
+            self.snapshot.options,
+            enrich=self.settings.enrich_stages,
+            language=self.settings.language,
+            llm_configured=self.settings.llm_provider != "none",
+        )
+
+    def write_text(self, name: str, text: str) -> str:
+        """Write a derived file of the session (temporary name, then rename); its key."""
+        key = self.storage.derived_key(self.snapshot.id, name)
+        with self.storage.atomic_path(key) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+        return key
+
+    def read_json(self, key: str) -> Any:
+        """A JSON file an earlier stage wrote (its output key)."""
+        return json.loads(self.storage.path(key).read_text(encoding="utf-8"))
 
     def output_of(self, stage: str, *, needed_by: str) -> str:
         """An earlier stage's output key, or the MediaError that explains its absence."""
