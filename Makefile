@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services lint bench bench-embedded bench-load clean
+.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,20 +38,25 @@ constraints:
 	rm -rf $(LOCK_VENV)
 
 demo: install
+	bash scripts/ensure-packages.sh --best-effort tesseract-ocr tesseract-ocr-eng
 	$(BIN)/sessionpipe demo
 
 services:
 	bash scripts/ensure-services.sh
 
+# Debian packages the tests need (speech synthesis, OCR), installed when missing.
+packages:
+	bash scripts/ensure-packages.sh
+
 # Every test, after lint; test-unit needs no service, test-integration only the services.
-test: install-dev services
+test: install-dev services packages
 	$(MAKE) lint
 	$(BIN)/pytest
 
-test-unit: install-dev
+test-unit: install-dev packages
 	$(BIN)/pytest -m "not integration"
 
-test-integration: install-dev services
+test-integration: install-dev services packages
 	$(BIN)/pytest -m integration
 
 # The fault suite at full size (`make test` runs every scenario small): more sessions in
