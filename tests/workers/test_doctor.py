@@ -17,8 +17,10 @@ from shared.settings import Settings
 from shared.storage import Storage
 from workers import doctor, jobs
 from workers.config import celery_config
+from workers.pipeline import STAGES
 
 OLD = timedelta(hours=1)
+MADE_OUTPUTS = ("concat_audio", "merge", "compress")
 
 
 def _settings(tmp_path: Path, sqlite_url: str) -> Settings:
@@ -34,10 +36,10 @@ def _broken_system(settings: Settings) -> Storage:
         jobs.ensure_job(db, "stranded", "concat_audio")  # pending, never sent
         stale = jobs.claim(db, "stranded", "merge", "dead", lease=OLD)
         assert stale is not None
-        for stage in ("concat_audio", "merge", "compress", "finalize"):
+        for stage in (s.value for s in STAGES):  # every stage done; compress's output is lost
             claim = jobs.claim(db, "done", stage, "t", lease=OLD)
             assert claim is not None
-            key = f"sessions/done/derived/{stage}.out" if stage != "finalize" else None
+            key = f"sessions/done/derived/{stage}.out" if stage in MADE_OUTPUTS else None
             jobs.succeed(db, claim.job_id, claim.owner, output_key=key, result={})
         db.execute(update(models.Job).values(updated_at=jobs.now() - 2 * OLD))
     for stage in ("concat_audio", "merge"):  # compress's output is missing
@@ -67,7 +69,7 @@ def test_doctor_finds_every_broken_invariant(tmp_path: Path, sqlite_url: str) ->
         ("temp-file", None, None),
     ]
     assert not report.healthy and not report.idle
-    assert report.jobs == {"pending": 1, "running": 1, "succeeded": 4}
+    assert report.jobs == {"pending": 1, "running": 1, "succeeded": len(STAGES)}
     assert report.queues == {"all": 0}
 
 

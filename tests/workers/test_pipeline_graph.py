@@ -45,19 +45,27 @@ def test_the_graph_is_topological_and_finalize_waits_for_both_outputs() -> None:
         seen.add(spec.stage)
     assert ROOTS == (Stage.CONCAT_AUDIO,)
     assert pipeline.SPECS[Stage.FINALIZE].after == (Stage.MERGE, Stage.COMPRESS)
-    assert pipeline.successors(Stage.MERGE) == (Stage.COMPRESS, Stage.FINALIZE)
+    assert pipeline.successors(Stage.MERGE) == (Stage.CHAPTERS, Stage.COMPRESS, Stage.FINALIZE)
+    # enrichment never waits for the compressed copy, and finalize never waits for it
+    assert pipeline.successors(Stage.CONCAT_AUDIO) == (Stage.MERGE, Stage.TRANSCRIPT)
+    assert pipeline.SPECS[Stage.SUMMARY].after == (Stage.TRANSCRIPT, Stage.CHAPTERS)
+    assert pipeline.OPTIONAL == {"transcript", "chapters", "summary"}
 
 
 def test_a_stage_with_two_predecessors_is_sent_once_both_succeeded(url: str) -> None:
     with session_scope(url) as db:
         assert pipeline.start(db, SESSION) == [Stage.CONCAT_AUDIO]
-        assert _succeed(db, Stage.CONCAT_AUDIO) == [Stage.MERGE]
-        # merge hands on to compress; finalize also needs compress, so it waits
-        assert _succeed(db, Stage.MERGE) == [Stage.COMPRESS]
+        assert _succeed(db, Stage.CONCAT_AUDIO) == [Stage.MERGE, Stage.TRANSCRIPT]
+        # merge hands on to chapters and compress; finalize also needs compress, so it waits
+        assert _succeed(db, Stage.MERGE) == [Stage.CHAPTERS, Stage.COMPRESS]
         assert jobs.get_job(db, SESSION, Stage.FINALIZE.value) is None
+        assert _succeed(db, Stage.TRANSCRIPT) == []  # the summary waits for the chapters too
+        assert _succeed(db, Stage.CHAPTERS) == [Stage.SUMMARY]
         assert _succeed(db, Stage.COMPRESS) == [Stage.FINALIZE]
         assert _succeed(db, Stage.FINALIZE) == []
         session = db.get(models.Session, SESSION)
+        assert session is not None and session.status == "processing"  # summary still runs
+        assert _succeed(db, Stage.SUMMARY) == []
         assert session is not None and session.status == "completed"
         rows = list(db.query(models.Job).filter_by(session_id=SESSION))
     assert sorted(job.stage for job in rows) == sorted(s.value for s in STAGES)
@@ -69,9 +77,11 @@ def test_a_repeated_hand_on_sends_only_what_is_still_pending(url: str) -> None:
     with session_scope(url) as db:
         pipeline.start(db, SESSION)
         _succeed(db, Stage.CONCAT_AUDIO)
-        assert pipeline.hand_on(db, SESSION, Stage.CONCAT_AUDIO) == [Stage.MERGE]  # lost send
+        # a lost send
+        assert pipeline.hand_on(db, SESSION, Stage.CONCAT_AUDIO) == [Stage.MERGE, Stage.TRANSCRIPT]
         jobs.claim(db, SESSION, Stage.MERGE.value, "merge-task", lease=LEASE)
-        assert pipeline.hand_on(db, SESSION, Stage.CONCAT_AUDIO) == []  # merge is running
+        # merge is running
+        assert pipeline.hand_on(db, SESSION, Stage.CONCAT_AUDIO) == [Stage.TRANSCRIPT]
 
 
 def test_a_failed_or_cancelled_stage_fails_the_session(url: str) -> None:
@@ -83,3 +93,38 @@ def test_a_failed_or_cancelled_stage_fails_the_session(url: str) -> None:
         rows = list(db.query(models.Job).filter_by(session_id=SESSION))
     assert pipeline.session_outcome(rows) == "failed"
     assert rows[0].status == JobStatus.FAILED.value
+
+
+def _fail(db: DbSession, stage: Stage) -> list[Stage]:
+    """What the runner does when a stage fails for good: fail it; an optional one hands on."""
+    claim = jobs.claim(db, SESSION, stage.value, f"task-{stage.value}", lease=LEASE)
+    assert claim is not None
+    pipeline.lock_session(db, SESSION)
+    assert jobs.fail(db, claim.job_id, claim.owner, "EnrichError: no")
+    return pipeline.hand_on(db, SESSION, stage) if pipeline.SPECS[stage].optional else []
+
+
+def test_a_failed_enrichment_stage_hands_on_and_never_fails_the_session(url: str) -> None:
+    with session_scope(url) as db:
+        pipeline.start(db, SESSION)
+        _succeed(db, Stage.CONCAT_AUDIO)
+        _succeed(db, Stage.MERGE)
+        rows = list(db.query(models.Job).filter_by(session_id=SESSION))
+        assert pipeline.is_playable(rows) and pipeline.session_outcome(rows) is None
+        assert _fail(db, Stage.TRANSCRIPT) == []
+        assert _succeed(db, Stage.CHAPTERS) == [Stage.SUMMARY]  # runs on the chapters alone
+        _succeed(db, Stage.COMPRESS)
+        _succeed(db, Stage.FINALIZE)
+        assert _fail(db, Stage.SUMMARY) == []
+        session = db.get(models.Session, SESSION)
+        assert session is not None and session.status == "completed"
+        db.expire_all()  # the job rows were changed by UPDATE statements
+        rows = list(db.query(models.Job).filter_by(session_id=SESSION))
+    assert pipeline.session_outcome(rows) == "completed"
+
+
+def test_a_failed_media_stage_fails_the_session_while_enrichment_runs(url: str) -> None:
+    statuses = {"concat_audio": "succeeded", "merge": "succeeded", "transcript": "running"}
+    assert pipeline.outcome(statuses) is None
+    assert pipeline.outcome({**statuses, "compress": "failed"}) == "failed"
+    assert pipeline.outcome({**statuses, "transcript": "cancelled"}) is None  # still going
