@@ -19,10 +19,16 @@ way (``request.getfixturevalue``), and starting any of those processes fails a t
 not marked.
 
 The service fixtures fail, never skip, when a service is unreachable: `make test` starts them.
+
+**Enrichment.** Tests run with ``SESSIONPIPE_ENRICH=none`` (``tests.support.cli.
+MEDIA_TESTS_ENV``, here and in every subprocess): the enrichment stages run, as skipped,
+except in the enrichment tests (``tests/workers/enrich/``, ``tests/local/``), which ask for
+them.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -34,6 +40,7 @@ import pytest
 
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.support.cli import MEDIA_TESTS_ENV
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.services import (
     REDIS_E2E_URL,
@@ -45,6 +52,8 @@ from tests.support.services import (
     service_env,
     settings_for,
 )
+
+os.environ.update(MEDIA_TESTS_ENV)  # before any Settings() is read (settings are read lazily)
 
 INTEGRATION = "integration"
 #: Fixtures that reach a real service: a test using one must be marked ``integration``.

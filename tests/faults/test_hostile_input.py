@@ -42,6 +42,7 @@ from tests.support.cli import agent_env, capture_agent, clean_env, run
 from tests.support.services import WorkerProcess, wait_for_session
 from tests.support.shipping import SessionShipper, ship_session_dir
 from tests.support.waiting import wait_for
+from workers.pipeline import STAGES as PIPELINE_STAGES
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ STARTED = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 SPEC = SyntheticSpec(
     duration=4.0, segment_seconds=2.0, audio_holes=(), width=160, height=96, fps=10
 )
-STAGES = {"concat_audio", "merge", "compress", "finalize"}
+STAGES = {stage.value for stage in PIPELINE_STAGES}
 OLD_ATIME = 1_000_000.0
 REJECTED = "rejected event"  # what the worker logs for an event it refuses
 

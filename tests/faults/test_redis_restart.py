@@ -49,10 +49,11 @@ from tests.support.services import (
 )
 from tests.support.shipping import ship_session_dir
 from tests.support.waiting import wait_for
+from workers.pipeline import STAGES as PIPELINE_STAGES
 
 pytestmark = pytest.mark.integration
 
-STAGES = {"concat_audio", "merge", "compress", "finalize"}
+STAGES = {stage.value for stage in PIPELINE_STAGES}
 #: A session whose compressed copy takes seconds (every frame differs, 720p), so the worker
 #: is still running ``compress``, its message unacknowledged, when Redis is back.
 LONG = SyntheticSpec(

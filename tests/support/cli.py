@@ -9,6 +9,12 @@ from pathlib import Path
 
 from tests.support import ROOT
 
+#: Tests of the media path, the agent and the faults run the enrichment stages as skipped
+#: ("not asked for"): the graph and its hand-ons are exercised, seconds of speech
+#: recognition per session are not spent. The enrichment tests ask for it
+#: (SESSIONPIPE_ENRICH=all, or enrich="all").
+MEDIA_TESTS_ENV: dict[str, str] = {"SESSIONPIPE_ENRICH": "none"}
+
 
 def clean_env(**values: str) -> dict[str, str]:
     """This process's environment without any ``SESSIONPIPE_*``/``AWS_*`` setting, plus ``values``.
@@ -20,7 +26,7 @@ def clean_env(**values: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("SESSIONPIPE_") and not k.startswith("AWS_")
     }
-    env.update(PYTHONPATH=str(ROOT), COLUMNS="200")
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="200", **MEDIA_TESTS_ENV)
     env.update(values)
     return env
 

@@ -49,7 +49,7 @@ def test_the_graph_is_topological_and_finalize_waits_for_both_outputs() -> None:
     # enrichment never waits for the compressed copy, and finalize never waits for it
     assert pipeline.successors(Stage.CONCAT_AUDIO) == (Stage.MERGE, Stage.TRANSCRIPT)
     assert pipeline.SPECS[Stage.SUMMARY].after == (Stage.TRANSCRIPT, Stage.CHAPTERS)
-    assert pipeline.OPTIONAL == {"transcript", "chapters", "summary"}
+    assert {"transcript", "chapters", "summary"} == pipeline.OPTIONAL
 
 
 def test_a_stage_with_two_predecessors_is_sent_once_both_succeeded(url: str) -> None:

@@ -18,10 +18,11 @@ from tests.support.cli import capture_agent, run
 from tests.support.media import decode
 from tests.support.services import WorkerProcess, service_env, wait_for_session
 from tests.support.waiting import wait_for
+from workers.pipeline import STAGES as PIPELINE_STAGES
 
 pytestmark = pytest.mark.integration
 
-STAGES = {"concat_audio", "merge", "compress", "finalize"}
+STAGES = {stage.value for stage in PIPELINE_STAGES}
 RECORD_SECONDS = 5.0
 
 

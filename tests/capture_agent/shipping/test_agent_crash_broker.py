@@ -22,10 +22,11 @@ from tests.capture_agent.shipping.helpers import agent_settings
 from tests.support.servers import RedisServer
 from tests.support.services import WorkerProcess, service_env
 from tests.support.waiting import wait_for
+from workers.pipeline import STAGES as PIPELINE_STAGES
 
 pytestmark = pytest.mark.integration
 
-STAGES = {"concat_audio", "merge", "compress", "finalize"}
+STAGES = {stage.value for stage in PIPELINE_STAGES}
 SPEC = SyntheticSpec(
     duration=4.0, segment_seconds=2.0, audio_holes=(), width=160, height=96, fps=10
 )
