@@ -9,6 +9,9 @@ COPY capture_agent capture_agent
 COPY sessionpipe sessionpipe
 COPY synthetic synthetic
 COPY migrations migrations
-RUN pip install --no-cache-dir -c constraints.txt . && useradd --create-home sessionpipe
+# tesseract reads the text on screen (chapter titles); the enrich extra brings the rest.
+RUN apt-get update && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-cache-dir -c constraints.txt '.[enrich]' && useradd --create-home sessionpipe
 USER sessionpipe
 CMD ["celery", "-A", "workers.app", "worker", "-Q", "media,audio,enrich,default"]
