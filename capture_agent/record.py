@@ -40,6 +40,7 @@ from capture_agent.ffmpeg_run import FfmpegRun, default_ffmpeg, detect_encoder
 from capture_agent.runfiles import RecorderError, write_recording_manifest
 from capture_agent.sink import SessionSink
 from shared.clock import utcnow
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import LocalSegment, SegmentKind
 from shared.sessiondir import MANIFEST_NAME
@@ -78,6 +79,8 @@ class RecordOptions:
     duration: float | None = None  # seconds of media, then stop by itself (synthetic tests)
     priority: Priority = Priority.NORMAL
     state_dir: Path | None = None  # where the control file goes (None: not controllable)
+    # Enrichment stages, language, LLM: what the workers are asked to do with the session.
+    enrichment: SessionOptions = field(default_factory=SessionOptions)
 
 
 @dataclass
@@ -254,6 +257,7 @@ class Recorder:
             name=self.options.name,
             started_at=self._started_at,
             priority=self.options.priority,
+            options=self.options.enrichment,
         )
         self._begun = True
 
@@ -281,6 +285,7 @@ class Recorder:
                     priority=opts.priority,
                     segments=[s.spec for s in self._segments],
                     ended_at=ended_at,
+                    options=opts.enrichment,
                 )
                 self._ensure_begun()
                 self.agent.end_session(opts.session_id, ended_at=ended_at)

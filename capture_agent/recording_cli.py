@@ -25,6 +25,7 @@ from capture_agent import control
 from capture_agent.ffmpeg_cmd import AVFoundationSource, Source
 from capture_agent.record import SIGNAL_REQUESTS, SessionSink
 from shared.clock import utcnow
+from shared.options import SessionOptions, parse_enrich_list
 from shared.routing import Priority, parse_priority
 from synthetic.lavfi import SyntheticSource
 
@@ -132,6 +133,22 @@ OutOption = Annotated[
 ]
 SessionIdOption = Annotated[str | None, typer.Option("--session-id", help="Explicit session id.")]
 PriorityOption = Annotated[str, typer.Option(help="high, normal or low.")]
+EnrichOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Enrichment stages for this session: transcript,chapters,summary, all or none "
+        "(default: the workers' SESSIONPIPE_ENRICH)."
+    ),
+]
+LanguageOption = Annotated[
+    str | None, typer.Option(help="Spoken language, an ISO 639 code (default: the workers').")
+]
+LlmOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--llm/--no-llm", help="Use the workers' LLM provider, if one is configured (default: yes)."
+    ),
+]
 FfmpegOption = Annotated[
     str | None,
     typer.Option(help="ffmpeg binary (default: PATH's on a Mac, else imageio-ffmpeg's)."),
@@ -174,6 +191,9 @@ def record(
     encoder: EncoderOption = None,
     list_devices: ListDevicesOption = False,
     drain_timeout: DrainTimeoutOption = DEFAULT_DRAIN_TIMEOUT_S,
+    enrich: EnrichOption = None,
+    language: LanguageOption = None,
+    llm: LlmOption = None,
 ) -> None:
     """Record screen + microphone in segments, shipping each as soon as it is finished.
 
@@ -199,6 +219,14 @@ def record(
         chosen_priority = parse_priority(priority)
     except ValueError:
         _fail(f"invalid priority {priority!r}: use high, normal or low")
+    try:
+        enrichment = SessionOptions(
+            enrich=parse_enrich_list(enrich) if enrich is not None else None,
+            language=language,
+            llm=llm,
+        )
+    except ValueError as exc:  # pydantic's ValidationError is one
+        _fail(f"invalid enrichment option: {exc}")
     if not synthetic and sys.platform != "darwin":
         _fail("screen recording needs macOS (avfoundation); use --synthetic elsewhere")
     try:
@@ -219,6 +247,7 @@ def record(
         duration=duration,
         priority=chosen_priority,
         state_dir=settings.state_dir,
+        enrichment=enrichment,
     )
     console.print(f"session [bold]{sid}[/bold] recording into {folder}")
     console.print("stop with Ctrl-C or `capture-agent stop`; pause with `capture-agent pause`")

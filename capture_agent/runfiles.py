@@ -24,6 +24,7 @@ from capture_agent.ffmpeg_cmd import (
     segment_name,
     segment_number,
 )
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import LocalSegment, SegmentKind, SegmentSpec
 from shared.sessiondir import Manifest, ManifestSegment, write_manifest
@@ -47,6 +48,7 @@ def write_recording_manifest(
     priority: Priority,
     segments: Iterable[SegmentSpec],
     ended_at: datetime,
+    options: SessionOptions | None = None,
 ) -> Path:
     """``session.json`` of a finished recording: every timed segment in time order, complete."""
     timed = [s for s in segments if s.started_at is not None]
@@ -55,6 +57,7 @@ def write_recording_manifest(
         name=name,
         started_at=started_at,
         priority=priority,
+        options=options or SessionOptions(),
         segments=[
             ManifestSegment.of(s)
             for s in sorted(timed, key=lambda s: (s.started_at, s.kind, s.file))

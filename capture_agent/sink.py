@@ -11,13 +11,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import SegmentSpec
 
 
 class SessionSink(Protocol):
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = Priority.NORMAL
+        self,
+        session_id: str,
+        *,
+        name: str,
+        started_at: datetime,
+        priority: str = Priority.NORMAL,
+        options: SessionOptions | None = None,
     ) -> None: ...
 
     def add_segment(self, session_id: str, path: Path, segment: SegmentSpec) -> None: ...

@@ -21,6 +21,7 @@ from synthetic.session import record_synthetic_session
 from tests.support.media import decode, first_onset, rms
 from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
 from tests.support.shipping import ship_session_dir
+from workers.pipeline import STAGES as PIPELINE_STAGES
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ SESSION_WAIT_S = 240.0
 SPEC = SyntheticSpec(
     duration=16.0, segment_seconds=4.0, audio_holes=((6.0, 10.0),), width=320, height=180, fps=15
 )
-STAGES = {"concat_audio", "merge", "compress", "finalize"}
+STAGES = {stage.value for stage in PIPELINE_STAGES}
 
 
 def record(tmp_path: Path, session_id: str) -> Path:

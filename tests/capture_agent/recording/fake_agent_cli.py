@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from capture_agent import recording_cli
+from shared.options import SessionOptions
 from shared.segments import SegmentSpec
 
 
@@ -40,7 +41,13 @@ class FileLoggingAgent:
         return True
 
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = "normal"
+        self,
+        session_id: str,
+        *,
+        name: str,
+        started_at: datetime,
+        priority: str = "normal",
+        options: SessionOptions | None = None,
     ) -> None:
         self._log("begin_session", session_id, name=name, started_at=started_at)
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shared.options import SessionOptions
 from shared.segments import SegmentSpec
 from tests.support.cli import agent_env
 
@@ -38,13 +39,19 @@ class FakeAgent:
             self.calls.append(call)
 
     def begin_session(
-        self, session_id: str, *, name: str, started_at: datetime, priority: str = "normal"
+        self,
+        session_id: str,
+        *,
+        name: str,
+        started_at: datetime,
+        priority: str = "normal",
+        options: SessionOptions | None = None,
     ) -> None:
         self._record(
             Call(
                 "begin_session",
                 session_id,
-                {"name": name, "started_at": started_at, "priority": priority},
+                {"name": name, "started_at": started_at, "priority": priority, "options": options},
                 time.monotonic(),
             )
         )
