@@ -20,9 +20,19 @@ from shared.clock import utcnow
 from shared.settings import Settings
 from synthetic.plan import SyntheticSpec
 from synthetic.session import RecordedSegment, record_synthetic_session
-from workers.cli import DEFAULT_WAIT_S, HomeOption, console, err, settings_for, wait_and_report
+from workers.cli import (
+    DEFAULT_WAIT_S,
+    HomeOption,
+    console,
+    err,
+    print_enrichment,
+    settings_for,
+    wait_and_report,
+)
+from workers.enrichment import enrichment_document
 
 SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
+DEMO_EXCERPT_SEGMENTS = 4  # transcript segments the demo prints
 
 
 def demo(
@@ -46,6 +56,8 @@ def demo(
     _run_embedded(
         settings, lambda: _record_and_ship(settings, recordings, session_id, spec), session_id
     )
+    document = enrichment_document(settings.database_url, session_id)
+    print_enrichment(document, excerpt_segments=DEMO_EXCERPT_SEGMENTS)
 
 
 def process(
