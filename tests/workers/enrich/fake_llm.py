@@ -22,6 +22,9 @@ from typing import Any
 
 ANTHROPIC_PATH = "/v1/messages"
 OPENAI_PATH = "/v1/chat/completions"
+#: How often the server checks whether to stop, seconds (http.server's 0.5 s would make
+#: every test wait that long to tear down).
+POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,9 @@ class FakeLlm:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": POLL_S}, daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -1,10 +1,10 @@
 """The session as lines of text, and those lines packed into parts that fit one request.
 
 The model reads the session as chapters, each a header (number, times on the output
-timeline, the text on screen) followed by its transcript segments, one line each with its
-time: ``[02:15] what was said``. A segment belongs to the chapter whose start is the last
-one at or before its middle (chapters are in time order). Without chapters the lines are
-the segments alone.
+timeline, the text on screen with its lines joined by " / ") followed by its transcript
+segments, one line each with its time: ``[02:15] what was said``. A segment belongs to the
+chapter whose start is the last one at or before its middle (chapters are in time order).
+Without chapters the lines are the segments alone.
 
 Tokens are estimated as characters / ``CHARS_PER_TOKEN`` (about right for English prose;
 ``SAFETY`` leaves room for text that tokenises worse). Parts are packed greedily in order;
@@ -50,7 +50,9 @@ def clock(seconds: float) -> str:
 
 
 def one_line(text: str, limit: int | None = None) -> str:
-    flat = " ".join(text.split())
+    """``text`` on one line, white space collapsed, cut to ``limit`` characters; a closing
+    ``</session>`` tag is defused (the prompt fences the session's text with it)."""
+    flat = " ".join(text.split()).replace("</session>", "</ session>")
     if limit is not None and len(flat) > limit:
         flat = flat[: max(0, limit - 1)].rstrip() + "…"
     return flat
@@ -60,7 +62,8 @@ def chapter_header(number: int, chapter: Chapter, *, continued: bool = False) ->
     head = f"## Chapter {number} [{clock(chapter.start)}-{clock(chapter.end)}]"
     if continued:
         return head + " (continued)"
-    screen = one_line(chapter.screen_text, MAX_SCREEN_CHARS)
+    shown = " / ".join(line.strip() for line in chapter.screen_text.splitlines() if line.strip())
+    screen = one_line(shown, MAX_SCREEN_CHARS)
     return f"{head} screen text: {screen}" if screen else head
 
 

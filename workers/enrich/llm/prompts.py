@@ -76,11 +76,16 @@ def _keys(summary: str, keywords: int, titles: str) -> str:
 def _titles(numbers: Sequence[int]) -> str:
     if not numbers:
         return "an empty list [] (no chapter to title here)."
+    style = (
+        f"at most {TITLE_WORDS} words, saying what the chapter is about (the screen text's "
+        "title when it says so)."
+    )
+    if len(numbers) == 1:
+        return f"a list of exactly 1 title, for chapter {numbers[0]}; {style}"
     listed = ", ".join(str(n) for n in numbers)
     return (
-        f"a list of exactly {len(numbers)} titles, one for each of the chapters {listed}, in "
-        f"that order; each at most {TITLE_WORDS} words, saying what the chapter is about "
-        "(the screen text's title when it says so)."
+        f"a list of exactly {len(numbers)} titles, one for each of the chapters {listed}, "
+        f"in that order; each {style}"
     )
 
 
