@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from workers.enrich.documents import EnrichUnavailable
 from workers.enrich.sentences import split_sentences, split_words, terminated
 
 #: Keywords of a session (about what a reader scans at a glance).
@@ -99,7 +100,10 @@ def stemmer(language: str) -> Callable[[str], str]:
 
 @lru_cache(maxsize=16)
 def _extractor(language: str, top: int, max_ngram: int) -> Any:
-    import yake  # the enrich extra; imported here so the module loads without it
+    try:
+        import yake  # the enrich extra; imported here so the module loads without it
+    except ImportError as exc:
+        raise EnrichUnavailable("yake is not installed (the enrich extra)") from exc
 
     extractor = yake.KeywordExtractor(
         lan=language, n=max_ngram, top=top, dedup_lim=YAKE_DEDUP_LIMIT
@@ -163,7 +167,11 @@ def keywords(
     top: int = SESSION_KEYWORDS,
     max_ngram: int = MAX_NGRAM,
 ) -> tuple[str, ...]:
-    """The ``top`` keywords of ``text``, best first; () for an empty or tiny text."""
+    """The ``top`` keywords of ``text``, best first; () for an empty or tiny text.
+
+    ``language`` is an ISO 639-1 code (YAKE's stop words; an unknown one uses YAKE's
+    language-neutral list). Raises EnrichUnavailable without YAKE.
+    """
     if top <= 0 or max_ngram <= 0:
         return ()
     prepared = terminated(split_sentences(text))

@@ -47,7 +47,10 @@ def offline_enrichment(
     keywords_per_chapter: int = CHAPTER_KEYWORDS,
     session_keywords: int = SESSION_KEYWORDS,
 ) -> tuple[Summary, list[Chapter]]:
-    """The session's summary and keywords, and ``chapters`` with their keywords set."""
+    """The session's summary and keywords, and ``chapters`` with their keywords set.
+
+    Raises EnrichUnavailable when YAKE or sumy is not installed.
+    """
     segments = transcript.segments if transcript is not None else ()
     spoken = spoken_sentences(segments)
     screen = [split_sentences(c.screen_text) for c in chapters]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Final
 
+from workers.enrich.documents import EnrichUnavailable
 from workers.enrich.sentences import RegexTokenizer, split_words
 
 #: Sentences in a summary: a paragraph a reader takes in at a glance.
@@ -32,9 +33,12 @@ MAX_SENTENCES: Final = 3000
 
 @lru_cache(maxsize=16)
 def _summarizer(language: str) -> Any:
-    from sumy.nlp.stemmers import Stemmer, null_stemmer
-    from sumy.summarizers.text_rank import TextRankSummarizer
-    from sumy.utils import get_stop_words
+    try:
+        from sumy.nlp.stemmers import Stemmer, null_stemmer
+        from sumy.summarizers.text_rank import TextRankSummarizer
+        from sumy.utils import get_stop_words
+    except ImportError as exc:
+        raise EnrichUnavailable("sumy is not installed (the enrich extra)") from exc
 
     try:
         summarizer = TextRankSummarizer(Stemmer(language))
@@ -64,7 +68,10 @@ def summarize_sentences(
     language: str = "en",
     context: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """The ``count`` best of ``sentences`` (white space collapsed, duplicates once), in order."""
+    """The ``count`` best of ``sentences`` (white space collapsed, duplicates once), in order.
+
+    Raises EnrichUnavailable without sumy (only when there is something to rank).
+    """
     candidates = _unique(sentences)[:MAX_SENTENCES]
     if count <= 0 or not candidates:
         return ()
@@ -73,6 +80,7 @@ def summarize_sentences(
     if len(eligible) <= count:
         return tuple(s for s in candidates if s in eligible)
 
+    summarizer = _summarizer(language)
     from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
 
     chosen_set = set(candidates)
@@ -80,7 +88,7 @@ def summarize_sentences(
     tokenizer = RegexTokenizer(language)
     every = candidates + extra[: max(0, MAX_SENTENCES - len(candidates))]
     document = ObjectDocumentModel([Paragraph([Sentence(text, tokenizer) for text in every])])
-    ratings = _summarizer(language).rate_sentences(document)
+    ratings = summarizer.rate_sentences(document)
     ranked = sorted(
         (i for i, s in enumerate(candidates) if s in eligible),
         key=lambda i: (-ratings[document.sentences[i]], i),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from synthetic.lecture import DEMO_LECTURE
-from workers.enrich.keywords import _Candidate, choose, keywords, singular
+from workers.enrich.documents import EnrichUnavailable
+from workers.enrich.keywords import _Candidate, _extractor, choose, keywords, singular
 
 NARRATION = " ".join(line.text for line in DEMO_LECTURE.narration)
 SLIDES = "\n".join("\n".join((s.title, *s.lines)) for s in DEMO_LECTURE.slides)
@@ -92,3 +95,13 @@ def test_a_phrase_replaces_the_word_it_contains_only_when_nearly_as_good() -> No
 def test_top_bounds_the_answer() -> None:
     assert len(keywords(NARRATION + "\n" + SLIDES, top=3)) == 3
     assert keywords(NARRATION, top=0) == ()
+
+
+def test_without_yake_the_step_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yake", None)  # import yake raises ImportError
+    _extractor.cache_clear()
+    try:
+        with pytest.raises(EnrichUnavailable, match="yake"):
+            keywords(NARRATION)
+    finally:
+        _extractor.cache_clear()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+
 from synthetic.lecture import DEMO_LECTURE
+from workers.enrich.documents import EnrichUnavailable
 from workers.enrich.sentences import RegexTokenizer, split_sentences, split_words
-from workers.enrich.textrank import summarize_sentences
+from workers.enrich.textrank import _summarizer, summarize_sentences
 
 NARRATION = [line.text for line in DEMO_LECTURE.narration]
 SLIDES = [text for s in DEMO_LECTURE.slides for text in (s.title, *s.lines)]
@@ -69,3 +74,15 @@ def test_regex_sentences_and_words() -> None:
     tokenizer = RegexTokenizer()
     assert tokenizer.to_sentences("One two. Three four.") == ("One two.", "Three four.")
     assert tokenizer.to_words("One, two.") == ("One", "two")
+
+
+def test_without_sumy_the_step_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "sumy" or m.startswith("sumy.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sumy", None)
+    _summarizer.cache_clear()
+    try:
+        with pytest.raises(EnrichUnavailable, match="sumy"):
+            summarize_sentences(NARRATION, count=2)
+    finally:
+        _summarizer.cache_clear()

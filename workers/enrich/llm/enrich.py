@@ -69,8 +69,9 @@ def llm_enrichment(
 ) -> Summary:
     """The provider's summary, keywords and one title per chapter.
 
-    Raises ProviderRateLimited (delay the job) or ProviderFailed (keep ``offline``).
-    ``language`` defaults to the transcript's.
+    Raises ProviderRateLimited (delay the job), ProviderFailed (keep ``offline``), or
+    EnrichUnavailable when the provider's SDK is not installed. ``language`` (a code the
+    prompt names) defaults to the transcript's; ``sleep`` and ``clock`` are for tests.
     """
     chapters = list(chapters)
     said = any(s.text.strip() for s in (transcript.segments if transcript else ()))
