@@ -163,10 +163,25 @@ class Settings(BaseSettings):
         description="Requests per call on 429, 5xx and timeouts before the job is delayed "
         "(rate limit) or the offline result is kept (anything else).",
     )
+    llm_max_backoff_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait between two requests; a provider asking for longer "
+        "(Retry-After) delays the job instead of holding an enrich worker idle.",
+    )
+    llm_total_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Time one session's LLM enrichment may take, every try and wait included.",
+    )
     llm_context_tokens: int = Field(
-        default=100_000,
-        ge=2_000,
-        description="The model's context window: longer transcripts are summarised in chunks.",
+        default=32_000,
+        ge=2_048,
+        description="Tokens one request may use (a two-hour talk fits 32 k); longer "
+        "transcripts are summarised in parts, at most llm_max_chunks of them.",
+    )
+    llm_max_chunks: int = Field(
+        default=8, ge=1, le=64, description="Parts per session at most: bounds the cost."
     )
 
     @model_validator(mode="after")

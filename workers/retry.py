@@ -19,6 +19,7 @@ from shared.ids import InvalidNameError
 from shared.sessiondir import ManifestError
 from shared.storage import StorageError
 from workers.enrich.documents import EnrichError
+from workers.enrich.llm.errors import ProviderRateLimited
 from workers.media.errors import MediaError
 
 RETRY_BASE_S = 2.0  # first wait; doubles with every retry
@@ -43,6 +44,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     OSError,  # a shared file system that blinked (a missing segment is a MediaError)
+    ProviderRateLimited,  # the LLM provider says 429 still: the job waits, then tries again
 )
 
 
@@ -58,3 +60,13 @@ def will_retry(exc: BaseException, retries: int, max_retries: int) -> bool:
 def task_backoff_seconds(retries: int) -> float:
     """Wait before a task's next try (shared.backoff's formula, this module's base and cap)."""
     return backoff_seconds(retries, base=RETRY_BASE_S, cap=RETRY_CAP_S)
+
+
+def retry_delay_seconds(exc: BaseException, retries: int) -> float:
+    """Wait before retrying after ``exc``: the backoff, or longer when the failure says how
+    long to wait (an LLM provider's Retry-After), up to the cap."""
+    asked = getattr(exc, "retry_after_s", None)
+    backoff = task_backoff_seconds(retries)
+    if isinstance(asked, int | float) and asked > backoff:
+        return min(float(asked), RETRY_CAP_S)
+    return backoff

@@ -42,7 +42,7 @@ from shared.storage import Storage
 from workers import dispatch, enrichment, jobs, pipeline
 from workers.media import Cancelled
 from workers.pipeline import Stage
-from workers.retry import task_backoff_seconds, will_retry
+from workers.retry import retry_delay_seconds, will_retry
 from workers.snapshot import load_snapshot, remember_probes
 from workers.stages import WORK, StageContext
 
@@ -189,7 +189,7 @@ def run_stage(
     except Exception as exc:
         with session_scope(url) as db:
             if will_retry(exc, retries, task.retry_limit()):
-                retry_at = utcnow() + timedelta(seconds=task_backoff_seconds(retries))
+                retry_at = utcnow() + timedelta(seconds=retry_delay_seconds(exc, retries))
                 jobs.release_for_retry(
                     db, claimed.job_id, claimed.owner, describe(exc), retry_at=retry_at
                 )

@@ -34,7 +34,7 @@ from workers import audiochunks
 from workers.app import app
 from workers.ingest import ingest
 from workers.pipeline import Stage
-from workers.retry import is_transient, task_backoff_seconds, will_retry
+from workers.retry import is_transient, retry_delay_seconds, will_retry
 from workers.runner import run_stage
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class PipelineTask(Task):
             if not will_retry(exc, retries, limit):
                 raise
             raise self.retry(
-                exc=exc, countdown=task_backoff_seconds(retries), max_retries=limit
+                exc=exc, countdown=retry_delay_seconds(exc, retries), max_retries=limit
             ) from exc
 
 

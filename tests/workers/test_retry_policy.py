@@ -9,7 +9,15 @@ import sqlalchemy.exc
 from shared.ids import InvalidNameError
 from shared.sessiondir import ManifestError
 from workers.media.errors import MediaError
-from workers.retry import RETRY_CAP_S, is_transient, task_backoff_seconds, will_retry
+from workers.enrich.documents import EnrichError
+from workers.enrich.llm import ProviderFailed, ProviderRateLimited
+from workers.retry import (
+    RETRY_CAP_S,
+    is_transient,
+    retry_delay_seconds,
+    task_backoff_seconds,
+    will_retry,
+)
 
 TRANSIENT = [
     sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection")),
@@ -17,12 +25,15 @@ TRANSIENT = [
     ConnectionResetError("reset by peer"),
     TimeoutError("timed out"),
     OSError(5, "Input/output error"),
+    ProviderRateLimited("429 after 4 tries", retry_after_s=20.0),
 ]
 PERMANENT = [
     MediaError("segment 'mic-0001.m4a' is truncated", path="mic-0001.m4a"),
     InvalidNameError("bad id"),
     ManifestError("session.json: bad"),
     ValueError("no media"),
+    EnrichError("cannot decode audio 'x.m4a'"),
+    ProviderFailed("401: invalid key"),  # the stage keeps the offline result instead
     KeyError("a bug"),  # unknown errors are the code's: retrying cannot help
 ]
 
@@ -44,3 +55,11 @@ def test_task_backoff_grows_and_is_capped() -> None:
     assert 1.0 <= task_backoff_seconds(0) <= 2.0
     assert 8.0 <= task_backoff_seconds(3) <= 16.0
     assert RETRY_CAP_S / 2 <= task_backoff_seconds(40) <= RETRY_CAP_S
+
+
+def test_a_provider_asking_for_a_longer_wait_delays_the_retry_that_long_up_to_the_cap() -> None:
+    assert retry_delay_seconds(ProviderRateLimited("429", retry_after_s=45.0), 0) == 45.0
+    assert retry_delay_seconds(ProviderRateLimited("429", retry_after_s=1e9), 0) == RETRY_CAP_S
+    no_hint = retry_delay_seconds(ProviderRateLimited("429"), 0)
+    assert 1.0 <= no_hint <= 2.0  # the plain backoff
+    assert 1.0 <= retry_delay_seconds(TimeoutError("t"), 0) <= 2.0

@@ -13,9 +13,14 @@ their keywords (and the model's titles).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
+from shared.settings import Settings
 from workers.enrich.documents import Chapter, EnrichUnavailable, Summary, Transcript
+from workers.enrich.llm import LlmConfig, ProviderFailed, ProviderRateLimited, llm_enrichment
+from workers.enrich.llm.config import API_KEY_ENV, DEFAULT_MODELS
+from workers.enrich.summarize import offline_enrichment
 from workers.enrichment import KIND_CHAPTERS, KIND_SUMMARY
 from workers.stages.context import StageContext, StageOutput
 
@@ -40,15 +45,14 @@ def build_summary(ctx: StageContext) -> StageOutput:
     if (transcript is None or not transcript.segments) and not chapters:
         return StageOutput.skipped("no transcript and no chapters to summarise")
     try:
-        from workers.enrich.summarize import offline_enrichment
-    except (EnrichUnavailable, ImportError) as exc:
+        summary, chapters = offline_enrichment(
+            transcript,
+            chapters,
+            language=options.language,
+            summary_sentences=settings.summary_sentences,
+        )
+    except EnrichUnavailable as exc:  # yake or sumy is not installed
         return StageOutput.skipped(str(exc))
-    summary, chapters = offline_enrichment(
-        transcript,
-        chapters,
-        language=options.language,
-        summary_sentences=settings.summary_sentences,
-    )
     if options.llm:
         summary, chapters = _with_llm(ctx, transcript, chapters, summary)
     ctx.progress(1.0)
@@ -68,6 +72,26 @@ def build_summary(ctx: StageContext) -> StageOutput:
     )
 
 
+def llm_config(settings: Settings) -> LlmConfig:
+    """The provider path's configuration from the settings (ValueError when unusable)."""
+    provider = settings.llm_provider
+    if provider == "none":
+        raise ValueError("no LLM provider is configured")
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
+    return LlmConfig(
+        provider=provider,
+        model=settings.llm_model or DEFAULT_MODELS[provider],
+        api_key=key or os.environ.get(API_KEY_ENV[provider], ""),
+        base_url=settings.llm_base_url,
+        timeout_s=settings.llm_timeout_s,
+        max_attempts=settings.llm_max_attempts,
+        max_backoff_s=settings.llm_max_backoff_s,
+        total_timeout_s=settings.llm_total_timeout_s,
+        context_tokens=settings.llm_context_tokens,
+        max_chunks=settings.llm_max_chunks,
+    )
+
+
 def _with_llm(
     ctx: StageContext, transcript: Transcript | None, chapters: list[Chapter], offline: Summary
 ) -> tuple[Summary, list[Chapter]]:
@@ -75,17 +99,17 @@ def _with_llm(
 
     A rate limit is raised on (transient: the job is delayed) unless this is the last try.
     """
-    from workers.enrich.llm import ProviderFailed, ProviderRateLimited, llm_enrichment
-    from workers.enrich.llmconfig import llm_config
-
     try:
-        summary = llm_enrichment(llm_config(ctx.settings), transcript, chapters, offline)
+        config = llm_config(ctx.settings)
+        summary = llm_enrichment(
+            config, transcript, chapters, offline, language=ctx.options.language
+        )
     except ProviderRateLimited as exc:
         if not ctx.last_try:
             raise
         reason = f"rate limited until the last retry: {exc}"
         return replace(offline, provider_error=reason), chapters
-    except ProviderFailed as exc:
+    except (ProviderFailed, EnrichUnavailable, ValueError) as exc:  # ValueError: the config
         return replace(offline, provider_error=str(exc)), chapters
     if len(summary.chapter_titles) == len(chapters):
         chapters = [
