@@ -8,9 +8,9 @@ import sqlalchemy.exc
 
 from shared.ids import InvalidNameError
 from shared.sessiondir import ManifestError
-from workers.media.errors import MediaError
 from workers.enrich.documents import EnrichError
 from workers.enrich.llm import ProviderFailed, ProviderRateLimited
+from workers.media.errors import MediaError
 from workers.retry import (
     RETRY_CAP_S,
     is_transient,
