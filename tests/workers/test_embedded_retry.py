@@ -73,5 +73,7 @@ def test_a_transient_failure_is_retried_and_the_session_completes(tmp_path: Path
     stages = {s["stage"]: s for s in report["stages"]}
     assert report["outcome"] == "completed"
     assert stages["merge"]["attempts"] == 2 and stages["merge"]["error"] is None
-    assert all(s["status"] == "succeeded" for s in stages.values())
+    # the enrichment stages are skipped (tests.support.cli.MEDIA_TESTS_ENV), no stage failed
+    assert all(s["status"] in ("succeeded", "skipped") for s in stages.values())
+    assert stages["merge"]["status"] == "succeeded"
     assert all(s["attempts"] == 1 for name, s in stages.items() if name != "merge")
