@@ -226,14 +226,16 @@ class Video:
                     continue  # keyframe-only stretch: the other frames are not decoded
             for frame in packet.decode():
                 ft = self._time(frame, stream)
-                if ft + tolerance < due:
+                # a chosen keyframe is on time within the tolerance; other frames keep to
+                # the grid of multiples of ``step``
+                if ft + (tolerance if frame.key_frame else 1e-6) < due:
                     continue
                 small = shrink.reformat(
                     frame, width=width, height=height, format="gray",
                     interpolation=Interpolation.AREA,
                 )  # fmt: skip
                 yield ft, small.to_ndarray()
-                due = ft + step
+                due = max((math.floor(ft / step + 1e-6) + 1) * step, ft + tolerance)
                 if progress is not None:
                     progress(min(1.0, ft / duration))
         if progress is not None:
