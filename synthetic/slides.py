@@ -150,9 +150,13 @@ class _SlideArt:
 
 class SlideScene:
     """The slides of ``lecture`` at ``width`` x ``height`` pixels; ``seed`` varies the pointer
-    path and the typing rhythm. ``render(t)`` returns the screen at session time ``t``."""
+    path and the typing rhythm; ``transition_s`` > 0 cross-fades each slide in from the one
+    before over that many seconds (a slide change that is no cut). ``render(t)`` returns the
+    screen at session time ``t``."""
 
-    def __init__(self, lecture: Lecture, width: int, height: int, seed: int) -> None:
+    def __init__(
+        self, lecture: Lecture, width: int, height: int, seed: int, *, transition_s: float = 0.0
+    ) -> None:
         if width < TIMECODE_STRIP_WIDTH_PX or height < 4 * TIMECODE_BLOCK_PX:
             raise ValueError(f"a {width}x{height} picture is too small for slides")
         self.lecture = lecture
@@ -167,6 +171,8 @@ class SlideScene:
         self._pitch = round(LINE_PITCH * self._line_px)
         self._margin = round(MARGIN * width)
         self.buf = np.empty((height, width, 3), np.uint8)
+        self.transition_s = transition_s
+        self._prev: np.ndarray | None = None
         self._clock_cache: tuple[int, np.ndarray] | None = None
 
     # -- drawing once per slide -------------------------------------------------------------
@@ -250,7 +256,9 @@ class SlideScene:
 
     def art(self, index: int) -> _SlideArt:
         if index not in self._art:
-            self._art = {index: self._make_art(index)}  # keep one: memory stays flat
+            # keep two (a cross-fade shows both): memory stays flat
+            self._art = {k: v for k, v in self._art.items() if k == index - 1}
+            self._art[index] = self._make_art(index)
         return self._art[index]
 
     # -- per frame ----------------------------------------------------------------------------
@@ -275,12 +283,10 @@ class SlideScene:
                 index = k
         return index
 
-    def render(self, t: float) -> np.ndarray:
-        """The screen at session time ``t`` seconds (a reused buffer)."""
-        index = self._slide_index(t)
+    def _draw(self, index: int, t: float, out: np.ndarray) -> None:
+        """Slide ``index`` as it looks at session time ``t`` (no pointer, no timecode)."""
         slide = self.lecture.slides[index]
         art = self.art(index)
-        out = self.buf
         np.copyto(out, art.static)
         local = t - slide.start
         if art.body is not None and art.scroll_steps:
@@ -312,6 +318,21 @@ class SlideScene:
             ch, cw = clock.shape[:2]
             y0, x0 = self.h - ch - round(0.03 * self.h), self.w - cw - self._margin // 2
             out[y0 : y0 + ch, x0 : x0 + cw] = clock
+
+    def render(self, t: float) -> np.ndarray:
+        """The screen at session time ``t`` seconds (a reused buffer)."""
+        index = self._slide_index(t)
+        out = self.buf
+        self._draw(index, t, out)
+        start = self.lecture.slides[index].start
+        if self.transition_s > 0 and index > 0 and t - start < self.transition_s:
+            # cross-fade from the previous slide as it was when it ended
+            if self._prev is None:
+                self._prev = np.empty_like(out)
+            self._draw(index - 1, start - 1e-3, self._prev)
+            u = np.float32(max(0.0, t - start) / self.transition_s)
+            mixed = self._prev.astype(np.float32) * (1 - u) + out.astype(np.float32) * u
+            np.copyto(out, mixed.astype(np.uint8))
         self.cursor.draw(out, t)
         out[:TIMECODE_BLOCK_PX, :TIMECODE_STRIP_WIDTH_PX] = timecode_strip(t)[None, :, None]
         return out
@@ -353,15 +374,21 @@ def write_lecture_video(
     crf: int = 23,
     fragmented: bool = False,
     scene: Renderer | None = None,
+    transition_s: float = 0.0,
 ) -> Path:
     """Encode the whole of ``lecture`` to one H.264 MP4 at ``path`` and return ``path``.
 
     A keyframe every ``keyframe_interval_s`` seconds (our recorder's 2 s by default; a larger
     value is a sparser recorder's). ``fragmented`` writes fragmented MP4 like a recorder's
     segment; otherwise a plain MP4 like the playable output. ``scene`` replaces the slides
-    with any object that has ``render(t) -> HxWx3 uint8`` of the same size.
+    with any object that has ``render(t) -> HxWx3 uint8`` of the same size; ``transition_s``
+    cross-fades the slides (:class:`SlideScene`).
     """
-    renderer: Renderer = scene if scene is not None else SlideScene(lecture, width, height, seed)
+    renderer: Renderer = (
+        scene
+        if scene is not None
+        else SlideScene(lecture, width, height, seed, transition_s=transition_s)
+    )
     options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"} if fragmented else {}
     time_base = Fraction(1, 90000)
     with av.open(str(path), "w", format="mp4", options=options) as out:
