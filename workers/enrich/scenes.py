@@ -56,6 +56,10 @@ BLOCK_PX = 8
 PIXEL_DELTA = 24
 #: Changed pixels that make a block changed (of 64): a pointer tip or a noisy edge is less.
 BLOCK_MIN_CHANGED_PX = 4
+#: Gray levels the mean of a flat block (no content in either picture) must move by to count
+#: as changed: one background replacing another of another brightness (block means
+#: average the coding noise away, so this can be lower than ``PIXEL_DELTA``).
+FLAT_DELTA = 8
 #: A block whose pixels span more gray levels than this has content (text, edges).
 CONTENT_RANGE = 40
 #: The score's denominator is never below this fraction of all blocks, so a change of a few
@@ -104,7 +108,7 @@ MIN_CHAPTER_S = 10.0
 Sample = tuple[float, np.ndarray]  # (seconds, HxW uint8 grayscale)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # pictures inside: equal only to itself
 class Change:
     """One change of picture, found between two samples.
 
@@ -273,9 +277,13 @@ def change_score(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a[:h, :w], b[:h, :w]
     content = _content(a) | _content(b)
     floor = MIN_RELEVANT_FRACTION * content.size
+    # flat blocks (no content in either picture) whose level moved: a new background
+    shade = np.abs(_blocks(a).mean(axis=(1, 3)) - _blocks(b).mean(axis=(1, 3))) > FLAT_DELTA
+    shaded = shade & ~content
 
     def score(changed_px: np.ndarray) -> float:
         changed = _blocks(changed_px).sum(axis=(1, 3)) >= BLOCK_MIN_CHANGED_PX
+        changed |= shaded
         return float(changed.sum()) / max(float((changed | content).sum()), floor, 1.0)
 
     in_place = np.abs(a.astype(np.int16) - b.astype(np.int16)) > PIXEL_DELTA
@@ -434,18 +442,16 @@ def merge_short(
         k = int(np.argmin(lengths))
         if lengths[k] >= min_chapter_s:
             break
-        left = kept[k - 1] if k > 0 else None  # the change that starts chapter k
-        right = kept[k] if k < len(kept) else None  # the change that ends it
-        if left is not None and right is not None:
+        # chapter k starts with change k - 1 (none for the first) and ends with change k
+        # (none for the last)
+        if 0 < k < len(kept):
+            left, right = kept[k - 1], kept[k]
             if change_score(left.before, right.after) < CHANGE_SCORE:
-                kept.remove(left)
-                kept.remove(right)
+                del kept[k - 1 : k + 1]
                 continue
-            drop = left if left.score < right.score else right
+            del kept[k - 1 if left.score < right.score else k]
         else:
-            drop = left if left is not None else right
-        assert drop is not None
-        kept.remove(drop)
+            del kept[k - 1 if k > 0 else k]
     return kept
 
 
