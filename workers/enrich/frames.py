@@ -91,7 +91,10 @@ class Video:
     """One video file opened for sampling; use :func:`open_video` (a context manager)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = local_path(path)
+        try:
+            self.path = local_path(path)
+        except MediaError as exc:
+            raise EnrichError(str(exc)) from exc
         self._seeker: av.container.InputContainer | None = None
         self.index = self._guard(self._scan)
 
@@ -161,8 +164,10 @@ class Video:
                 fps=float(rate) if rate else None,
             )
 
-    def _time(self, frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float:
-        assert frame.pts is not None and stream.time_base is not None
+    def _time(self, frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float | None:
+        """Seconds from the stream's start; None for a frame without a timestamp (skipped)."""
+        if frame.pts is None or stream.time_base is None:
+            return None
         return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
 
     # -- sampling ----------------------------------------------------------------------------
@@ -231,6 +236,8 @@ class Video:
                     continue  # keyframe-only stretch: the other frames are not decoded
             for frame in packet.decode():
                 ft = self._time(frame, stream)
+                if ft is None:
+                    continue
                 # a chosen keyframe is on time within the tolerance; other frames keep to
                 # the grid of multiples of ``step``
                 if ft + (tolerance if frame.key_frame else 1e-6) < due:
@@ -264,7 +271,9 @@ class Video:
             if packet.is_corrupt:
                 raise EnrichError(f"{self.path} is truncated or corrupt (damaged packet)")
             for frame in packet.decode():
-                yield self._time(frame, stream), frame
+                t = self._time(frame, stream)
+                if t is not None:
+                    yield t, frame
 
     def frames(self, start: float, end: float, width: int = SAMPLE_WIDTH_PX) -> Iterator[Sample]:
         """Every frame shown in ``[start, end]`` seconds as a sample (like :meth:`samples`)."""
@@ -305,8 +314,4 @@ class Video:
 def open_video(path: str | os.PathLike[str] | Path) -> Video:
     """Open ``path`` for sampling (demuxes it once to index it); EnrichError naming the file
     if it is missing, not a video, truncated or undecodable."""
-    try:
-        text = local_path(path)
-    except MediaError as exc:
-        raise EnrichError(str(exc)) from exc
-    return Video(text)
+    return Video(path)
