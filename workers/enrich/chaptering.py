@@ -1,0 +1,159 @@
+"""Chapters of a screen recording: where the picture really changes, titled by its text.
+
+1. Sample the video at a low rate (:mod:`workers.enrich.frames`: keyframes where they are
+   dense, else ``sample_fps``) and find the persistent changes of picture
+   (:mod:`workers.enrich.scenes`).
+2. Place each change to the frame: the frames between the last sample of the old picture
+   and the first of the new are decoded and bisected (the first frame that looks like the
+   new picture), so a boundary is exact however far apart the samples are.
+3. Merge chapters shorter than ``min_chapter_s`` into a neighbour.
+4. Title each chapter from a representative frame: once the new picture has settled
+   (``REPRESENTATIVE_DELAY_S`` into the chapter, or the first settled sample if later, never
+   past the chapter's middle), at full resolution, through OCR (:mod:`workers.enrich.ocr`):
+   its largest, top-most line (title_source ``"screen"``). A screen without usable text
+   falls back on the transcript: the first sentence spoken in the chapter, cut to
+   ``TRANSCRIPT_TITLE_WORDS`` words (``"transcript"``); else ``"Chapter N"`` (``"none"``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.enrich.documents import Chapter, Transcript
+from workers.enrich.frames import SAMPLE_FPS, Video, open_video
+from workers.enrich.ocr import ScreenText, check_ocr, read_screen
+from workers.enrich.scenes import (
+    MIN_CHAPTER_S,
+    Change,
+    chapter_spans,
+    detect_changes,
+    locate_change,
+    merge_short,
+)
+
+__all__ = [
+    "MIN_CHAPTER_S",
+    "REPRESENTATIVE_DELAY_S",
+    "TRANSCRIPT_TITLE_WORDS",
+    "detect_chapters",
+    "transcript_title",
+]
+
+#: Seconds into a chapter before its representative frame: a slide has finished drawing.
+REPRESENTATIVE_DELAY_S = 1.0
+#: Longest stretch (seconds) decoded at full rate to place one change: a transition that
+#: seems longer (the old picture's last sample is older) is placed within its last seconds.
+REFINE_MAX_S = 8.0
+#: Words of a title taken from the transcript.
+TRANSCRIPT_TITLE_WORDS = 8
+#: Shares of the progress bar: sampling, placing the changes, then OCR.
+_SAMPLING_SHARE, _REFINE_SHARE = 0.6, 0.1
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def transcript_title(
+    transcript: Transcript, start: float, end: float, words: int = TRANSCRIPT_TITLE_WORDS
+) -> str:
+    """The first sentence spoken in ``[start, end)``, cut to ``words`` words; "" if none."""
+    text = " ".join(s.text.strip() for s in transcript.between(start, end)).strip()
+    if not text:
+        return ""
+    first = _SENTENCE_END.split(text, maxsplit=1)[0]
+    kept = first.split()[:words]
+    return " ".join(kept).rstrip(".,;:!?-–— ")
+
+
+def _refine(video: Video, change: Change) -> Change:
+    start = max(change.before_t, change.after_t - REFINE_MAX_S)
+    frames = [f for f in video.frames(start, change.after_t) if f[0] > change.before_t]
+    when = locate_change(change.before, change.after, frames)
+    if when is None:
+        return change
+    return Change(
+        time=when,
+        score=change.score,
+        before_t=change.before_t,
+        after_t=change.after_t,
+        before=change.before,
+        after=change.after,
+    )
+
+
+def _representative_time(start: float, end: float, settled: float | None) -> float:
+    t = start + REPRESENTATIVE_DELAY_S
+    if settled is not None:
+        t = max(t, settled)
+    return min(t, (start + end) / 2)
+
+
+def _read(video: Video, start: float, end: float, settled: float | None) -> ScreenText:
+    """OCR of the chapter's representative frame; of its middle too if that has no title."""
+    first = _representative_time(start, end, settled)
+    text = read_screen(video.frame_at(first))
+    middle = (start + end) / 2
+    if not text.title and middle - first >= REPRESENTATIVE_DELAY_S:
+        later = read_screen(video.frame_at(middle))
+        if later.title:
+            return later
+    return text
+
+
+def detect_chapters(
+    video: Path,
+    *,
+    transcript: Transcript | None = None,
+    min_chapter_s: float = MIN_CHAPTER_S,
+    sample_fps: float = SAMPLE_FPS,
+    ocr: bool = True,
+    progress: Callable[[float], None] | None = None,
+) -> list[Chapter]:
+    """The chapters of the screen recording ``video`` (seconds on its clock), covering it.
+
+    ``min_chapter_s``: shortest chapter in seconds (shorter ones merge into a neighbour).
+    ``sample_fps``: samples per second where the video's keyframes are sparse.
+    ``ocr=False`` skips the screen text (titles from the transcript, or "Chapter N").
+    ``progress`` is called with 0..1. Raises :class:`EnrichError` naming the file if it
+    cannot be read, :class:`EnrichUnavailable` (before decoding anything) if OCR is asked
+    for and tesseract is missing.
+    """
+    report = progress if progress is not None else (lambda _fraction: None)
+    if ocr:
+        check_ocr()
+    report(0.0)
+    with open_video(video) as clip:
+        duration = clip.index.duration
+        samples = clip.samples(sample_fps, progress=lambda f: report(_SAMPLING_SHARE * f))
+        found = detect_changes(samples)
+        placed: list[Change] = []
+        for k, change in enumerate(found):
+            placed.append(_refine(clip, change))
+            report(_SAMPLING_SHARE + _REFINE_SHARE * (k + 1) / len(found))
+        kept = merge_short(placed, duration, min_chapter_s)
+        settled = {c.time: c.after_t for c in kept}
+        spans = chapter_spans([c.time for c in kept], duration)
+        chapters: list[Chapter] = []
+        done = _SAMPLING_SHARE + _REFINE_SHARE
+        for n, (start, end) in enumerate(spans, start=1):
+            screen = _read(clip, start, end, settled.get(start)) if ocr else None
+            title, source = "", "none"
+            if screen is not None and screen.title:
+                title, source = screen.title, "screen"
+            elif transcript is not None:
+                title = transcript_title(transcript, start, end)
+                source = "transcript" if title else "none"
+            if not title:
+                title, source = f"Chapter {n}", "none"
+            chapters.append(
+                Chapter(
+                    start=round(start, 3),
+                    end=round(end, 3),
+                    title=title,
+                    title_source=source,
+                    screen_text=screen.text if screen is not None else "",
+                )
+            )
+            report(done + (1.0 - done) * n / len(spans))
+    return chapters
