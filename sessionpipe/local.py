@@ -18,6 +18,7 @@ from capture_agent.agent import Agent
 from capture_agent.settings import AgentSettings
 from shared.clock import utcnow
 from shared.settings import Settings
+from synthetic.lecture import DEMO_LECTURE
 from synthetic.plan import SyntheticSpec
 from synthetic.session import RecordedSegment, record_synthetic_session
 from workers.cli import (
@@ -33,6 +34,7 @@ from workers.enrichment import enrichment_document
 
 SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
 DEMO_EXCERPT_SEGMENTS = 4  # transcript segments the demo prints
+DEMO_NAME = "Demo talk: migrations, workers and search"
 
 
 def demo(
@@ -40,12 +42,15 @@ def demo(
     duration: Annotated[float, typer.Option(help="Session length in seconds.")] = 60.0,
     hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")] = 10.0,
 ) -> None:
-    """Record a synthetic session through the capture agent and process it on this machine."""
+    """Record a short synthetic talk (slides and narration) through the capture agent, then
+    process and enrich it on this machine."""
     settings = settings_for(home)
     _require_embedded(settings, "demo")
     start = max(0.0, duration / 2 - hole / 2)
     spec = SyntheticSpec(
-        duration=duration, audio_holes=((start, start + hole),) if hole > 0 else ()
+        duration=duration,
+        audio_holes=((start, start + hole),) if hole > 0 else (),
+        lecture=DEMO_LECTURE,
     )
     session_id = "demo-" + utcnow().strftime("%Y%m%dT%H%M%SZ")
     recordings = settings.home / "recordings" / session_id
@@ -121,7 +126,7 @@ def _record_and_ship(
 
     agent = _agent(settings)
     started_at = utcnow()
-    agent.begin_session(session_id, name="Synthetic demo session", started_at=started_at)
+    agent.begin_session(session_id, name=DEMO_NAME, started_at=started_at)
 
     def on_segment(segment: RecordedSegment) -> None:
         agent.add_segment(
@@ -135,7 +140,7 @@ def _record_and_ship(
     record_synthetic_session(
         recordings,
         session_id=session_id,
-        name="Synthetic demo session",
+        name=DEMO_NAME,
         spec=spec,
         started_at=started_at,
         on_segment=on_segment,

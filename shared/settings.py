@@ -141,6 +141,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Chapters shorter than this are merged into a neighbour.",
     )
+    chapter_sample_fps: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="Pictures compared per second where keyframes are sparse (every keyframe "
+        "is compared where they are at most 2.5 s apart); a change is then placed to its "
+        "frame.",
+    )
     summary_sentences: int = Field(
         default=3, ge=1, le=50, description="Sentences of the offline (extractive) summary."
     )

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from shared.segments import SegmentKind
+from synthetic.lecture import Lecture
 from synthetic.markers import MARKER_SECONDS
 from synthetic.timecode import TIMECODE_STRIP_WIDTH_PX
 
@@ -55,6 +56,9 @@ class SyntheticSpec:
     fps: int = 15
     sample_rate: int = 48000  # Hz
     channels: int = 1
+    # Real content: the lecture's slides on screen and its narration (espeak-ng speech) on
+    # the microphone instead of the desktop and the speech-like voice (synthetic.lecture).
+    lecture: Lecture | None = None
 
 
 @dataclass(frozen=True)

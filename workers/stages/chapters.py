@@ -10,7 +10,9 @@ and the chapters document.
 from __future__ import annotations
 
 import json
+from functools import partial
 
+from workers.enrich.chaptering import detect_chapters
 from workers.enrich.documents import EnrichUnavailable, Transcript
 from workers.enrichment import KIND_CHAPTERS
 from workers.media import probe
@@ -31,25 +33,23 @@ def build_chapters(ctx: StageContext) -> StageOutput:
     merged = ctx.storage.path(merged_key)
     if probe(merged).video_codec is None:
         return StageOutput.skipped("session has no video")
-    try:
-        from workers.enrich.chaptering import detect_chapters
-    except (EnrichUnavailable, ImportError) as exc:
-        return StageOutput.skipped(str(exc))
     transcript_key = ctx.outputs.get("transcript")  # present when it finished first
     transcript = Transcript.from_json(ctx.read_json(transcript_key)) if transcript_key else None
+    detect = partial(
+        detect_chapters,
+        merged,
+        transcript=transcript,
+        min_chapter_s=settings.chapter_min_s,
+        sample_fps=settings.chapter_sample_fps,
+        progress=ctx.progress,
+    )
     try:
-        chapters = detect_chapters(
-            merged,
-            transcript=transcript,
-            min_chapter_s=settings.chapter_min_s,
-            progress=ctx.progress,
-        )
-    except EnrichUnavailable as exc:  # the OCR engine is missing
-        return StageOutput.skipped(str(exc))
+        chapters, no_ocr = detect(ocr=True), None
+    except EnrichUnavailable as exc:  # no tesseract here: chapters titled from the speech
+        chapters, no_ocr = detect(ocr=False), str(exc)
     document = {"chapters": [c.to_json() for c in chapters]}
     key = ctx.write_text(chapters_name(session_id), json.dumps(document))
-    return StageOutput(
-        output_key=key,
-        result={"chapters": len(chapters), "titles": [c.title for c in chapters]},
-        documents={KIND_CHAPTERS: document},
-    )
+    result: dict[str, object] = {"chapters": len(chapters), "titles": [c.title for c in chapters]}
+    if no_ocr:
+        result["ocr"] = no_ocr
+    return StageOutput(output_key=key, result=result, documents={KIND_CHAPTERS: document})
