@@ -30,6 +30,7 @@ import math
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Final
@@ -39,6 +40,7 @@ import numpy as np
 
 from synthetic.lecture import DEMO_LECTURE, Lecture
 from synthetic.markers import BACKGROUND_MAX_AMPLITUDE, with_marker
+from synthetic.plan import SyntheticSpec, plan_segments
 
 __all__ = [
     "DEMO_FIXTURE",
@@ -50,7 +52,9 @@ __all__ = [
     "SpeechUnavailable",
     "demo_narration",
     "line_spans",
+    "session_track",
     "speak",
+    "write_aac",
     "write_fixture",
 ]
 
@@ -92,6 +96,10 @@ FIXTURE_BITRATE: Final = 24_000
 FIXTURE_APPLICATION: Final = "audio"
 #: The fixture's stream tag that records what it says (JSON), so a stale fixture is caught.
 FIXTURE_TAG: Final = "sessionpipe_narration"
+#: The pipeline's finished audio track (shared/settings.py): 2 channels, 64 kbit/s each.
+TRACK_CHANNELS: Final = 2
+TRACK_BITRATE_PER_CHANNEL: Final = 64_000
+_AAC_FRAME_SAMPLES: Final = 1024
 #: Samples per Opus frame at FIXTURE_RATE_HZ (20 ms).
 _OPUS_FRAME_SAMPLES: Final = 320
 
@@ -204,7 +212,7 @@ def _loud_extent(samples: np.ndarray, threshold: float) -> tuple[int, int] | Non
 def _window_ends(lecture: Lecture) -> list[float]:
     """Where each line's window ends: the next line's start, the last one's at the end."""
     starts = [line.start for line in lecture.narration]
-    return [*starts[1:], lecture.duration]
+    return [*starts[1:], lecture.duration] if starts else []
 
 
 class Narration:
@@ -332,6 +340,48 @@ class Narration:
     def segment(self, start: float, n: int, index: int) -> np.ndarray:
         """A microphone segment: :meth:`render` with the onset marker over its start."""
         return with_marker(self.render(start, n, index), self.sr)
+
+
+def session_track(narration: Narration, spec: SyntheticSpec) -> np.ndarray:
+    """The microphone audio of a session speaking ``narration`` on the session clock.
+
+    One :meth:`Narration.segment` per audio segment ``spec`` plans (each with its onset
+    marker, noise seeded by its start in milliseconds, as :mod:`synthetic.session` writes
+    mic segments), digital silence in the microphone holes: the audio track the pipeline
+    makes of such a session, with no pauses cut.
+    """
+    if spec.sample_rate != narration.sr:
+        raise ValueError(f"spec rate {spec.sample_rate} Hz differs from {narration.sr} Hz")
+    out = np.zeros(round(spec.duration * narration.sr), dtype=np.float32)
+    for item in plan_segments(replace(spec, video=False, audio=True)):
+        lo, hi = round(item.start * narration.sr), round(item.end * narration.sr)
+        out[lo:hi] = narration.segment(item.start, hi - lo, index=round(item.start * 1000))
+    return out
+
+
+def write_aac(
+    path: Path,
+    mono: np.ndarray,
+    sample_rate: int,
+    *,
+    channels: int = TRACK_CHANNELS,
+    bitrate_per_channel: int = TRACK_BITRATE_PER_CHANNEL,
+) -> Path:
+    """Encode float32 mono samples to AAC in an .m4a file (the mono copied to each channel)."""
+    layout = {1: "mono", 2: "stereo"}[channels]
+    planes = np.repeat(np.asarray(mono, dtype=np.float32)[None, :], channels, axis=0)
+    with av.open(str(path), "w", format="ipod") as out:
+        stream = out.add_stream("aac", rate=sample_rate, layout=layout)
+        stream.bit_rate = bitrate_per_channel * channels
+        for off in range(0, planes.shape[1], _AAC_FRAME_SAMPLES):
+            chunk = np.ascontiguousarray(planes[:, off : off + _AAC_FRAME_SAMPLES])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = off
+            frame.time_base = Fraction(1, sample_rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
 
 
 def line_spans(
