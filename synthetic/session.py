@@ -4,10 +4,12 @@ So everything downstream (capture agent, upload, merge workers) runs end to end 
 box with no screen and no microphone:
 
 * ``screen-NNNN.mp4`` - H.264 in *fragmented* MP4 (crash-safe, like a real screen recorder)
-  showing :class:`synthetic.screen.Scene` with its timecode strip, one per
+  showing :class:`synthetic.screen.Scene` (or, for a spec with a lecture, its slides:
+  :class:`synthetic.slides.SlideScene`) with its timecode strip, one per
   ``segment_seconds`` of session time (:mod:`synthetic.plan`);
-* ``mic-NNNN.m4a`` - AAC microphone segments of :class:`synthetic.voice.Voice`, each starting
-  with the onset marker (:mod:`synthetic.markers`), covering the session except its holes;
+* ``mic-NNNN.m4a`` - AAC microphone segments of :class:`synthetic.voice.Voice` (or the
+  lecture's narration: :class:`synthetic.speech.Narration`), each starting with the onset
+  marker (:mod:`synthetic.markers`), covering the session except its holes;
 * ``session.json`` - written last through :func:`shared.sessiondir.write_manifest`
   (validated model, temporary name then rename).
 
@@ -36,8 +38,11 @@ from av.video.reformatter import VideoReformatter
 
 from shared.segments import SegmentKind
 from shared.sessiondir import MANIFEST_NAME, Manifest, ManifestSegment, write_manifest
+from synthetic.lecture import DEMO_LECTURE
 from synthetic.plan import PlannedSegment, SyntheticSpec, frame_range, plan_segments
 from synthetic.screen import Scene
+from synthetic.slides import Renderer, SlideScene
+from synthetic.speech import Narration, demo_narration
 from synthetic.voice import Voice
 
 __all__ = ["RecordedSegment", "record_synthetic_session", "session_seed"]
@@ -106,8 +111,8 @@ def record_synthetic_session(
         raise FileExistsError(f"{dest} already holds a session ({MANIFEST_NAME} exists)")
 
     seed = session_seed(session_id)
-    scene = Scene(spec.width, spec.height, spec.duration, seed) if spec.video else None
-    voice = Voice(spec.sample_rate, spec.duration, seed) if spec.audio else None
+    scene = screen_of(spec, seed) if spec.video else None
+    voice = microphone_of(spec, seed) if spec.audio else None
     wall0 = time.monotonic()
     records: list[RecordedSegment] = []
     for item in plan:
@@ -139,6 +144,26 @@ def record_synthetic_session(
     return dest
 
 
+def screen_of(spec: SyntheticSpec, seed: int) -> Renderer:
+    """What the screen shows: the lecture's slides, or the desktop."""
+    if spec.lecture is not None:
+        return SlideScene(spec.lecture, spec.width, spec.height, seed)
+    return Scene(spec.width, spec.height, spec.duration, seed)
+
+
+def microphone_of(spec: SyntheticSpec, seed: int) -> Voice | Narration:
+    """What the microphone hears: the lecture's narration, or the speech-like voice.
+
+    The demo lecture's narration comes from its committed recording (no espeak-ng needed);
+    any other lecture is spoken by espeak-ng now.
+    """
+    if spec.lecture is None:
+        return Voice(spec.sample_rate, spec.duration, seed)
+    if spec.lecture == DEMO_LECTURE:
+        return demo_narration(spec.sample_rate, seed=seed)
+    return Narration(spec.lecture, spec.sample_rate, seed=seed)
+
+
 def session_manifest(
     session_id: str, name: str, started_at: datetime, records: list[RecordedSegment]
 ) -> Manifest:
@@ -156,7 +181,7 @@ def session_manifest(
 
 
 def write_screen_segment(
-    path: Path, spec: SyntheticSpec, scene: Scene, item: PlannedSegment
+    path: Path, spec: SyntheticSpec, scene: Renderer, item: PlannedSegment
 ) -> None:
     """Encode the frames of ``item``'s session span to a fragmented H.264 MP4 at ``path``."""
     n0, n1 = frame_range(item.start, item.end, spec.fps)
@@ -181,7 +206,9 @@ def write_screen_segment(
         out.mux(stream.encode(None))
 
 
-def write_mic_segment(path: Path, spec: SyntheticSpec, voice: Voice, item: PlannedSegment) -> None:
+def write_mic_segment(
+    path: Path, spec: SyntheticSpec, voice: Voice | Narration, item: PlannedSegment
+) -> None:
     """Encode ``item``'s session span of the voice (marker first) to AAC in an .m4a file."""
     sr = spec.sample_rate
     n = round((item.end - item.start) * sr)

@@ -16,6 +16,7 @@ from typing import Protocol
 from shared import events
 from shared.events import SegmentStored
 from shared.ids import validate_relative_path, validate_session_id
+from shared.options import SessionOptions
 from shared.routing import Priority
 from shared.segments import SegmentKind
 from shared.sessiondir import Manifest, load_manifest, segment_file
@@ -39,10 +40,17 @@ class SessionShipper:
     def __post_init__(self) -> None:
         validate_session_id(self.session_id)
 
-    def start(self, *, name: str, started_at: datetime) -> None:
+    def start(
+        self, *, name: str, started_at: datetime, options: SessionOptions | None = None
+    ) -> None:
         self.emitter.emit(
             events.session_started(
-                self.session_id, 0, name=name, started_at=started_at, priority=self.priority
+                self.session_id,
+                0,
+                name=name,
+                started_at=started_at,
+                priority=self.priority,
+                options=options,
             ),
             priority=self.priority,
         )
@@ -95,7 +103,7 @@ def ship_session_dir(session_dir: Path, storage: Storage, emitter: Emitter) -> M
                 f"segment {segment.file!r} listed in session.json is missing from {session_dir}"
             )
     shipper = SessionShipper(storage, emitter, manifest.id, priority=manifest.priority)
-    shipper.start(name=manifest.name, started_at=manifest.started_at)
+    shipper.start(name=manifest.name, started_at=manifest.started_at, options=manifest.options)
     for segment, path in zip(manifest.segments, files, strict=True):
         shipper.ship_segment(
             path,

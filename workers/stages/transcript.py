@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 
 from workers.enrich.documents import EnrichUnavailable
+from workers.enrich.transcribe import transcribe
+from workers.enrich.webvtt import to_webvtt
+from workers.enrich.whispermodel import load_model
 from workers.enrichment import KIND_TRANSCRIPT
 from workers.stages.context import StageContext, StageOutput
 
@@ -33,16 +36,12 @@ def build_transcript(ctx: StageContext) -> StageOutput:
     if audio_key is None:
         return StageOutput.skipped("session has no audio")
     try:
-        from workers.enrich.transcribe import transcribe
-        from workers.enrich.webvtt import to_webvtt
-        from workers.enrich.whispermodel import load_model
-
         model = load_model(
             settings.whisper_model_dir,
             sha256=settings.whisper_model_sha256,
-            threads=settings.whisper_threads,
+            cpu_threads=settings.whisper_threads,
         )
-    except (EnrichUnavailable, ImportError) as exc:
+    except EnrichUnavailable as exc:  # faster-whisper or the model package is missing
         return StageOutput.skipped(str(exc))
     transcript = transcribe(
         ctx.storage.path(audio_key),

@@ -1,0 +1,131 @@
+"""The whole enrichment chain through a real celery worker on Redis and PostgreSQL.
+
+A lecture (slides with known titles, narration at known times, typing, a clock and
+scrolling inside the slides) is recorded, shipped as a recorder would and processed with
+every enrichment stage; ``sessionpipe show --json`` must then give chapters at the slide
+changes titled with the slides, a transcript of the narration with word times on the MP4's
+clock, keywords naming the topics and a summary (``lecture_checks``). A second session asks
+for its transcript only, in its session.json: the other enrichment stages are skipped and
+say so, and the session still completes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from capture_agent.emit import EventEmitter
+from shared.options import SessionOptions
+from shared.sessiondir import load_manifest, write_manifest
+from shared.settings import Settings
+from shared.storage import Storage
+from synthetic.lecture import DEMO_LECTURE
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
+from tests.support import ROOT
+from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
+from tests.support.shipping import ship_session_dir
+from tests.workers.enrich.lecture_checks import check_chapters, check_summary, check_transcript
+from workers.enrichment import enrichment_document
+from workers.status import session_status
+
+pytestmark = pytest.mark.integration
+
+STARTED = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+#: The demo's lecture at a small size: the microphone records nothing from 25 s to 35 s.
+SPEC = SyntheticSpec(
+    duration=DEMO_LECTURE.duration,
+    segment_seconds=10.0,
+    audio_holes=((25.0, 35.0),),
+    width=640,
+    height=360,
+    fps=10,
+    lecture=DEMO_LECTURE,
+)
+ENRICHMENT = ("transcript", "chapters", "summary")
+
+
+@pytest.fixture
+def enriching_worker(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> tuple[Settings, WorkerProcess, dict[str, str]]:
+    home = tmp_path / "home"
+    env = {**service_env(home=home, database_url=pg_url, broker_url=redis_url)}
+    env["SESSIONPIPE_ENRICH"] = "all"
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker, env
+    worker.stop()
+
+
+def record(tmp_path: Path, session_id: str) -> Path:
+    return record_synthetic_session(
+        tmp_path / session_id, session_id=session_id, name=session_id, spec=SPEC,
+        started_at=STARTED,
+    )  # fmt: skip
+
+
+def show_json(env: dict[str, str], session_id: str) -> dict[str, object]:
+    shown = subprocess.run(
+        [sys.executable, "-m", "sessionpipe.cli", "show", session_id, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    document: dict[str, object] = json.loads(shown.stdout)
+    return document
+
+
+def test_a_lecture_is_enriched_by_a_real_worker(
+    tmp_path: Path, enriching_worker: tuple[Settings, WorkerProcess, dict[str, str]]
+) -> None:
+    settings, worker, env = enriching_worker
+    folder = record(tmp_path, "lecture-1")
+    ship_session_dir(folder, Storage(settings.storage), EventEmitter(settings))
+    jobs = wait_for_session(settings.database_url, "lecture-1", worker)
+    statuses = {j.stage: (j.status, (j.result or {}).get("skipped")) for j in jobs}
+    assert all(s == ("succeeded", None) for s in statuses.values()), statuses
+
+    document = show_json(env, "lecture-1")
+    assert document == enrichment_document(settings.database_url, "lecture-1")
+    check_chapters(document, DEMO_LECTURE)
+    check_transcript(document, DEMO_LECTURE)
+    check_summary(document)
+    assert document["playable"] and document["complete"]
+    duration = document["duration"]
+    assert isinstance(duration, float) and abs(duration - SPEC.duration) < 0.2
+
+    storage = Storage(settings.storage)
+    report = session_status(settings.database_url, storage, "lecture-1")
+    assert report["playable"] and report["complete"]
+    stages = {s["stage"]: s for s in report["stages"]}
+    mp4 = Path(stages["merge"]["output_path"])
+    vtt = mp4.with_name("lecture-1.vtt")
+    assert vtt.read_text().startswith("WEBVTT")
+    saved = json.loads(Path(stages["transcript"]["output_path"]).read_text())
+    assert saved["segments"] == document["transcript"]["segments"]  # type: ignore[index]
+    assert mp4.parent == vtt.parent == Path(stages["transcript"]["output_path"]).parent
+
+
+def test_a_session_asking_for_its_transcript_only(
+    tmp_path: Path, enriching_worker: tuple[Settings, WorkerProcess, dict[str, str]]
+) -> None:
+    settings, worker, env = enriching_worker
+    folder = record(tmp_path, "lecture-2")
+    manifest = load_manifest(folder)
+    asked = SessionOptions(enrich=("transcript",))
+    write_manifest(folder, manifest.model_copy(update={"options": asked}))
+    ship_session_dir(folder, Storage(settings.storage), EventEmitter(settings))
+    jobs = wait_for_session(settings.database_url, "lecture-2", worker)
+    skipped = {j.stage: (j.result or {}).get("skipped") for j in jobs if j.stage in ENRICHMENT}
+    assert skipped == {
+        "transcript": None,
+        "chapters": "not asked for by this session",
+        "summary": "not asked for by this session",
+    }
+    document = show_json(env, "lecture-2")
+    assert document["complete"] and not document["chapters"] and not document["summary"]
+    check_transcript(document, DEMO_LECTURE)
