@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,9 +54,9 @@ ENRICHMENT = ("transcript", "chapters", "summary")
 @pytest.fixture
 def enriching_worker(
     tmp_path: Path, pg_url: str, redis_url: str
-) -> tuple[Settings, WorkerProcess, dict[str, str]]:
+) -> Iterator[tuple[Settings, WorkerProcess, dict[str, str]]]:
     home = tmp_path / "home"
-    env = {**service_env(home=home, database_url=pg_url, broker_url=redis_url)}
+    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
     env["SESSIONPIPE_ENRICH"] = "all"
     worker = WorkerProcess(env, tmp_path / "worker.log")
     yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker, env
