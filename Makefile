@@ -79,6 +79,12 @@ bench: install-dev
 bench-embedded: install-dev
 	$(BIN)/python bench/bench_embedded.py --minutes 10 --repeat 3
 
+# Enrichment of a talk through `sessionpipe process`: each stage per recorded minute, the
+# plain faster-whisper call on the same audio, peak memory (bench/RESULTS.md).
+ENRICH_MINUTES ?= 5
+bench-enrich: install-dev packages
+	$(BIN)/python bench/bench_enrich.py --minutes $(ENRICH_MINUTES) --json bench/out/enrich.json
+
 # Load (fault scenario 8): 1,000 short sessions from 4 capture-agent processes, real workers.
 bench-load: install-dev services
 	$(BIN)/python bench/bench_load.py --sessions 1000 --agents 4 --json bench/out/load.json

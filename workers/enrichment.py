@@ -6,14 +6,16 @@ document is present exactly when its stage succeeded. :func:`enrichment_document
 ``sessionpipe show --json`` prints (and the status API will serve)::
 
     {"session_id", "duration", "playable", "complete",
-     "chapters": [{"start", "end", "title", "keywords": [...]}],
+     "chapters": [{"start", "end", "title", "title_source", "keywords": [...],
+                   "segments": [first, last + 1]}],
      "transcript": {"language", "segments": [{"start", "end", "text",
                                               "words": [{"start", "end", "word"}]}]},
      "summary", "keywords": [...], "summary_provider", "warnings": [...],
      "stages": {stage: {"status", "progress", "attempts", "error", "skipped"}}}
 
-Times are seconds on the output timeline (the playable MP4's clock). Fields are only ever
-added to it: scripts read it.
+Times are seconds on the output timeline (the playable MP4's clock). A chapter's
+``segments`` are the indices of the transcript segments said during it (those whose middle
+lies in it). Fields are only ever added to it: scripts read it.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def _compose(
     duration = (merge.result or {}).get("duration") if merge is not None else None
     transcript = documents.get(KIND_TRANSCRIPT, {})
     chapters = documents.get(KIND_CHAPTERS, {}).get("chapters", [])
+    middles = [(s["start"] + s["end"]) / 2 for s in transcript.get("segments", [])]
     summary = documents.get(KIND_SUMMARY, {})
     warnings = []
     if summary.get("provider_error"):
@@ -111,6 +114,7 @@ def _compose(
                 "title": c.get("title", ""),
                 "title_source": c.get("title_source", "none"),
                 "keywords": list(c.get("keywords", [])),
+                "segments": _said_during(middles, c["start"], c["end"]),
             }
             for c in chapters
         ],
@@ -134,3 +138,9 @@ def _compose(
             if (job := by_stage.get(stage.value)) is not None
         },
     }
+
+
+def _said_during(middles: list[float], start: float, end: float) -> list[int]:
+    """[first, last + 1) of the segments whose middle lies in [start, end) (time order)."""
+    inside = [i for i, middle in enumerate(middles) if start <= middle < end]
+    return [inside[0], inside[-1] + 1] if inside else [0, 0]

@@ -47,6 +47,11 @@ def check_chapters(document: dict[str, Any], lecture: Lecture) -> None:
     for chapter, slide in zip(chapters, lecture.slides, strict=True):
         assert slide.title.lower() in chapter["title"].lower(), (chapter["title"], slide.title)
         assert chapter["title_source"] in ("screen", "llm")
+    segments = document["transcript"]["segments"]
+    if segments:  # the transcript's segments are attached to the chapters by time
+        spans = [chapter["segments"] for chapter in chapters]
+        assert spans[0][0] == 0 and spans[-1][1] == len(segments), spans
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), spans
 
 
 def check_transcript(document: dict[str, Any], lecture: Lecture) -> None:
