@@ -20,6 +20,7 @@ lies in it). Fields are only ever added to it: scripts read it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any, Final
 
 from sqlalchemy import select, update
@@ -141,6 +142,6 @@ def _compose(
 
 
 def _said_during(middles: list[float], start: float, end: float) -> list[int]:
-    """[first, last + 1) of the segments whose middle lies in [start, end) (time order)."""
-    inside = [i for i, middle in enumerate(middles) if start <= middle < end]
-    return [inside[0], inside[-1] + 1] if inside else [0, 0]
+    """[first, last + 1) of the segments (in time order) whose middle lies in [start, end);
+    empty ([k, k]) when nothing was said."""
+    return [bisect_left(middles, start), bisect_left(middles, end)]

@@ -51,7 +51,7 @@ def check_chapters(document: dict[str, Any], lecture: Lecture) -> None:
     if segments:  # the transcript's segments are attached to the chapters by time
         spans = [chapter["segments"] for chapter in chapters]
         assert spans[0][0] == 0 and spans[-1][1] == len(segments), spans
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), spans
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
 
 
 def check_transcript(document: dict[str, Any], lecture: Lecture) -> None:
