@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,20 @@ def test_webvtt_of_the_lecture_parses(lecture_run: tuple[Transcript, list[float]
         assert start <= end and len(body) == 1 and body[0]
         starts.append(start)
     assert len(starts) == len(transcript.segments) and starts == sorted(starts)
+
+
+def test_threads_share_one_model(
+    lecture_audio: tuple[Path, list[LineSpan]], model: SpeechModel
+) -> None:
+    """The embedded worker runs tasks in threads: concurrent calls give the sequential result."""
+    alone = transcribe(lecture_audio[0], model=model, beam_size=1)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [
+            pool.submit(lambda: transcribe(lecture_audio[0], model=load_model(), beam_size=1))
+            for _ in range(2)
+        ]
+        results = [f.result() for f in futures]
+    assert all(r == alone for r in results)
 
 
 def test_silence_gives_no_segments(tmp_path: Path, model: SpeechModel) -> None:
