@@ -65,7 +65,9 @@ def _decode(audio: Path) -> Any:
 
     try:
         return decode_audio(str(audio), sampling_rate=WHISPER_SAMPLE_RATE)
-    except (av.error.FFmpegError, OSError, IndexError, ValueError) as exc:
+    except IndexError as exc:  # PyAV's answer to decode(audio=0) without an audio stream
+        raise EnrichError(f"cannot decode audio {audio}: it has no audio stream") from exc
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise EnrichError(f"cannot decode audio {audio}: {exc}") from exc
 
 

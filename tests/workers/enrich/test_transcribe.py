@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from synthetic.lecture import DEMO_LECTURE, Lecture
@@ -188,6 +189,15 @@ def test_an_undecodable_file_is_an_error_naming_it(tmp_path: Path, model: Speech
         transcribe(broken, model=model)
     with pytest.raises(EnrichError, match="missing.m4a"):
         transcribe(tmp_path / "missing.m4a", model=model)
+    screen_only = tmp_path / "screen-only.mp4"
+    with av.open(str(screen_only), "w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(5):
+            out.mux(stream.encode(av.VideoFrame(64, 64, "yuv420p")))
+        out.mux(stream.encode(None))
+    with pytest.raises(EnrichError, match="screen-only.mp4: it has no audio stream"):
+        transcribe(screen_only, model=model)
 
 
 def test_an_english_model_refuses_another_language(
