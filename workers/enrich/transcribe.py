@@ -90,12 +90,14 @@ def segments_to_transcript(
     """Collect faster-whisper segments (a lazy generator: the work happens here).
 
     Words and texts are stripped; empty words and segments are dropped. ``progress`` gets
-    the end of each segment as a fraction of ``duration``.
+    the end of each segment as a fraction of ``duration`` (never less than before).
     """
     out: list[TranscriptSegment] = []
+    done = 0.0  # fraction reported so far: never goes back
     for seg in segments:
         if progress is not None and duration > 0:
-            progress(min(1.0, max(0.0, float(seg.end) / duration)))
+            done = max(done, min(1.0, float(seg.end) / duration))
+            progress(done)
         words = tuple(
             Word(_seconds(w.start), _seconds(w.end), w.word.strip(), float(w.probability))
             for w in (seg.words or ())
