@@ -83,7 +83,7 @@ def ensure_audio(minutes: float, cache: Path) -> Path:
         DEFAULT_WORDS_PER_MINUTE,
         Narration,
         session_track,
-        write_aac,
+        write_track,
     )
 
     key = f"{DEFAULT_VOICE}-{DEFAULT_WORDS_PER_MINUTE}wpm-{DEFAULT_WORD_GAP_MS}ms"
@@ -100,7 +100,7 @@ def ensure_audio(minutes: float, cache: Path) -> Path:
         )
         track = session_track(Narration(lecture, RATE_HZ), spec)
         tmp = path.with_name(f".{path.name}.partial.m4a")
-        write_aac(tmp, track, RATE_HZ)
+        write_track(tmp, track, RATE_HZ)
         tmp.replace(path)
     return path
 
@@ -173,7 +173,7 @@ def compare_settings() -> list[dict[str, Any]]:
 
     from synthetic.lecture import DEMO_LECTURE
     from synthetic.plan import SyntheticSpec
-    from synthetic.speech import Narration, demo_narration, session_track, write_aac
+    from synthetic.speech import Narration, demo_narration, session_track, write_track
     from workers.enrich.transcribe import transcribe
     from workers.enrich.whispermodel import load_model
 
@@ -193,7 +193,7 @@ def compare_settings() -> list[dict[str, Any]]:
                 if source == "espeak-ng"
                 else demo_narration(RATE_HZ, seed=seed)
             )
-            path = write_aac(out_dir / "settings.m4a", session_track(narration, spec), RATE_HZ)
+            path = write_track(out_dir / "settings.m4a", session_track(narration, spec), RATE_HZ)
             for beam in (1, 5):
                 for condition in (False, True):
                     started = time.perf_counter()

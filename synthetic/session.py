@@ -33,11 +33,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from shared.segments import SegmentKind
 from shared.sessiondir import MANIFEST_NAME, Manifest, ManifestSegment, write_manifest
+from synthetic.aac import write_aac
 from synthetic.lecture import DEMO_LECTURE
 from synthetic.plan import PlannedSegment, SyntheticSpec, frame_range, plan_segments
 from synthetic.screen import Scene
@@ -57,8 +57,6 @@ KEYFRAME_INTERVAL_SECONDS = 2
 VIDEO_CRF = "23"
 #: AAC bit rate per channel, bits per second.
 AUDIO_BITRATE_PER_CHANNEL = 64000
-#: Samples per AAC frame.
-AAC_FRAME_SAMPLES = 1024
 #: The default spec (frozen, so sharing it is safe): one minute with a microphone gap.
 DEFAULT_SPEC = SyntheticSpec()
 
@@ -213,16 +211,6 @@ def write_mic_segment(
     sr = spec.sample_rate
     n = round((item.end - item.start) * sr)
     mono = voice.segment(item.start, n, index=round(item.start * 1000))
-    layout = "mono" if spec.channels == 1 else "stereo"
-    planes = np.repeat(mono[None, :], spec.channels, axis=0)
-    with av.open(str(path), "w", format="ipod") as out:
-        stream = out.add_stream("aac", rate=sr, layout=layout)
-        stream.bit_rate = AUDIO_BITRATE_PER_CHANNEL * spec.channels
-        for off in range(0, n, AAC_FRAME_SAMPLES):
-            chunk = np.ascontiguousarray(planes[:, off : off + AAC_FRAME_SAMPLES])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-            frame.sample_rate = sr
-            frame.pts = off
-            frame.time_base = Fraction(1, sr)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    write_aac(
+        path, mono, sr, channels=spec.channels, bitrate_per_channel=AUDIO_BITRATE_PER_CHANNEL
+    )

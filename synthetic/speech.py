@@ -12,7 +12,7 @@ silence), ``segment(start, n, index)`` adds the onset marker. Speech peaks at
 segment. :attr:`Narration.spans` (and :func:`line_spans`) are the spoken extent of each line,
 measured from the samples: what the transcript tests check recognised words against.
 :func:`session_track` lays a narration out as a session's microphone track (a marker per
-segment, silence in the holes) and :func:`write_aac` writes it as the pipeline's audio
+segment, silence in the holes) and :func:`write_track` writes it as the pipeline's audio
 track is written (48 kHz stereo AAC), for tests and benchmarks.
 
 The demo needs no espeak-ng: the narration of :data:`synthetic.lecture.DEMO_LECTURE` is
@@ -41,6 +41,7 @@ from typing import Final
 import av
 import numpy as np
 
+from synthetic.aac import write_aac
 from synthetic.lecture import DEMO_LECTURE, Lecture
 from synthetic.markers import BACKGROUND_MAX_AMPLITUDE, with_marker
 from synthetic.plan import SyntheticSpec, plan_segments
@@ -57,7 +58,7 @@ __all__ = [
     "line_spans",
     "session_track",
     "speak",
-    "write_aac",
+    "write_track",
     "write_fixture",
 ]
 
@@ -106,7 +107,6 @@ FIXTURE_TAG: Final = "sessionpipe_narration"
 #: The pipeline's finished audio track (shared/settings.py): 2 channels, 64 kbit/s each.
 TRACK_CHANNELS: Final = 2
 TRACK_BITRATE_PER_CHANNEL: Final = 64_000
-_AAC_FRAME_SAMPLES: Final = 1024
 #: Samples per Opus frame at FIXTURE_RATE_HZ (20 ms).
 _OPUS_FRAME_SAMPLES: Final = 320
 
@@ -366,29 +366,16 @@ def session_track(narration: Narration, spec: SyntheticSpec) -> np.ndarray:
     return out
 
 
-def write_aac(
-    path: Path,
-    mono: np.ndarray,
-    sample_rate: int,
-    *,
-    channels: int = TRACK_CHANNELS,
-    bitrate_per_channel: int = TRACK_BITRATE_PER_CHANNEL,
-) -> Path:
-    """Encode float32 mono samples to AAC in an .m4a file (the mono copied to each channel)."""
-    layout = {1: "mono", 2: "stereo"}[channels]
-    planes = np.repeat(np.asarray(mono, dtype=np.float32)[None, :], channels, axis=0)
-    with av.open(str(path), "w", format="ipod") as out:
-        stream = out.add_stream("aac", rate=sample_rate, layout=layout)
-        stream.bit_rate = bitrate_per_channel * channels
-        for off in range(0, planes.shape[1], _AAC_FRAME_SAMPLES):
-            chunk = np.ascontiguousarray(planes[:, off : off + _AAC_FRAME_SAMPLES])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-            frame.sample_rate = sample_rate
-            frame.pts = off
-            frame.time_base = Fraction(1, sample_rate)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+def write_track(path: Path, mono: np.ndarray, sample_rate: int) -> Path:
+    """``mono`` as the pipeline writes a session's audio track (AAC, stereo, 64 kbit/s a
+    channel): what the transcript stage reads."""
+    return write_aac(
+        path,
+        mono,
+        sample_rate,
+        channels=TRACK_CHANNELS,
+        bitrate_per_channel=TRACK_BITRATE_PER_CHANNEL,
+    )
 
 
 def line_spans(

@@ -24,7 +24,7 @@ from synthetic.speech import (
     parse_wav,
     session_track,
     speak,
-    write_aac,
+    write_track,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -140,6 +140,6 @@ def test_a_fixture_of_other_lines_is_refused() -> None:
 
 def test_write_aac_round_trips_the_track(tmp_path: Path, narration: Narration) -> None:
     mono = narration.render(0.0, 3 * RATE, index=0)
-    path = write_aac(tmp_path / "a.m4a", mono, RATE)
+    path = write_track(tmp_path / "a.m4a", mono, RATE)
     decoded, _ = decode_mono(path, RATE)
     assert abs(decoded.size - mono.size) < 2048  # AAC priming and padding, at most 2 frames

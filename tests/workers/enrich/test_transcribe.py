@@ -26,7 +26,7 @@ import pytest
 
 from synthetic.lecture import DEMO_LECTURE, Lecture
 from synthetic.plan import SyntheticSpec
-from synthetic.speech import LineSpan, Narration, session_track, write_aac
+from synthetic.speech import LineSpan, Narration, session_track, write_track
 from workers.enrich.documents import EnrichError, EnrichUnavailable, Transcript
 from workers.enrich.transcribe import transcribe
 from workers.enrich.webvtt import to_webvtt
@@ -79,7 +79,7 @@ def model() -> SpeechModel:
 def lecture_audio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[LineSpan]]:
     narration = Narration(DEMO_LECTURE, RATE, seed=SEED)
     track = session_track(narration, SyntheticSpec(video=False, sample_rate=RATE))
-    path = write_aac(tmp_path_factory.mktemp("speech") / "audio.m4a", track, RATE)
+    path = write_track(tmp_path_factory.mktemp("speech") / "audio.m4a", track, RATE)
     return path, narration.spans
 
 
@@ -178,7 +178,7 @@ def test_silence_gives_no_segments(tmp_path: Path, model: SpeechModel) -> None:
     """A microphone that recorded only its noise floor and the segment markers."""
     quiet = Lecture(duration=30.0, slides=DEMO_LECTURE.slides[:1], narration=())
     spec = SyntheticSpec(duration=30.0, audio_holes=(), video=False, sample_rate=RATE)
-    path = write_aac(tmp_path / "quiet.m4a", session_track(Narration(quiet, RATE), spec), RATE)
+    path = write_track(tmp_path / "quiet.m4a", session_track(Narration(quiet, RATE), spec), RATE)
     transcript = transcribe(path, model=model)
     assert transcript.segments == ()
     assert transcript.duration == pytest.approx(30.0, abs=0.1)
