@@ -314,6 +314,7 @@ class SessionWatcher:
                 name=manifest.name,
                 started_at=manifest.started_at,
                 priority=manifest.priority,
+                options=manifest.options,
             )
             done.begun = True
             self._save_state()

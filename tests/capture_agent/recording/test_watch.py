@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from capture_agent.watch import SessionWatcher, read_watch_status
+from shared.options import SessionOptions
 from tests.capture_agent.recording.helpers import FakeAgent, fake_cli, logged_calls, recording_env
 from tests.support import ROOT
 from tests.support.waiting import wait_for
@@ -274,6 +275,16 @@ def test_periodic_rescan_without_events_and_a_single_session_folder(tmp_path: Pa
         write_manifest(folder, "solo", ["mic-0000.m4a"], complete=True)
         wait_for(lambda: agent.names()[-1:] == ["end_session"], STABLE_S + 5, "end_session")
     assert agent.files() == ["mic-0000.m4a"]
+
+
+def test_the_session_options_are_passed_on(tmp_path: Path) -> None:
+    folder, agent = tmp_path / "one-session", FakeAgent()
+    options = {"enrich": ["transcript"], "language": "de", "llm": False}
+    write_manifest(folder, "opts", [], options=options)
+    with watching(folder, agent, tmp_path / "state", use_observer=False):
+        wait_for(lambda: agent.names() == ["begin_session"], 5, "begin_session")
+    (begun,) = agent.calls
+    assert begun.kwargs["options"] == SessionOptions.model_validate(options)
 
 
 def test_a_segment_the_agent_refuses_is_reported_and_retried(tmp_path: Path) -> None:
