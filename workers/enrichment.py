@@ -94,6 +94,10 @@ def _compose(
     middles = [(s["start"] + s["end"]) / 2 for s in transcript.get("segments", [])]
     summary = documents.get(KIND_SUMMARY, {})
     warnings = []
+    chapters_job = by_stage.get(Stage.CHAPTERS.value)
+    no_ocr = (chapters_job.result or {}).get("ocr") if chapters_job is not None else None
+    if no_ocr:
+        warnings.append(f"screen text not read, chapters titled from the speech: {no_ocr}")
     if summary.get("provider_error"):
         warnings.append(f"LLM provider failed, offline summary kept: {summary['provider_error']}")
     for stage in STAGES:
