@@ -31,15 +31,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shared.settings import Settings  # noqa: E402
-from synthetic.lecture import Lecture, Line  # noqa: E402
 from synthetic.plan import SyntheticSpec  # noqa: E402
 from synthetic.session import record_synthetic_session  # noqa: E402
-from synthetic.slides import MORE_LINES, random_lecture  # noqa: E402
+from synthetic.slides import talk  # noqa: E402
 
 DEFAULT_MINUTES = 5.0
 TARGET_AFTER_INPUTS_S = 180.0  # every enrichment stage of a 30-minute session (issue 10)
 TARGET_TRANSCRIBE_RATIO = 1.2  # the transcript stage against plain faster-whisper
-LINE_EVERY_S = 4.5  # a narration line starts this often (espeak-ng speaks one in ~3 s)
 PROCESS_TIMEOUT_S = 7200.0
 ENRICHMENT = ("transcript", "chapters", "summary")
 INPUTS = {"transcript": ("concat_audio",), "chapters": ("merge",), "summary": ENRICHMENT[:2]}
@@ -57,18 +55,6 @@ words = sum(len(s.words or ()) for s in segments)
 print(json.dumps({"seconds": time.perf_counter() - t0, "words": words,
                   "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def talk(minutes: float, seed: int = 7) -> Lecture:
-    """Slides of ``random_lecture`` and a narration line every LINE_EVERY_S seconds."""
-    slides = random_lecture(minutes * 60.0, seed)
-    lines = []
-    t, k = 1.0, 0
-    while t < minutes * 60.0 - LINE_EVERY_S:
-        lines.append(Line(round(t, 3), MORE_LINES[k % len(MORE_LINES)]))
-        t += LINE_EVERY_S
-        k += 1
-    return Lecture(duration=slides.duration, slides=slides.slides, narration=tuple(lines))
 
 
 def _parse(value: str) -> float:
@@ -97,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-enrich-") as tmp:
         root = Path(tmp)
-        lecture = talk(args.minutes)
+        lecture = talk(args.minutes * 60.0, seed=7)
         spec = SyntheticSpec(
             duration=lecture.duration, segment_seconds=30.0, audio_holes=(),
             width=args.width, height=args.height, fps=15, lecture=lecture,

@@ -362,6 +362,19 @@ def random_lecture(duration: float, seed: int, *, mean_slide_s: float = 45.0) ->
     return Lecture(duration=duration, slides=tuple(slides), narration=narration)
 
 
+def talk(duration: float, seed: int, *, line_every_s: float = 4.5) -> Lecture:
+    """A talk: ``random_lecture``'s slides and a narration line every ``line_every_s``
+    seconds (espeak-ng speaks one of MORE_LINES in about 3 s), so speech fills the session
+    as a person's would."""
+    slides = random_lecture(duration, seed)
+    lines: list[Line] = []
+    t = 1.0
+    while t < duration - line_every_s:
+        lines.append(Line(round(t, 3), MORE_LINES[len(lines) % len(MORE_LINES)]))
+        t += line_every_s
+    return Lecture(duration=duration, slides=slides.slides, narration=tuple(lines))
+
+
 def write_lecture_video(
     path: Path,
     lecture: Lecture,

@@ -66,6 +66,8 @@ IDLE_TIMEOUT_S = VISIBILITY_TIMEOUT_S + 220
 ATTEMPT_LINE = re.compile(rb"\b(\w+) of (\S+): attempt (\d+) \(")
 MEDIA_QUEUES = "media"
 OTHER_QUEUES = "audio,default,enrich"
+#: Result fields that name a stage's files besides its output (finalize, transcript).
+OTHER_OUTPUTS = ("manifest", "subtitles")
 
 
 class Worker:
@@ -234,14 +236,14 @@ class FaultSystem:
     def job(self, session_id: str, stage: str) -> models.Job | None:
         return next((j for j in self.jobs(session_id) if j.stage == stage), None)
 
-    def wait_mid_compress(self, session_id: str, timeout: float = 180) -> None:
-        """Wait until the session's compressed copy is being written (progress reported)."""
+    def wait_mid(self, session_id: str, stage: str = "compress", timeout: float = 180) -> None:
+        """Wait until the session's stage is under way (running, progress reported)."""
 
-        def writing() -> bool:
-            job = self.job(session_id, "compress")
+        def working() -> bool:
+            job = self.job(session_id, stage)
             return job is not None and job.status == "running" and job.progress > 0
 
-        self._wait(writing, timeout, f"compress of {session_id} to be under way")
+        self._wait(working, timeout, f"{stage} of {session_id} to be under way")
 
     def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> dict[str, str]:
         """Wait until every submitted session is completed or failed; their statuses."""
@@ -380,9 +382,9 @@ class FaultSystem:
         derived = self.storage.path(f"{SESSIONS_DIR}/{session_id}/{DERIVED_DIR}")
         present = sorted(p.name for p in derived.iterdir())
         expected = {Path(j.output_key).name for j in rows if j.output_key}
-        manifest = next(j for j in rows if j.stage == "finalize").result or {}
-        if manifest.get("manifest"):
-            expected.add(Path(manifest["manifest"]).name)
+        for job in rows:  # a stage's further files are named in its result
+            result = job.result or {}
+            expected |= {Path(result[name]).name for name in OTHER_OUTPUTS if result.get(name)}
         assert present == sorted(expected), f"{session_id}: {present} != {sorted(expected)}"
         for name in present:
             assert (derived / name).stat().st_size > 0

@@ -29,7 +29,7 @@ def _in_flight(system: FaultSystem, prefix: str) -> list[subprocess.Popen[str]]:
     folders = [system.record(f"{prefix}-{i}") for i in range(IN_FLIGHT)]  # before: it takes time
     system.ship(slow)
     agents = [system.ship_async(f, agent=f"a{i}") for i, f in enumerate(folders)]
-    system.wait_mid_compress(f"{prefix}-slow")
+    system.wait_mid(f"{prefix}-slow")
     return agents
 
 

@@ -1,5 +1,6 @@
-"""Workers that die or stop mid-task (scenarios 1, 2 and 7), a poison segment (3), and the
-same session shipped twice at once (6): nothing lost, nothing done twice."""
+"""Workers that die or stop mid-task (scenarios 1, 2, 7 and, mid-transcript, 10), a poison
+segment (3), and the same session shipped twice at once (6): nothing lost, nothing done
+twice."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import sys
 import pytest
 
 from shared.sessiondir import load_manifest
+from synthetic.plan import SyntheticSpec
+from synthetic.slides import talk
 from tests.faults.harness import MEDIA_QUEUES, SCALE, SLOW_COMPRESS, FaultSystem, Worker
 from tests.support import ROOT
+from workers.enrichment import enrichment_document
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +32,7 @@ def _start(system: FaultSystem, name: str) -> tuple[Worker, list[subprocess.Pope
     quick = [system.record(f"{name}-q{i}") for i in range(COMPANIONS)]  # before: it takes time
     system.ship(slow)
     agents = [system.ship_async(folder, agent=f"q{i}") for i, folder in enumerate(quick)]
-    system.wait_mid_compress(name)
+    system.wait_mid(name)
     return media, agents
 
 
@@ -121,3 +125,33 @@ def test_same_session_shipped_by_two_agents_and_events_twice(system: FaultSystem
         assert proc.returncode == 0, out
     system.assert_nothing_lost()
     assert all(job.attempts == 1 for job in system.jobs("twice"))
+
+
+#: A talk whose transcription takes a few seconds here (dense narration, small slides).
+TALK = SyntheticSpec(
+    duration=180.0, segment_seconds=30.0, audio_holes=(), width=320, height=180, fps=5,
+    lecture=talk(180.0, seed=3),
+)  # fmt: skip
+
+
+def test_enrich_worker_killed_mid_transcript_then_restarted(system: FaultSystem) -> None:
+    """Scenario 10: the enrichment worker dies while it transcribes. Its job is taken over
+    after the lease, the transcript is made once more and stored once, the rest of the
+    session never waited for it, and every enrichment document is there at the end."""
+    system.env["SESSIONPIPE_ENRICH"] = "all"
+    system.start_worker("media", queues=MEDIA_QUEUES)
+    system.start_worker("other", queues="audio,default", concurrency=2)
+    enrich = system.start_worker("enrich", queues="enrich")
+    system.ship(system.record("talk", TALK))
+    system.wait_mid("talk", "transcript")
+    enrich.kill()
+    job = system.job("talk", "transcript")
+    assert job is not None and (job.status, job.attempts) == ("running", 1)
+    system.start_worker("enrich-restarted", queues="enrich")
+    system.assert_nothing_lost()
+    job = system.job("talk", "transcript")
+    assert job is not None and job.attempts == 2  # the killed run, and the one that finished
+    document = enrichment_document(system.database_url, "talk")
+    assert document["complete"] and document["transcript"]["segments"]
+    assert document["chapters"] and document["summary"] and not document["warnings"]
+    assert {s["status"] for s in document["stages"].values()} == {"succeeded"}
