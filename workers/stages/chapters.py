@@ -2,9 +2,9 @@
 
 Reads the playable MP4 (the ``merge`` output), so chapter times are on the output
 timeline. Titles come from the screen (OCR); a chapter whose screen has no text is titled
-from the transcript when that stage has already finished (the summary stage, which runs
-after both, adds keywords and, with an LLM, better titles). Writes ``<id>.chapters.json``
-and the chapters document.
+from the transcript when that stage has already finished, else by the summary stage,
+which runs after both (and adds keywords and, with an LLM, the model's titles). Writes
+``<id>.chapters.json`` and the chapters document.
 """
 
 from __future__ import annotations

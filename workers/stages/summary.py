@@ -1,5 +1,8 @@
 """The ``summary`` stage: keywords per chapter and per session, and a summary.
 
+It also titles, from the transcript, the chapters whose screen had no text and that the
+chapters stage could not title from speech (it ran before the transcript existed).
+
 Runs after the transcript and the chapters (either may have been skipped or have failed:
 it summarises what there is). Offline by default: YAKE keywords and an extractive
 TextRank summary. With an LLM provider configured and the session not opting out, the
@@ -17,6 +20,7 @@ import os
 from dataclasses import replace
 
 from shared.settings import Settings
+from workers.enrich.chaptering import transcript_title
 from workers.enrich.documents import Chapter, EnrichUnavailable, Summary, Transcript
 from workers.enrich.llm import LlmConfig, ProviderFailed, ProviderRateLimited, llm_enrichment
 from workers.enrich.llm.config import API_KEY_ENV, DEFAULT_MODELS
@@ -44,6 +48,8 @@ def build_summary(ctx: StageContext) -> StageOutput:
     )
     if (transcript is None or not transcript.segments) and not chapters:
         return StageOutput.skipped("no transcript and no chapters to summarise")
+    if transcript is not None:  # the chapters stage may have run before the transcript existed
+        chapters = titled_from_speech(chapters, transcript)
     try:
         summary, chapters = offline_enrichment(
             transcript,
@@ -70,6 +76,17 @@ def build_summary(ctx: StageContext) -> StageOutput:
         },
         documents=documents,
     )
+
+
+def titled_from_speech(chapters: list[Chapter], transcript: Transcript) -> list[Chapter]:
+    """Chapters whose screen had no title, titled from what was said in them."""
+    titled = []
+    for chapter in chapters:
+        spoken = transcript_title(transcript, chapter.start, chapter.end)
+        if chapter.title_source == "none" and spoken:
+            chapter = replace(chapter, title=spoken, title_source="transcript")
+        titled.append(chapter)
+    return titled
 
 
 def llm_config(settings: Settings) -> LlmConfig:

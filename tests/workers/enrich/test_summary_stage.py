@@ -149,3 +149,17 @@ def test_a_session_that_opts_out_asks_no_provider(tmp_path: Path, server: FakeLl
 def test_a_session_that_does_not_ask_for_a_summary_skips_it(tmp_path: Path) -> None:
     out = build_summary(context(tmp_path, options=SessionOptions(enrich=("transcript",))))
     assert out.result == {"skipped": "not asked for by this session"} and not out.documents
+
+
+def test_chapters_without_a_screen_title_are_titled_from_the_speech(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    key = ctx.outputs["chapters"]
+    assert key is not None
+    untitled = [
+        {**c.to_json(), "title": f"Chapter {i + 1}", "title_source": "none", "screen_text": ""}
+        for i, c in enumerate(lecture_chapters())
+    ]
+    ctx.storage.path(key).write_text(json.dumps({"chapters": untitled}))
+    chapters = build_summary(ctx).documents[KIND_CHAPTERS]["chapters"]
+    assert [c["title_source"] for c in chapters] == ["transcript"] * 3
+    assert chapters[1]["title"] == "Next, the celery workers and their queues"
