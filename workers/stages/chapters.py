@@ -16,7 +16,7 @@ from workers.enrich.chaptering import detect_chapters
 from workers.enrich.documents import EnrichUnavailable, Transcript
 from workers.enrichment import KIND_CHAPTERS
 from workers.media import probe
-from workers.stages.context import StageContext, StageOutput
+from workers.stages.context import NOT_ASKED, StageContext, StageOutput
 
 STAGE = "chapters"
 
@@ -28,7 +28,7 @@ def chapters_name(session_id: str) -> str:
 def build_chapters(ctx: StageContext) -> StageOutput:
     options, settings, session_id = ctx.options, ctx.settings, ctx.snapshot.id
     if not options.runs(STAGE):
-        return StageOutput.skipped("not asked for by this session")
+        return StageOutput.skipped(NOT_ASKED)
     merged_key = ctx.output_of("merge", needed_by=STAGE)
     merged = ctx.storage.path(merged_key)
     if probe(merged).video_codec is None:

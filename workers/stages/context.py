@@ -27,6 +27,8 @@ from shared.storage import Storage, StorageError
 from workers.media import MediaError, ProgressCallback, SegmentInput, Timeline, probe
 from workers.media import plan_timeline as plan
 
+#: Why an enrichment stage the session did not ask for (shared.options) did nothing.
+NOT_ASKED = "not asked for by this session"
 PROBE_CACHE_ENTRIES = 4096  # probed files remembered per process (chunk passes re-plan often)
 
 

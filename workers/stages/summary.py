@@ -26,7 +26,7 @@ from workers.enrich.llm import LlmConfig, ProviderFailed, ProviderRateLimited, l
 from workers.enrich.llm.config import API_KEY_ENV, DEFAULT_MODELS
 from workers.enrich.summarize import offline_enrichment
 from workers.enrichment import KIND_CHAPTERS, KIND_SUMMARY
-from workers.stages.context import StageContext, StageOutput
+from workers.stages.context import NOT_ASKED, StageContext, StageOutput
 
 STAGE = "summary"
 
@@ -38,7 +38,7 @@ def summary_name(session_id: str) -> str:
 def build_summary(ctx: StageContext) -> StageOutput:
     options, settings, session_id = ctx.options, ctx.settings, ctx.snapshot.id
     if not options.runs(STAGE):
-        return StageOutput.skipped("not asked for by this session")
+        return StageOutput.skipped(NOT_ASKED)
     transcript_key, chapters_key = ctx.outputs.get("transcript"), ctx.outputs.get("chapters")
     transcript = Transcript.from_json(ctx.read_json(transcript_key)) if transcript_key else None
     chapters = (

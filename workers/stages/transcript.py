@@ -15,7 +15,7 @@ from workers.enrich.transcribe import transcribe
 from workers.enrich.webvtt import to_webvtt
 from workers.enrich.whispermodel import load_model
 from workers.enrichment import KIND_TRANSCRIPT
-from workers.stages.context import StageContext, StageOutput
+from workers.stages.context import NOT_ASKED, StageContext, StageOutput
 
 STAGE = "transcript"
 
@@ -31,7 +31,7 @@ def subtitles_name(session_id: str) -> str:
 def build_transcript(ctx: StageContext) -> StageOutput:
     options, settings, session_id = ctx.options, ctx.settings, ctx.snapshot.id
     if not options.runs(STAGE):
-        return StageOutput.skipped("not asked for by this session")
+        return StageOutput.skipped(NOT_ASKED)
     audio_key = ctx.outputs.get("concat_audio")
     if audio_key is None:
         return StageOutput.skipped("session has no audio")
