@@ -113,32 +113,39 @@ def show(
 
 @jobs_cli.command("list")
 def jobs_list(
-    status_filter: Annotated[str | None, typer.Option("--status")] = None,
-    limit: int = 50,
+    status_filter: Annotated[str | None, typer.Option("--status", help="e.g. failed")] = None,
+    stage: Annotated[str | None, typer.Option(help="e.g. transcript")] = None,
+    session_id: Annotated[str | None, typer.Option("--session")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Changed at or after this ISO 8601 time.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """List recent jobs, newest first."""
-    from sqlalchemy import select
+    """List jobs, most recently changed first."""
+    from workers.joblist import JobFilter, list_jobs
 
-    from shared.db import session_scope
-    from shared.models import Job
-
-    settings = settings_for(home)
-    with session_scope(settings.database_url) as db:
-        query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
-        if status_filter:
-            query = query.where(Job.status == status_filter)
-        rows = db.execute(query).scalars().all()
-        table = Table("session", "stage", "status", "attempts", "progress", "error")
-        for job in rows:
-            table.add_row(
-                job.session_id,
-                job.stage,
-                job.status,
-                str(job.attempts),
-                f"{job.progress:.0%}",
-                (job.error or "")[:60],
-            )
+    try:
+        query = JobFilter.parse(status=status_filter, stage=stage, session=session_id, since=since)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    rows = list_jobs(settings_for(home).database_url, query, limit=limit)
+    if as_json:
+        sys.stdout.writelines(json.dumps(row) + "\n" for row in rows)
+        return
+    table = Table("session", "stage", "status", "attempts", "progress", "updated", "error")
+    for row in rows:
+        table.add_row(
+            row["session_id"],
+            row["stage"],
+            row["status"],
+            str(row["attempts"]),
+            f"{row['progress']:.0%}",
+            row["updated_at"][:19],
+            (row["error"] or "")[:60],
+        )
     console.print(table)
 
 
