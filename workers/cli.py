@@ -77,10 +77,16 @@ def db_downgrade(revision: str = "base", home: HomeOption = None) -> None:
 def status(
     session_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Live progress bars until it completes or fails.")
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Show a session's stages: status, attempts, progress, error and outputs."""
-    report = _status_or_exit(settings_for(home), session_id)
+    settings = settings_for(home)
+    report = _status_or_exit(settings, session_id)
+    if watch:
+        report = _watch(settings, session_id, report)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
@@ -408,6 +414,37 @@ def print_enrichment(document: dict[str, Any], *, excerpt_segments: int = 0) -> 
     for stage, state in document["stages"].items():
         if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary"):
             console.print(f"{stage} skipped: {state['skipped']}", soft_wrap=True)
+
+
+WATCH_REFRESH_S = 0.5  # how often `status --watch` reads the session again
+
+
+def _progress_table(report: dict[str, Any]) -> Table:
+    from rich.progress_bar import ProgressBar
+
+    state = report["status"] + (", playable" if report["playable"] else "")
+    table = Table("stage", "status", "progress", "", title=f"{report['session_id']} ({state})")
+    for stage in report["stages"]:
+        done = 1.0 if stage["status"] in ("succeeded", "skipped") else stage["progress"]
+        table.add_row(
+            stage["stage"],
+            stage["status"],
+            ProgressBar(total=1.0, completed=done, width=30),
+            f"{done:.0%}",
+        )
+    return table
+
+
+def _watch(settings: Settings, session_id: str, report: dict[str, Any]) -> dict[str, Any]:
+    """Redraw the session's progress bars until its outcome is known (Ctrl-C stops)."""
+    from rich.live import Live
+
+    with Live(_progress_table(report), console=console, auto_refresh=False) as live:
+        while report["outcome"] is None:
+            time.sleep(WATCH_REFRESH_S)
+            report = _status_or_exit(settings, session_id)
+            live.update(_progress_table(report), refresh=True)
+    return report
 
 
 def _print_report(report: dict[str, Any]) -> None:

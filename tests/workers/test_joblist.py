@@ -1,8 +1,11 @@
-"""``sessionpipe jobs list``: every filter, the JSON lines scripts read, bad filters named."""
+"""``sessionpipe jobs list``: every filter, the JSON lines scripts read, bad filters named;
+``sessionpipe status --watch`` until the session is done."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +20,7 @@ from shared.settings import reset_settings
 from workers import jobs
 from workers.cli import cli
 from workers.joblist import JobFilter, list_jobs
+from workers.pipeline import STAGES
 
 LEASE = timedelta(seconds=60)
 
@@ -99,3 +103,39 @@ def test_the_command_prints_json_lines(database: str, tmp_path: Path, fresh_sett
         env={"SESSIONPIPE_DATABASE_URL": database, "SESSIONPIPE_HOME": str(tmp_path)},
     )
     assert bad.exit_code == 2 and "unknown status 'done'" in bad.output
+
+
+def test_status_watch_redraws_until_the_session_completes(
+    sqlite_url: str, tmp_path: Path, fresh_settings: None
+) -> None:
+    with session_scope(sqlite_url) as db:
+        db.add(models.Session(id="w", name="", status="processing", priority="normal"))
+        db.flush()
+        for stage in STAGES:
+            jobs.ensure_job(db, "w", stage.value)
+        db.execute(
+            update(models.Job)
+            .where(models.Job.stage == "transcript")
+            .values(status="running", progress=0.5)
+        )
+
+    def finish_later() -> None:
+        time.sleep(1.0)
+        with session_scope(sqlite_url) as db:
+            db.execute(update(models.Job).values(status="succeeded", progress=1.0))
+            db.execute(update(models.Session).values(status="completed"))
+
+    worker = threading.Thread(target=finish_later)
+    worker.start()
+    result = CliRunner().invoke(
+        cli,
+        ["status", "w", "--watch", "--json"],
+        env={"SESSIONPIPE_DATABASE_URL": sqlite_url, "SESSIONPIPE_HOME": str(tmp_path)},
+    )
+    worker.join()
+    assert result.exit_code == 0, result.output
+    # it was still going when the command started (a transcript running): only waiting for
+    # the change made in the thread can have given this
+    final = json.loads(result.output.strip().splitlines()[-1])
+    assert final["outcome"] == "completed"
+    assert "100%" in result.output and "w (completed" in result.output
