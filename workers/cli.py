@@ -436,10 +436,11 @@ def _progress_table(report: dict[str, Any]) -> Table:
 
 
 def _watch(settings: Settings, session_id: str, report: dict[str, Any]) -> dict[str, Any]:
-    """Redraw the session's progress bars until its outcome is known (Ctrl-C stops)."""
+    """Redraw the session's progress bars until its outcome is known (Ctrl-C stops). They go
+    to stderr, so ``--watch --json`` leaves stdout to the final JSON."""
     from rich.live import Live
 
-    with Live(_progress_table(report), console=console, auto_refresh=False) as live:
+    with Live(_progress_table(report), console=err, auto_refresh=False) as live:
         while report["outcome"] is None:
             time.sleep(WATCH_REFRESH_S)
             report = _status_or_exit(settings, session_id)

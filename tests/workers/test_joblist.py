@@ -136,6 +136,6 @@ def test_status_watch_redraws_until_the_session_completes(
     assert result.exit_code == 0, result.output
     # it was still going when the command started (a transcript running): only waiting for
     # the change made in the thread can have given this
-    final = json.loads(result.output.strip().splitlines()[-1])
+    final = json.loads(result.stdout)  # the bars went to stderr
     assert final["outcome"] == "completed"
-    assert "100%" in result.output and "w (completed" in result.output
+    assert "100%" in result.stderr and "w (completed" in result.stderr
