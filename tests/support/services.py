@@ -113,6 +113,7 @@ class WorkerProcess:
         concurrency: int = 2,
     ) -> None:
         self.log_path = log_path
+        self.env = env  # what other processes of the same system run with
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [
