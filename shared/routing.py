@@ -27,6 +27,7 @@ TASK_AUDIO_CHUNKS: Final = "sessionpipe.audio_chunks"  # incremental audio while
 TASK_TRANSCRIPT: Final = "sessionpipe.transcript"
 TASK_CHAPTERS: Final = "sessionpipe.chapters"
 TASK_SUMMARY: Final = "sessionpipe.summary"
+TASK_WEBHOOK: Final = "sessionpipe.webhook"  # completion webhooks (workers/webhook.py)
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -38,6 +39,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_TRANSCRIPT: {"queue": QUEUE_ENRICH},
     TASK_CHAPTERS: {"queue": QUEUE_ENRICH},
     TASK_SUMMARY: {"queue": QUEUE_ENRICH},
+    TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
 }
 
 

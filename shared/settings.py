@@ -192,6 +192,24 @@ class Settings(BaseSettings):
         default=8, ge=1, le=64, description="Parts per session at most: bounds the cost."
     )
 
+    # -- completion webhook (workers/webhook.py)
+    webhook_url: str | None = Field(
+        default=None,
+        description="POSTed a JSON document when a session becomes playable, complete or "
+        "failed; None sends nothing.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the X-Sessionpipe-Signature header."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per post.")
+    webhook_max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=100,
+        description="Posts of one delivery before it is given up (with the task backoff, "
+        "capped at 10 minutes, 12 posts span about an hour of a receiver being down).",
+    )
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.home = self.home.expanduser().absolute()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, select, update
+from sqlalchemy import CursorResult, Executable, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
@@ -61,7 +61,9 @@ def insert_ignore(
         )
     else:  # pragma: no cover - only PostgreSQL and SQLite are supported
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    return affected(db, stmt) > 0
+    # RETURNING, not the row count: psycopg reports -1 for this statement through the ORM.
+    primary_key = list(inspect(model).primary_key)
+    return db.execute(stmt.returning(*primary_key)).first() is not None
 
 
 def ensure_job(db: DbSession, session_id: str, stage: str) -> tuple[Job, bool]:

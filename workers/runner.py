@@ -37,9 +37,10 @@ from shared.db import session_scope
 from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
+from shared.routing import TASK_WEBHOOK
 from shared.settings import get_settings
 from shared.storage import Storage
-from workers import dispatch, enrichment, jobs, pipeline
+from workers import dispatch, enrichment, jobs, pipeline, webhook
 from workers.media import Cancelled
 from workers.pipeline import Stage
 from workers.retry import retry_delay_seconds, will_retry
@@ -128,6 +129,30 @@ def _set_session_status(db: DbSession, session_id: str, status: SessionStatus) -
         session.status = status.value
 
 
+def _webhooks(db: DbSession, settings: Any, session_id: str, stage: Stage) -> list[int | None]:
+    """The webhook deliveries a hand-on makes due (session row locked): playable once the
+    MP4 exists, complete once every stage is done."""
+    hooks = []
+    if stage == pipeline.PLAYABLE_STAGE:
+        hooks.append(webhook.record(db, settings, session_id, "playable"))
+    session = db.get(models.Session, session_id)
+    if session is not None and session.status == SessionStatus.COMPLETED.value:
+        hooks.append(webhook.record(db, settings, session_id, "complete"))
+    return hooks
+
+
+def _send_webhooks(task: RunningTask, hooks: list[int | None]) -> None:
+    """After the commit; a lost send leaves the delivery unposted (workers.webhook)."""
+    for delivery_id in hooks:
+        if delivery_id is None:
+            continue
+        try:
+            task.app.send_task(TASK_WEBHOOK, args=[delivery_id])
+            log.info("sent webhook delivery %s", delivery_id)
+        except Exception as exc:
+            log.warning("could not send webhook delivery %s: %s", delivery_id, describe(exc))
+
+
 def run_stage(
     task: RunningTask,
     session_id: str,
@@ -147,6 +172,7 @@ def run_stage(
     task_id = str(task.request.id)
     retries = task.request.retries
     due: list[Stage] = []
+    hooks: list[int | None] = []
     with session_scope(url) as db:
         session = db.get(models.Session, session_id)
         if session is None:
@@ -198,11 +224,14 @@ def run_stage(
                 failed = jobs.fail(db, claimed.job_id, claimed.owner, describe(exc))
                 if pipeline.SPECS[stage].optional:
                     due = pipeline.hand_on(db, session_id, stage) if failed else []
+                    hooks = _webhooks(db, settings, session_id, stage)
                 else:
                     _set_session_status(db, session_id, SessionStatus.FAILED)
+                    hooks = [webhook.record(db, settings, session_id, "failed")]
                 log.error("%s for %s failed: %s", stage.value, session_id, describe(exc))
         if due and session is not None:
             dispatch.send_all(task.app, url, session, due)
+        _send_webhooks(task, hooks)
         raise
     remember_probes(url, session_id, ctx.probed)  # later stages plan without probing
 
@@ -214,6 +243,8 @@ def run_stage(
         if won:
             enrichment.store(db, session_id, out.documents)
             due = pipeline.hand_on(db, session_id, stage)
+            hooks = _webhooks(db, settings, session_id, stage)
     if session is not None:
         dispatch.send_all(task.app, url, session, due)
+    _send_webhooks(task, hooks)
     return f"{stage.value} succeeded" if won else f"{stage.value} done, but no longer held"

@@ -28,6 +28,7 @@ from shared.routing import (
     TASK_MERGE,
     TASK_SUMMARY,
     TASK_TRANSCRIPT,
+    TASK_WEBHOOK,
 )
 from shared.settings import get_settings
 from workers import audiochunks
@@ -36,6 +37,7 @@ from workers.ingest import ingest
 from workers.pipeline import Stage
 from workers.retry import is_transient, retry_delay_seconds, will_retry
 from workers.runner import run_stage
+from workers.webhook import deliver
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,19 @@ def chapters(self: PipelineTask, session_id: str) -> str:
 @_task(TASK_SUMMARY)
 def summary(self: PipelineTask, session_id: str) -> str:
     return run_stage(self, session_id, Stage.SUMMARY)
+
+
+class WebhookTask(PipelineTask):
+    """A receiver may be down a while: retried up to ``webhook_max_attempts`` posts."""
+
+    def retry_limit(self) -> int:
+        return get_settings().webhook_max_attempts - 1
+
+
+@app.task(name=TASK_WEBHOOK, bind=True, base=WebhookTask, shared=False)
+def webhook(self: WebhookTask, delivery_id: int) -> str:
+    """Post one completion webhook (workers.webhook.deliver)."""
+    return deliver(get_settings(), delivery_id)
 
 
 @_task(TASK_AUDIO_CHUNKS)

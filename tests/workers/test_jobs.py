@@ -215,3 +215,17 @@ def test_unsent_and_overdue_find_jobs_no_message_may_carry(db_url: str) -> None:
     # pending (lost, or behind a backlog); merge was sent just now.
     assert sorted(unsent) == [(sid, "concat_audio"), (sid, "finalize")]
     assert overdue == [(sid, "compress")]
+
+
+def test_insert_ignore_says_whether_it_inserted_on_both_databases(db_url: str) -> None:
+    """(On PostgreSQL the driver's row count for this statement is -1: it told every caller
+    "not inserted" until insert_ignore asked for RETURNING instead.)"""
+    with session_scope(db_url) as db:
+        db.add(models.Session(id="ins", name="", status="processing", priority="normal"))
+        db.flush()
+        assert jobs.ensure_job(db, "ins", "merge")[1] is True
+        assert jobs.ensure_job(db, "ins", "merge")[1] is False
+        assert jobs.insert_ignore(
+            db, models.EnrichmentDocument, {"session_id": "ins", "kind": "summary",
+                                            "document": {}}, ["session_id", "kind"],
+        ) is True  # fmt: skip
