@@ -209,9 +209,18 @@ class Settings(BaseSettings):
         description="Posts of one delivery before it is given up (with the task backoff, "
         "capped at 10 minutes, 12 posts span about an hour of a receiver being down).",
     )
+    # -- the status API (sessionpipe api, workers/api)
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every request to the status API must carry (/healthz "
+        "excepted); compared in constant time, never logged. Without one the API only "
+        "starts bound to 127.0.0.1 on the embedded default, and then asks for none.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
+        if self.api_token is not None and not self.api_token.get_secret_value():
+            self.api_token = None  # SESSIONPIPE_API_TOKEN= (empty) is no token
         self.home = self.home.expanduser().absolute()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'sessionpipe.db'}"

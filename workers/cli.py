@@ -253,12 +253,11 @@ def _print_doctor(report: Any) -> None:
 
 
 def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[Any, ...]) -> None:
-    from shared import models
     from shared.db import session_scope
     from shared.ids import InvalidNameError, validate_session_id
     from workers.app import app
     from workers.dispatch import send_all
-    from workers.jobs import reset_for_retry
+    from workers.jobs import reopen
     from workers.pipeline import Stage
 
     try:
@@ -272,13 +271,11 @@ def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[An
         err.print(f"[red]error:[/red] unknown stage {stage!r}; one of {choices}")
         raise typer.Exit(2) from None
     with session_scope(settings.database_url) as db:
-        if not reset_for_retry(db, session_id, stage, from_statuses=statuses):
+        session = reopen(db, session_id, stage, from_statuses=statuses)
+        if session is None:
             wanted = "/".join(s.value for s in statuses)
             err.print(f"[red]error:[/red] no {wanted} {stage} job for session {session_id!r}")
             raise typer.Exit(1)
-        session = db.get(models.Session, session_id)
-        assert session is not None  # the job's foreign key guarantees it
-        session.status = "processing"
     if settings.embedded_broker:
         # No separate workers on the embedded default: run one here until the session settles.
         from workers.embedded import embedded_worker
@@ -290,6 +287,33 @@ def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[An
         return
     send_all(app, settings.database_url, session, [stage_enum])
     console.print(f"requeued {stage} for {session_id}")
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    home: HomeOption = None,
+) -> None:
+    """Serve the status API (sessions, enrichment, media, metrics) over HTTP until Ctrl-C.
+
+    Requests need SESSIONPIPE_API_TOKEN as a bearer token; without one it only starts bound
+    to 127.0.0.1 on the embedded default, and then asks for none.
+    """
+    import uvicorn
+
+    from workers.api.app import create_app
+    from workers.api.auth import StartRefusedError, check_start
+
+    settings = settings_for(home)
+    try:
+        check_start(settings, host)
+    except StartRefusedError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    auth = "bearer token required" if settings.api_token else "no token (local only)"
+    err.print(f"status API on http://{host}:{port}/ ({auth})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 retention_cli = typer.Typer(help="Retention of original segments.", no_args_is_help=True)

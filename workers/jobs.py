@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
 from shared.clock import as_utc, utcnow
-from shared.models import TERMINAL_STATUSES, Job, JobStatus
+from shared.models import TERMINAL_STATUSES, Job, JobStatus, Session, SessionStatus
 
 MAX_ERROR_CHARS = 4000
 
@@ -276,6 +276,23 @@ def reset_for_retry(
         )
     )
     return affected(db, stmt) == 1
+
+
+def reopen(
+    db: DbSession, session_id: str, stage: str, *, from_statuses: tuple[JobStatus, ...]
+) -> Session | None:
+    """Operator retry/requeue of one stage (``sessionpipe jobs retry``, the status API): its
+    job pending again (:func:`reset_for_retry`) and its session processing again.
+
+    Returns the session, whose task the caller sends after the commit
+    (``workers.dispatch.send_all``), or None when the stage has no job in ``from_statuses``.
+    """
+    if not reset_for_retry(db, session_id, stage, from_statuses=from_statuses):
+        return None
+    session = db.get(Session, session_id)
+    assert session is not None  # the job's foreign key guarantees it
+    session.status = SessionStatus.PROCESSING.value
+    return session
 
 
 def requeue_stale(db: DbSession, *, lease: timedelta) -> list[tuple[str, str]]:

@@ -1,0 +1,198 @@
+"""``sessionpipe api`` as a real uvicorn process on 127.0.0.1, over the real PostgreSQL
+(``pg_url``) and Redis (database 11 of the shared server, not the suite's 15 and 13):
+auth, health, sessions, Range requests, retry, metrics; and its refusal to start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from shared.db import session_scope
+from shared.storage import Storage
+from tests.support import ROOT
+from tests.support.cli import clean_env
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
+from tests.workers.api.seed import Seeded, seed
+from workers.jobs import get_job
+
+pytestmark = pytest.mark.integration
+
+#: The broker of these tests: its own database on the shared Redis (15 and 13 are others').
+REDIS_API_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_API_URL", "redis://127.0.0.1:6379/11")
+TOKEN = "integration-token-" + uuid.uuid4().hex
+START_TIMEOUT_S = 20.0
+REQUEST_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Server:
+    base: str
+    prefix: str
+    seeded: Seeded
+    database_url: str
+    log: Path
+
+    def request(
+        self, path: str, *, method: str = "GET", token: str | None = TOKEN, **headers: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def json(self, path: str, **kwargs: Any) -> Any:
+        status, _, body = self.request(path, **kwargs)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+
+def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sessionpipe.cli", "api", *args],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.fixture
+def server(tmp_path: Path, pg_url: str) -> Iterator[Server]:
+    client = redis.Redis.from_url(REDIS_API_URL)
+    client.flushdb()
+    home = tmp_path / "home"
+    prefix = f"api-{uuid.uuid4().hex[:6]}-"
+    seeded = seed(pg_url, Storage(home / "storage"), prefix)
+    port = free_port()
+    env = clean_env(
+        SESSIONPIPE_HOME=str(home),
+        SESSIONPIPE_DATABASE_URL=pg_url,
+        SESSIONPIPE_BROKER_URL=REDIS_API_URL,
+        SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
+        SESSIONPIPE_API_TOKEN=TOKEN,
+    )
+    log = tmp_path / "api.log"
+    proc = _start(env, log, "--host", "127.0.0.1", "--port", str(port))
+    running = Server(f"http://127.0.0.1:{port}", prefix, seeded, pg_url, log)
+
+    def up() -> bool:
+        assert proc.poll() is None, f"sessionpipe api exited:\n{log.read_text()}"
+        try:
+            return running.request("/healthz")[0] in (200, 503)
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, START_TIMEOUT_S, "sessionpipe api to answer", poll=0.1)
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        client.flushdb()
+        client.close()
+
+
+def test_api_server_end_to_end(server: Server) -> None:
+    done, failed = server.prefix + "s-done", server.prefix + "s-failed"
+    # Health is open and checks the real database and Redis.
+    status, _, body = server.request("/healthz", token=None)
+    assert (status, json.loads(body)) == (200, {"database": "ok", "broker": "ok"})
+    # Everything else needs the token.
+    assert server.request("/sessions", token=None)[0] == 401
+    assert server.request("/sessions", token="wrong")[0] == 401
+    assert server.request("/metrics", token=None)[0] == 401
+
+    listed = server.json("/sessions?status=failed&limit=200")
+    assert failed in [s["session_id"] for s in listed]
+    report = server.json(f"/sessions/{done}")
+    assert report["media"]["playable"] == f"/sessions/{done}/media/playable"
+    assert report["playable"] and report["complete"]
+    assert server.json(f"/sessions/{done}/enrichment")["chapters"][0]["title"] == "Intro"
+    assert server.request("/sessions/nope-nope")[0] == 404
+    assert server.request("/sessions/a..b")[0] == 400
+
+    # Range requests on the real MP4, as a browser seeking in the player makes them.
+    data = server.seeded.playable.read_bytes()
+    status, headers, body = server.request(
+        report["media"]["playable"], Range="bytes=0-99"
+    )
+    assert (status, body) == (206, data[:100])
+    assert headers["content-range"] == f"bytes 0-99/{len(data)}"
+    assert headers["accept-ranges"] == "bytes"
+    status, _, body = server.request(report["media"]["playable"], Range="bytes=-64")
+    assert (status, body) == (206, data[-64:])
+    status, headers, _ = server.request(
+        report["media"]["playable"], Range=f"bytes={len(data) + 1}-"
+    )
+    assert (status, headers["content-range"]) == (416, f"bytes */{len(data)}")
+
+    # Retry: the job row is pending again and its message is on Redis database 11.
+    status, _, body = server.request(f"/sessions/{failed}/stages/merge/retry", method="POST")
+    assert status == 202, body
+    with session_scope(server.database_url) as db:
+        job = get_job(db, failed, "merge")
+        assert job is not None and (job.status, job.dispatched_at is not None) == (
+            "pending", True,
+        )
+    waiting = redis.Redis.from_url(REDIS_API_URL)
+    try:
+        assert sum(waiting.llen(key) for key in waiting.keys("media*")) == 1
+    finally:
+        waiting.close()
+    status, _, _ = server.request(f"/sessions/{failed}/stages/merge/cancel", method="POST")
+    assert status == 200
+    with session_scope(server.database_url) as db:
+        job = get_job(db, failed, "merge")
+        assert job is not None and job.status == "cancelled"
+
+    metrics = server.request("/metrics")[2].decode()
+    for name in (
+        "sessionpipe_jobs{",
+        "sessionpipe_stage_duration_seconds_bucket{",
+        "sessionpipe_queue_messages{",
+        "sessionpipe_oldest_pending_job_age_seconds ",
+        "sessionpipe_sessions_playable ",
+        "sessionpipe_sessions_complete ",
+    ):
+        assert name in metrics, name
+    assert 'sessionpipe_queue_messages{queue="media"} 1.0' in metrics
+    assert TOKEN not in server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("host", "broker", "why"),
+    [
+        ("0.0.0.0", None, "would listen on 0.0.0.0"),
+        ("127.0.0.1", REDIS_API_URL, "broker is not the embedded default"),
+    ],
+)
+def test_refuses_to_start_without_a_token(
+    tmp_path: Path, host: str, broker: str | None, why: str
+) -> None:
+    env = clean_env(SESSIONPIPE_HOME=str(tmp_path / "home"))
+    if broker is not None:
+        env["SESSIONPIPE_BROKER_URL"] = broker
+    log = tmp_path / "api.log"
+    proc = _start(env, log, "--host", host, "--port", str(free_port()))
+    assert proc.wait(START_TIMEOUT_S) == 2
+    assert why in " ".join(log.read_text().split())

@@ -1,0 +1,342 @@
+"""The status API's routes: a Starlette app over the pipeline's database.
+
+Every handler is a plain function (Starlette runs it in its thread pool), reads with the
+same SQLAlchemy sessions as the workers, and answers JSON. The rules:
+
+- Bad input is the client's error, never a 500: a hostile session id (``shared.ids``) or
+  an unknown stage, status, time or page size is 400 naming it; an unknown session is 404
+  naming it; an unknown route is 404.
+- File paths never leave the server: a session's outputs are links to
+  ``/sessions/{id}/media/{playable|compressed}``, which serves the finished file with HTTP
+  Range (Starlette's FileResponse: 206 with Content-Range, 416 for a range past the end).
+- Retry and cancel go through the functions ``sessionpipe jobs retry|cancel`` use
+  (``workers.jobs.reopen``/``cancel``, ``workers.dispatch.send_all``). On the embedded
+  default the retried stage's message waits in the embedded broker for the next embedded
+  worker (``sessionpipe process``, ``sessionpipe doctor --fix``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import Any, Final
+
+from celery import Celery
+from sqlalchemy import select, text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from shared import models
+from shared.clock import as_utc
+from shared.db import engine_for, session_scope
+from shared.diagnostics import describe, quoted
+from shared.ids import InvalidNameError, validate_session_id
+from shared.settings import Settings, get_settings
+from shared.storage import Storage, StorageError
+from workers.api.auth import BearerTokenMiddleware
+from workers.api.metrics import Metrics
+from workers.backlog import read_backlog
+from workers.config import celery_config
+from workers.enrichment import enrichment_document
+from workers.pipeline import Stage, is_playable, session_outcome
+from workers.status import UnknownSessionError, session_status
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 200
+#: The finished files served, by the name in the URL: the stage whose output each is.
+MEDIA_STAGES: Final = {"playable": Stage.MERGE, "compressed": Stage.COMPRESS}
+MP4_MEDIA_TYPE: Final = "video/mp4"
+#: What retry resets, as ``sessionpipe jobs retry``: a stage that ended unsuccessfully.
+RETRYABLE: Final = (models.JobStatus.FAILED, models.JobStatus.CANCELLED)
+CHECK_OK: Final = "ok"
+CHECK_FAILED: Final = "unavailable"
+
+
+class BadRequestError(ValueError):
+    """A query or path parameter the API cannot use (400, with this message)."""
+
+
+def _error(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code)
+
+
+def _media_url(session_id: str, kind: str) -> str:
+    return f"/sessions/{session_id}/media/{kind}"
+
+
+# -- parameters -------------------------------------------------------------------------------
+def _session_id(request: Request) -> str:
+    return validate_session_id(request.path_params["session_id"])
+
+
+def _stage(request: Request) -> Stage:
+    value = request.path_params["stage"]
+    try:
+        return Stage(value)
+    except ValueError:
+        choices = ", ".join(s.value for s in Stage)
+        raise BadRequestError(f"unknown stage {quoted(value)}; one of {choices}") from None
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestError(f"{name} must be an integer, not {quoted(raw)}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}-{high}" if high is not None else f"at least {low}"
+        raise BadRequestError(f"{name} must be {bounds}, not {value}")
+    return value
+
+
+def _since_param(request: Request) -> datetime | None:
+    raw = request.query_params.get("since")
+    if raw is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        raise BadRequestError(f"since must be an ISO 8601 time, not {quoted(raw)}") from None
+
+
+def _status_param(request: Request) -> str | None:
+    raw = request.query_params.get("status")
+    if raw is None:
+        return None
+    try:
+        return models.SessionStatus(raw).value
+    except ValueError:
+        choices = ", ".join(s.value for s in models.SessionStatus)
+        raise BadRequestError(f"unknown status {quoted(raw)}; one of {choices}") from None
+
+
+# -- routes -----------------------------------------------------------------------------------
+class Api:
+    """The handlers, bound to one process's settings, storage and metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage = Storage(settings.storage)
+        self.metrics = Metrics(settings)
+        self._producer: Celery | None = None
+        self._producer_lock = threading.Lock()
+
+    def producer(self) -> Celery:
+        """A Celery app configured from these settings, used only to send tasks (the
+        module-level ``workers.app`` follows the process's environment instead)."""
+        with self._producer_lock:
+            if self._producer is None:
+                producer = Celery("sessionpipe-api", set_as_current=False)
+                producer.config_from_object(celery_config(self.settings))
+                self._producer = producer
+            return self._producer
+
+    def healthz(self, request: Request) -> JSONResponse:
+        """200 when the database answers SELECT 1 and the broker's queues can be read; else
+        503 saying which failed (the details go to the log, not to an open endpoint)."""
+        checks = {"database": CHECK_OK, "broker": CHECK_OK}
+        try:
+            with engine_for(self.settings.database_url).connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("health check: database unavailable: %s", describe(exc))
+            checks["database"] = CHECK_FAILED
+        try:
+            backlog = read_backlog(self.settings)
+            failure = backlog.error
+        except Exception as exc:  # an embedded broker folder that cannot be listed
+            failure = describe(exc)
+        if failure is not None:
+            log.warning("health check: broker unavailable: %s", failure)
+            checks["broker"] = CHECK_FAILED
+        healthy = all(value == CHECK_OK for value in checks.values())
+        return JSONResponse(checks, status_code=200 if healthy else 503)
+
+    def list_sessions(self, request: Request) -> JSONResponse:
+        """Sessions newest first, ``status`` and ``since`` (created at or after) filtering;
+        ``limit``/``offset`` paging, the next page's URL in a ``Link: rel="next"`` header."""
+        status = _status_param(request)
+        since = _since_param(request)
+        limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        offset = _int_param(request, "offset", 0, 0, None)
+        query = select(models.Session).order_by(
+            models.Session.created_at.desc(), models.Session.id.desc()
+        )
+        if status is not None:
+            query = query.where(models.Session.status == status)
+        if since is not None:
+            query = query.where(models.Session.created_at >= since)
+        with session_scope(self.settings.database_url) as db:
+            rows = list(db.execute(query.offset(offset).limit(limit + 1)).scalars())
+            more = len(rows) > limit
+            rows = rows[:limit]
+            jobs: dict[str, list[models.Job]] = {row.id: [] for row in rows}
+            for job in db.execute(
+                select(models.Job).where(models.Job.session_id.in_(list(jobs)))
+            ).scalars():
+                jobs[job.session_id].append(job)
+            body = [_brief(row, jobs[row.id]) for row in rows]
+        headers = {}
+        if more:
+            next_url = request.url.include_query_params(limit=limit, offset=offset + limit)
+            headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
+        return JSONResponse(body, headers=headers)
+
+    def get_session(self, request: Request) -> JSONResponse:
+        """``workers.status.session_status``, file paths replaced by media links."""
+        session_id = _session_id(request)
+        report = session_status(self.settings.database_url, self.storage, session_id)
+        media: dict[str, str | None] = dict.fromkeys(MEDIA_STAGES)
+        for stage in report["stages"]:
+            stage.pop("output_path", None)
+            stage["output_url"] = None
+            for kind, media_stage in MEDIA_STAGES.items():
+                if stage["stage"] == media_stage.value and _served(stage):
+                    stage["output_url"] = media[kind] = _media_url(session_id, kind)
+        report["media"] = media
+        return JSONResponse(report)
+
+    def get_enrichment(self, request: Request) -> JSONResponse:
+        session_id = _session_id(request)
+        return JSONResponse(enrichment_document(self.settings.database_url, session_id))
+
+    def get_media(self, request: Request) -> Response:
+        session_id = _session_id(request)
+        kind = request.path_params["kind"]
+        stage = MEDIA_STAGES.get(kind)
+        if stage is None:
+            choices = ", ".join(MEDIA_STAGES)
+            return _error(404, f"unknown media {quoted(kind)}; one of {choices}")
+        with session_scope(self.settings.database_url) as db:
+            if db.get(models.Session, session_id) is None:
+                raise UnknownSessionError(f"unknown session {session_id!r}")
+            job = db.execute(
+                select(models.Job).where(
+                    models.Job.session_id == session_id, models.Job.stage == stage.value
+                )
+            ).scalar_one_or_none()
+            key = job.output_key if job is not None else None
+            done = job is not None and job.status == models.JobStatus.SUCCEEDED.value
+        if not done or key is None:
+            return _error(404, f"session {session_id!r} has no {kind} file (yet)")
+        try:
+            path = self.storage.path(key)
+        except (StorageError, InvalidNameError) as exc:
+            log.warning("media of %s not served: %s", session_id, describe(exc))
+            return _error(404, f"session {session_id!r} has no {kind} file")
+        if not path.is_file():  # deleted by retention, or storage not mounted here
+            return _error(404, f"session {session_id!r}'s {kind} file is gone")
+        return FileResponse(path, media_type=MP4_MEDIA_TYPE, filename=path.name)
+
+    def retry(self, request: Request) -> JSONResponse:
+        """Run a failed or cancelled stage again (``sessionpipe jobs retry``): 202, or 409
+        when the stage has no failed or cancelled job."""
+        from workers.dispatch import send_all
+        from workers.jobs import reopen
+
+        session_id = _session_id(request)
+        stage = _stage(request)
+        with session_scope(self.settings.database_url) as db:
+            if db.get(models.Session, session_id) is None:
+                raise UnknownSessionError(f"unknown session {session_id!r}")
+            session = reopen(db, session_id, stage.value, from_statuses=RETRYABLE)
+        if session is None:
+            wanted = "/".join(s.value for s in RETRYABLE)
+            return _error(409, f"no {wanted} {stage.value} job for session {session_id!r}")
+        send_all(self.producer(), self.settings.database_url, session, [stage])
+        return JSONResponse(
+            {"session_id": session_id, "stage": stage.value, "status": "pending"},
+            status_code=202,
+        )
+
+    def cancel(self, request: Request) -> JSONResponse:
+        """Cancel a pending or running stage (``sessionpipe jobs cancel --stage``): 200, or
+        409 when it has none (a running stage stops at its next progress report)."""
+        from workers.jobs import cancel
+
+        session_id = _session_id(request)
+        stage = _stage(request)
+        with session_scope(self.settings.database_url) as db:
+            if db.get(models.Session, session_id) is None:
+                raise UnknownSessionError(f"unknown session {session_id!r}")
+            count = cancel(db, session_id, stage.value)
+        if not count:
+            return _error(409, f"no pending or running {stage.value} job for {session_id!r}")
+        return JSONResponse({"session_id": session_id, "stage": stage.value, "status": "cancelled"})
+
+    def metrics_text(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _served(stage: dict[str, Any]) -> bool:
+    return stage["status"] == models.JobStatus.SUCCEEDED.value and bool(stage["output_key"])
+
+
+def _brief(session: models.Session, jobs: list[models.Job]) -> dict[str, Any]:
+    outcome = session_outcome(jobs)
+    return {
+        "session_id": session.id,
+        "name": session.name,
+        "status": session.status,
+        "outcome": outcome,
+        "playable": is_playable(jobs),
+        "complete": outcome == "completed",
+        "priority": session.priority,
+        "created_at": as_utc(session.created_at).isoformat(),
+        "started_at": as_utc(session.started_at).isoformat() if session.started_at else None,
+        "ended_at": as_utc(session.ended_at).isoformat() if session.ended_at else None,
+        "url": f"/sessions/{session.id}",
+    }
+
+
+# -- errors -----------------------------------------------------------------------------------
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return _error(400, str(exc))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, str(exc.args[0]) if exc.args else "not found")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app; authentication as the settings' token says (see workers.api.auth)."""
+    settings = settings if settings is not None else get_settings()
+    api = Api(settings)
+    session = "/sessions/{session_id}"
+    app = Starlette(
+        routes=[
+            Route("/healthz", api.healthz),
+            Route("/metrics", api.metrics_text),
+            Route("/sessions", api.list_sessions),
+            Route(session, api.get_session),
+            Route(f"{session}/enrichment", api.get_enrichment),
+            Route(f"{session}/media/{{kind}}", api.get_media, methods=["GET", "HEAD"]),
+            Route(f"{session}/stages/{{stage}}/retry", api.retry, methods=["POST"]),
+            Route(f"{session}/stages/{{stage}}/cancel", api.cancel, methods=["POST"]),
+        ],
+        exception_handlers={
+            InvalidNameError: _bad_request,
+            BadRequestError: _bad_request,
+            UnknownSessionError: _not_found,
+            HTTPException: _http_error,
+        },
+    )
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app.add_middleware(BearerTokenMiddleware, token=token)
+    return app
