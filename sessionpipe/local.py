@@ -26,11 +26,11 @@ from workers.cli import (
     HomeOption,
     console,
     err,
-    print_enrichment,
     settings_for,
     wait_and_report,
 )
 from workers.enrichment import enrichment_document
+from workers.render import print_enrichment
 
 SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
 DEMO_EXCERPT_SEGMENTS = 4  # transcript segments the demo prints

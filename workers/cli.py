@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from shared.diagnostics import redact
 from shared.settings import Settings, get_settings, reset_settings
+from workers.render import (
+    console,
+    err,
+    print_doctor,
+    print_enrichment,
+    print_report,
+    progress_table,
+)
 
 DEFAULT_WAIT_S = 1800.0  # how long `process` and `jobs retry` wait for a session
 POLL_INTERVAL_S = 0.1  # how often `process` and `jobs retry` look at the session's state
@@ -34,8 +41,6 @@ jobs_cli = typer.Typer(
 )
 cli.add_typer(db_cli, name="db")
 cli.add_typer(jobs_cli, name="jobs")
-console = Console()
-err = Console(stderr=True)
 
 HomeOption = Annotated[
     Path | None,
@@ -90,7 +95,7 @@ def status(
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
-        _print_report(report)
+        print_report(report)
 
 
 @cli.command()
@@ -229,27 +234,8 @@ def doctor(
     if as_json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
-        _print_doctor(report)
+        print_doctor(report)
     raise typer.Exit(0 if report.healthy else 1)
-
-
-def _print_doctor(report: Any) -> None:
-    for line in report.fixed:
-        console.print(f"[green]fixed[/green] {line}")
-    jobs = ", ".join(f"{k} {v}" for k, v in sorted(report.jobs.items())) or "none"
-    sessions = ", ".join(f"{k} {v}" for k, v in sorted(report.sessions.items())) or "none"
-    console.print(f"jobs: {jobs}\nsessions: {sessions}")
-    queues = ", ".join(f"{k} {v}" for k, v in report.queues.items()) or "unknown"
-    unacked = "unknown" if report.unacked is None else str(report.unacked)
-    console.print(f"broker: waiting {queues}; unacknowledged {unacked}")
-    if report.oldest_pending_s is not None:
-        console.print(f"oldest pending job: {report.oldest_pending_s:.0f} s")
-    if report.duplicate_jobs:
-        console.print(f"[red]{report.duplicate_jobs} (session, stage) with several job rows")
-    for f in report.findings:
-        where = " ".join(x for x in (f.session_id, f.stage, f.path) if x)
-        console.print(f"[red]{f.kind}[/red] {where}: {f.detail}")
-    console.print("healthy" if report.healthy else f"{len(report.findings)} problem(s)")
 
 
 def _requeue(settings: Settings, session_id: str, stage: str, statuses: tuple[Any, ...]) -> None:
@@ -389,7 +375,7 @@ def wait_and_report(settings: Settings, session_id: str, timeout: float) -> None
     if report is None:
         err.print(f"[red]error:[/red] session {session_id!r} never reached the workers")
         raise typer.Exit(1)
-    _print_report(report)
+    print_report(report)
     unsuccessful = [s for s in report["stages"] if s["status"] in ("failed", "cancelled")]
     if report["outcome"] != "completed":
         failed = unsuccessful
@@ -404,59 +390,7 @@ def wait_and_report(settings: Settings, session_id: str, timeout: float) -> None
         err.print(f"[yellow]warning:[/yellow] {stage['stage']} {stage['status']}: {stage['error']}")
 
 
-def _clock(seconds: float) -> str:
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def print_enrichment(document: dict[str, Any], *, excerpt_segments: int = 0) -> None:
-    """Chapters, keywords and summary (and the transcript's first segments) for people."""
-    session_id = document["session_id"]
-    chapters = document["chapters"]
-    if chapters:
-        table = Table("start", "chapter", "keywords", title=f"chapters of {session_id}")
-        for chapter in chapters:
-            table.add_row(
-                _clock(chapter["start"]), chapter["title"], ", ".join(chapter["keywords"])
-            )
-        console.print(table)
-    else:
-        console.print(f"{session_id}: no chapters")
-    segments = document["transcript"]["segments"]
-    if excerpt_segments and segments:
-        console.print("[bold]transcript[/bold] (excerpt):")
-        for segment in segments[:excerpt_segments]:
-            console.print(f"  [{_clock(segment['start'])}] {segment['text']}", soft_wrap=True)
-        if len(segments) > excerpt_segments:
-            console.print(f"  ... {len(segments) - excerpt_segments} more segments")
-    keywords = ", ".join(document["keywords"]) or "(none)"
-    console.print(f"[bold]keywords:[/bold] {keywords}", soft_wrap=True)
-    console.print(f"[bold]summary:[/bold] {document['summary'] or '(none)'}", soft_wrap=True)
-    for warning in document["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
-    for stage, state in document["stages"].items():
-        if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary"):
-            console.print(f"{stage} skipped: {state['skipped']}", soft_wrap=True)
-
-
 WATCH_REFRESH_S = 0.5  # how often `status --watch` reads the session again
-
-
-def _progress_table(report: dict[str, Any]) -> Table:
-    from rich.progress_bar import ProgressBar
-
-    state = report["status"] + (", playable" if report["playable"] else "")
-    table = Table("stage", "status", "progress", "", title=f"{report['session_id']} ({state})")
-    for stage in report["stages"]:
-        done = 1.0 if stage["status"] in ("succeeded", "skipped") else stage["progress"]
-        table.add_row(
-            stage["stage"],
-            stage["status"],
-            ProgressBar(total=1.0, completed=done, width=30),
-            f"{done:.0%}",
-        )
-    return table
 
 
 def _watch(settings: Settings, session_id: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -464,41 +398,9 @@ def _watch(settings: Settings, session_id: str, report: dict[str, Any]) -> dict[
     to stderr, so ``--watch --json`` leaves stdout to the final JSON."""
     from rich.live import Live
 
-    with Live(_progress_table(report), console=err, auto_refresh=False) as live:
+    with Live(progress_table(report), console=err, auto_refresh=False) as live:
         while report["outcome"] is None:
             time.sleep(WATCH_REFRESH_S)
             report = _status_or_exit(settings, session_id)
-            live.update(_progress_table(report), refresh=True)
+            live.update(progress_table(report), refresh=True)
     return report
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    state = report["status"]
-    if report["playable"] and not report["complete"]:
-        state += ", playable"
-    table = Table(title=f"session {report['session_id']} ({state})")
-    for column in ("stage", "status", "attempts", "progress", "duration", "output / error"):
-        table.add_column(column)
-    for stage in report["stages"]:
-        took = f"{stage['duration_s']:.2f} s" if stage["duration_s"] is not None else ""
-        output = Path(stage["output_path"]).name if stage["output_path"] else ""
-        detail = stage["error"] or output or (stage["result"] or {}).get("skipped", "")
-        table.add_row(
-            stage["stage"],
-            stage["status"],
-            str(stage["attempts"]),
-            f"{stage['progress']:.0%}",
-            took,
-            str(detail),
-        )
-    console.print(table)
-    for stage in report["stages"]:
-        if stage["output_path"] and stage["stage"] != "finalize":
-            console.print(f"{stage['stage']} output: {stage['output_path']}", soft_wrap=True)
-    finished = [
-        s["output_path"]
-        for s in report["stages"]
-        if s["stage"] == "finalize" and s["status"] == "succeeded"
-    ]
-    if finished:
-        console.print(f"[green]finished MP4:[/green] {finished[0]}", soft_wrap=True)
