@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from shared.atomicfile import stale_temps
+from shared.atomicfile import may_be_live, stale_temps
 from shared.receipts import Receipt, parse_receipt, read_receipt, receipt_key
 from shared.storage import Storage, sha256_file, validate_key
 
@@ -36,6 +36,10 @@ _PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}$")
 # -- errors -------------------------------------------------------------------------------------
 class StoreError(Exception):
     """The destination failed or could not be reached; the same upload may succeed later."""
+
+#: A temporary file written to this recently may belong to a live copy by another agent
+#: (a copy writes every chunk, at least every few seconds even bandwidth-limited).
+LIVE_TEMP_S = 300.0
 
 
 class StorageUnavailable(StoreError):
@@ -226,9 +230,11 @@ class LocalStore:
         self._remove_stale_temps(self.storage.path(key))
 
     def _remove_stale_temps(self, final: Path) -> None:
-        """Temporary files an interrupted earlier attempt (crash, SIGKILL) left behind."""
+        """Temporary files an interrupted earlier attempt (crash, SIGKILL) left behind; not
+        one another agent is writing now (the same folder shipped twice)."""
         for stale in stale_temps(final):
-            stale.unlink(missing_ok=True)
+            if not may_be_live(stale, untouched_s=LIVE_TEMP_S):
+                stale.unlink(missing_ok=True)
 
     def read_receipt(self, session_id: str, index: int) -> Receipt | None:
         self._check_root()

@@ -15,6 +15,7 @@ used) so whoever writes that path next can remove them.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,28 @@ LEGACY_PART_SUFFIX: Final = ".part"
 def temp_path(final: Path) -> Path:
     """The temporary name this process writes ``final`` under."""
     return final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}")
+
+
+def may_be_live(temp: Path, *, untouched_s: float) -> bool:
+    """Whether another process may still be writing ``temp``: it was written to in the last
+    ``untouched_s`` seconds and the process its name ends with is alive here (another
+    machine's process counts as alive while the file is fresh). A name without a pid is an
+    older version's leftover: never live."""
+    try:
+        if time.time() - temp.stat().st_mtime >= untouched_s:
+            return False
+    except FileNotFoundError:
+        return False
+    _, mark, pid = temp.name.rpartition(TEMP_MARK)
+    if not mark or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def stale_temps(final: Path) -> list[Path]:

@@ -250,3 +250,25 @@ def test_output_path_removes_what_a_killed_writer_left_beside_it(tmp_path: Path)
     assert storage.output_path(key) == final
     assert not killed.exists() and not part.exists()
     assert other.exists() and final.read_bytes() == b"previous good output"
+
+
+def test_a_temporary_file_is_live_while_fresh_and_its_writer_runs(tmp_path: Path) -> None:
+    """Two agents may ship one folder at once: neither may delete the other's copy in
+    flight, while a dead writer's leftover is cleaned up at once."""
+    import os
+    import time
+
+    from shared.atomicfile import may_be_live
+
+    final = tmp_path / "screen-0001.mp4"
+    mine = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}")
+    mine.write_bytes(b"x")
+    assert may_be_live(mine, untouched_s=300)
+    no_such_pid = 2**31 - 2  # beyond any pid_max: no process has it
+    gone = final.with_name(f".{final.name}{TEMP_MARK}{no_such_pid}")
+    gone.write_bytes(b"x")
+    assert not may_be_live(gone, untouched_s=300)
+    old = time.time() - 600
+    os.utime(mine, (old, old))
+    assert not may_be_live(mine, untouched_s=300)  # untouched this long: its writer is stuck
+    assert not may_be_live(tmp_path / "vanished", untouched_s=300)
