@@ -35,15 +35,21 @@ from workers.render import print_enrichment
 SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
 DEMO_EXCERPT_SEGMENTS = 4  # transcript segments the demo prints
 DEMO_NAME = "Demo talk: migrations, workers and search"
+DEMO_TOKEN_BYTES = 24  # the one-time token of `demo --serve` (192 bits, URL-safe)
+LOOPBACK = "127.0.0.1"  # `demo --serve` is for this machine's browser only
 
 
 def demo(
     home: HomeOption = None,
     duration: Annotated[float, typer.Option(help="Session length in seconds.")] = 60.0,
     hole: Annotated[float, typer.Option(help="Seconds the microphone records nothing.")] = 10.0,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the web page for it until Ctrl-C.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="The web page's port (with --serve).")] = 8000,
 ) -> None:
     """Record a short synthetic talk (slides and narration) through the capture agent, then
-    process and enrich it on this machine."""
+    process and enrich it on this machine; with --serve, show it in the browser."""
     settings = settings_for(home)
     _require_embedded(settings, "demo")
     start = max(0.0, duration / 2 - hole / 2)
@@ -63,6 +69,26 @@ def demo(
     )
     document = enrichment_document(settings.database_url, session_id)
     print_enrichment(document, excerpt_segments=DEMO_EXCERPT_SEGMENTS)
+    if serve:
+        serve_page(settings, session_id, port)
+
+
+def serve_page(settings: Settings, session_id: str, port: int) -> None:
+    """Serve the status API and web page on 127.0.0.1 with a token made for this run, and
+    print the page's URL with it (opening it once logs the browser in) until Ctrl-C."""
+    import secrets
+
+    from pydantic import SecretStr
+
+    from workers.api.app import create_app
+    from workers.api.server import serve
+
+    token = secrets.token_urlsafe(DEMO_TOKEN_BYTES)
+    served = settings.model_copy(update={"api_token": SecretStr(token)})
+    url = f"http://{LOOPBACK}:{port}/ui/sessions/{session_id}?token={token}"
+    console.print("\nOpen this page (Ctrl-C stops the server):")
+    print(f"  {url}\n", flush=True)  # plain: a wrapped URL would not open
+    serve(create_app(served), LOOPBACK, port, log_level="warning")
 
 
 def process(

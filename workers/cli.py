@@ -286,10 +286,9 @@ def api(
     Requests need SESSIONPIPE_API_TOKEN as a bearer token; without one it only starts bound
     to 127.0.0.1 on the embedded default, and then asks for none.
     """
-    import uvicorn
-
     from workers.api.app import create_app
     from workers.api.auth import StartRefusedError, check_start
+    from workers.api.server import serve
 
     settings = settings_for(home)
     try:
@@ -297,9 +296,13 @@ def api(
     except StartRefusedError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    auth = "bearer token required" if settings.api_token else "no token (local only)"
-    err.print(f"status API on http://{host}:{port}/ ({auth})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if settings.api_token:
+        err.print(f"status API on http://{host}:{port}/ (bearer token required)")
+        err.print(f"web page: http://{host}:{port}/ui/?token=<SESSIONPIPE_API_TOKEN>")
+    else:
+        err.print(f"status API on http://{host}:{port}/ (no token: local only)")
+        err.print(f"web page: http://{host}:{port}/ui/")
+    serve(create_app(settings), host, port)
 
 
 retention_cli = typer.Typer(help="Retention of original segments.", no_args_is_help=True)

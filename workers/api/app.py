@@ -1,7 +1,9 @@
 """The status API's routes: a Starlette app over the pipeline's database.
 
 Every handler is a plain function (Starlette runs it in its thread pool), reads with the
-same SQLAlchemy sessions as the workers, and answers JSON. The rules:
+same SQLAlchemy sessions as the workers, and answers JSON; ``/sessions/{id}/events`` streams
+server-sent events (``workers.api.events``) and ``/ui/`` is the web page
+(``workers.api.pages``). The rules:
 
 - Bad input is the client's error, never a 500: a hostile session id (``shared.ids``) or
   an unknown stage, status, time or page size is 400 naming it; an unknown session is 404
@@ -27,7 +29,7 @@ from sqlalchemy import select, text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from shared import models
@@ -37,13 +39,14 @@ from shared.diagnostics import describe, quoted
 from shared.ids import InvalidNameError, validate_session_id
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, StorageError
+from workers.api import events, pages
 from workers.api.auth import BearerTokenMiddleware
 from workers.api.metrics import Metrics
 from workers.backlog import read_backlog
 from workers.config import celery_config
 from workers.enrichment import enrichment_document
-from workers.pipeline import Stage, is_playable, session_outcome
-from workers.status import UnknownSessionError, session_status
+from workers.pipeline import STAGES, Stage, is_playable, session_outcome
+from workers.status import UnknownSessionError, session_status, stage_status
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +208,18 @@ class Api:
         report["media"] = media
         return JSONResponse(report)
 
+    async def get_events(self, request: Request) -> Response:
+        """Server-sent events of the session's progress (``workers.api.events``)."""
+        from starlette.concurrency import run_in_threadpool
+
+        session_id = _session_id(request)
+        first = await run_in_threadpool(events.snapshot, self.settings.database_url, session_id)
+        return StreamingResponse(
+            events.stream(self.settings.database_url, session_id, first),
+            media_type=events.MEDIA_TYPE,
+            headers=events.STREAM_HEADERS,
+        )
+
     def get_enrichment(self, request: Request) -> JSONResponse:
         session_id = _session_id(request)
         return JSONResponse(enrichment_document(self.settings.database_url, session_id))
@@ -283,8 +298,12 @@ def _served(stage: dict[str, Any]) -> bool:
     return stage["status"] == models.JobStatus.SUCCEEDED.value and bool(stage["output_key"])
 
 
+_STAGE_ORDER: Final = {stage.value: i for i, stage in enumerate(STAGES)}
+
+
 def _brief(session: models.Session, jobs: list[models.Job]) -> dict[str, Any]:
     outcome = session_outcome(jobs)
+    jobs = sorted(jobs, key=lambda job: _STAGE_ORDER.get(job.stage, len(_STAGE_ORDER)))
     return {
         "session_id": session.id,
         "name": session.name,
@@ -297,6 +316,10 @@ def _brief(session: models.Session, jobs: list[models.Job]) -> dict[str, Any]:
         "started_at": as_utc(session.started_at).isoformat() if session.started_at else None,
         "ended_at": as_utc(session.ended_at).isoformat() if session.ended_at else None,
         "url": f"/sessions/{session.id}",
+        "stages": [
+            {"stage": job.stage, "status": stage_status(job), "progress": job.progress}
+            for job in jobs
+        ],
     }
 
 
@@ -325,10 +348,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", api.metrics_text),
             Route("/sessions", api.list_sessions),
             Route(session, api.get_session),
+            Route(f"{session}/events", api.get_events),
             Route(f"{session}/enrichment", api.get_enrichment),
             Route(f"{session}/media/{{kind}}", api.get_media, methods=["GET", "HEAD"]),
             Route(f"{session}/stages/{{stage}}/retry", api.retry, methods=["POST"]),
             Route(f"{session}/stages/{{stage}}/cancel", api.cancel, methods=["POST"]),
+            *pages.routes(settings.database_url),
         ],
         exception_handlers={
             InvalidNameError: _bad_request,

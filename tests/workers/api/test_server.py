@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +17,9 @@ import redis
 
 from shared.db import session_scope
 from shared.storage import Storage
-from tests.support import ROOT
+from tests.support.api import START_TIMEOUT_S, ApiServer, running_api, start_api
 from tests.support.cli import clean_env
 from tests.support.servers import free_port
-from tests.support.waiting import wait_for
 from tests.workers.api.seed import Seeded, seed
 from workers.jobs import get_job
 
@@ -33,43 +28,24 @@ pytestmark = pytest.mark.integration
 #: The broker of these tests: its own database on the shared Redis (15 and 13 are others').
 REDIS_API_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_API_URL", "redis://127.0.0.1:6379/11")
 TOKEN = "integration-token-" + uuid.uuid4().hex
-START_TIMEOUT_S = 20.0
-REQUEST_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
 
 
 @dataclass
 class Server:
-    base: str
+    api: ApiServer
     prefix: str
     seeded: Seeded
     database_url: str
-    log: Path
 
-    def request(
-        self, path: str, *, method: str = "GET", token: str | None = TOKEN, **headers: str
-    ) -> tuple[int, dict[str, str], bytes]:
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.base + path, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
+    @property
+    def log(self) -> Path:
+        return self.api.log
+
+    def request(self, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+        return self.api.request(path, **kwargs)
 
     def json(self, path: str, **kwargs: Any) -> Any:
-        status, _, body = self.request(path, **kwargs)
-        assert status == 200, (path, status, body)
-        return json.loads(body)
-
-
-def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sessionpipe.cli", "api", *args],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
+        return self.api.json(path, **kwargs)
 
 
 @pytest.fixture
@@ -79,7 +55,6 @@ def server(tmp_path: Path, pg_url: str) -> Iterator[Server]:
     home = tmp_path / "home"
     prefix = f"api-{uuid.uuid4().hex[:6]}-"
     seeded = seed(pg_url, Storage(home / "storage"), prefix)
-    port = free_port()
     env = clean_env(
         SESSIONPIPE_HOME=str(home),
         SESSIONPIPE_DATABASE_URL=pg_url,
@@ -87,27 +62,10 @@ def server(tmp_path: Path, pg_url: str) -> Iterator[Server]:
         SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
         SESSIONPIPE_API_TOKEN=TOKEN,
     )
-    log = tmp_path / "api.log"
-    proc = _start(env, log, "--host", "127.0.0.1", "--port", str(port))
-    running = Server(f"http://127.0.0.1:{port}", prefix, seeded, pg_url, log)
-
-    def up() -> bool:
-        assert proc.poll() is None, f"sessionpipe api exited:\n{log.read_text()}"
-        try:
-            return running.request("/healthz")[0] in (200, 503)
-        except OSError:
-            return False
-
     try:
-        wait_for(up, START_TIMEOUT_S, "sessionpipe api to answer", poll=0.1)
-        yield running
+        with running_api(env, tmp_path / "api.log") as api:
+            yield Server(api, prefix, seeded, pg_url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         client.flushdb()
         client.close()
 
@@ -193,6 +151,6 @@ def test_refuses_to_start_without_a_token(
     if broker is not None:
         env["SESSIONPIPE_BROKER_URL"] = broker
     log = tmp_path / "api.log"
-    proc = _start(env, log, "--host", host, "--port", str(free_port()))
+    proc = start_api(env, log, "--host", host, "--port", str(free_port()))
     assert proc.wait(START_TIMEOUT_S) == 2
     assert why in " ".join(log.read_text().split())
