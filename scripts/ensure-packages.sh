@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the Debian packages the tests need are installed: espeak-ng and sox make the test
-# speech, tesseract-ocr reads the text on screen (the chapters' titles).
+# speech, tesseract-ocr reads the text on screen (the chapters' titles), chromium and
+# chromium-driver are the real browser of the web page's tests.
 #   scripts/ensure-packages.sh                 install what is missing, or fail naming it
 #   scripts/ensure-packages.sh --best-effort   the same, but only warn (make demo: without
 #                                              tesseract its chapters are titled from speech)
@@ -9,7 +10,7 @@ set -euo pipefail
 best_effort=0
 if [ "${1:-}" = "--best-effort" ]; then best_effort=1; shift; fi
 packages=("$@")
-[ ${#packages[@]} -gt 0 ] || packages=(espeak-ng sox tesseract-ocr tesseract-ocr-eng)
+[ ${#packages[@]} -gt 0 ] || packages=(espeak-ng sox tesseract-ocr tesseract-ocr-eng chromium chromium-driver)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
