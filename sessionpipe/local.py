@@ -81,14 +81,21 @@ def serve_page(settings: Settings, session_id: str, port: int) -> None:
     from pydantic import SecretStr
 
     from workers.api.app import create_app
-    from workers.api.server import serve
+    from workers.api.server import PortUnavailableError, serve
 
     token = secrets.token_urlsafe(DEMO_TOKEN_BYTES)
     served = settings.model_copy(update={"api_token": SecretStr(token)})
     url = f"http://{LOOPBACK}:{port}/ui/sessions/{session_id}?token={token}"
-    console.print("\nOpen this page (Ctrl-C stops the server):")
-    print(f"  {url}\n", flush=True)  # plain: a wrapped URL would not open
-    serve(create_app(served), LOOPBACK, port, log_level="warning")
+
+    def announce() -> None:
+        console.print("\nOpen this page (Ctrl-C stops the server):")
+        print(f"  {url}\n", flush=True)  # plain: a wrapped URL would not open
+
+    try:
+        serve(create_app(served), LOOPBACK, port, log_level="warning", on_listening=announce)
+    except PortUnavailableError as exc:
+        err.print(f"[red]error:[/red] {exc} (choose another with --port)")
+        raise typer.Exit(2) from None
 
 
 def process(

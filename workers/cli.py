@@ -288,7 +288,7 @@ def api(
     """
     from workers.api.app import create_app
     from workers.api.auth import StartRefusedError, check_start
-    from workers.api.server import serve
+    from workers.api.server import PortUnavailableError, serve
 
     settings = settings_for(home)
     try:
@@ -296,13 +296,19 @@ def api(
     except StartRefusedError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    if settings.api_token:
-        err.print(f"status API on http://{host}:{port}/ (bearer token required)")
-        err.print(f"web page: http://{host}:{port}/ui/?token=<SESSIONPIPE_API_TOKEN>")
-    else:
-        err.print(f"status API on http://{host}:{port}/ (no token: local only)")
-        err.print(f"web page: http://{host}:{port}/ui/")
-    serve(create_app(settings), host, port)
+    def announce() -> None:
+        if settings.api_token:
+            err.print(f"status API on http://{host}:{port}/ (bearer token required)")
+            err.print(f"web page: http://{host}:{port}/ui/?token=<SESSIONPIPE_API_TOKEN>")
+        else:
+            err.print(f"status API on http://{host}:{port}/ (no token: local only)")
+            err.print(f"web page: http://{host}:{port}/ui/")
+
+    try:
+        serve(create_app(settings), host, port, on_listening=announce)
+    except PortUnavailableError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 retention_cli = typer.Typer(help="Retention of original segments.", no_args_is_help=True)

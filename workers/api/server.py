@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+from collections.abc import Callable
 from typing import Final
 
 from starlette.applications import Starlette
 
 from workers.api.auth import TOKEN_PARAM
 
+log = logging.getLogger(__name__)
+
 ACCESS_LOGGER: Final = "uvicorn.access"
+LISTEN_BACKLOG: Final = 2048  # uvicorn's own default
 REDACTED: Final = "[redacted]"
 _TOKEN_IN_QUERY: Final = re.compile(rf"([?&]{TOKEN_PARAM}=)[^&\s\"]*")
 
@@ -34,10 +39,39 @@ class RedactToken(logging.Filter):
         return True
 
 
-def serve(app: Starlette, host: str, port: int, *, log_level: str = "info") -> None:
-    """Run ``app`` until Ctrl-C (SIGINT or SIGTERM end it gracefully)."""
+class PortUnavailableError(OSError):
+    """The address cannot be listened on (in use, or not this machine's)."""
+
+
+def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Run ``app`` until Ctrl-C (SIGINT or SIGTERM end it gracefully).
+
+    The socket is bound and listening before ``on_listening`` is called (it prints the URL),
+    so a browser opening that URL at once is queued, never refused.
+    """
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level)  # sets up logging
     logging.getLogger(ACCESS_LOGGER).addFilter(RedactToken())
-    uvicorn.Server(config).run()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailableError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    if on_listening is not None:
+        on_listening()
+    with sock:
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn stops gracefully, then raises Ctrl-C again
+            log.info("stopped by Ctrl-C")
