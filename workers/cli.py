@@ -192,10 +192,10 @@ def jobs_retry(session_id: str, stage: str, home: HomeOption = None) -> None:
 @jobs_cli.command("requeue")
 def jobs_requeue(
     session_id: Annotated[
-        str | None, typer.Argument(metavar="[SESSION]", help="One job: its session.")
+        str | None, typer.Argument(metavar="SESSION", help="One job: its session.")
     ] = None,
     stage: Annotated[
-        str | None, typer.Argument(metavar="[STAGE]", help="One job: its stage.")
+        str | None, typer.Argument(metavar="STAGE", help="One job: its stage.")
     ] = None,
     force: Annotated[
         bool, typer.Option(help="One job: also re-run a succeeded or running (stuck) job.")
