@@ -12,7 +12,9 @@ The rule, which makes a lost message, a lost send or a dead worker a delay and n
   2. sends the pending jobs whose message never left (``dispatched_at`` NULL) for
      ``dispatch_grace_s`` (``jobs.unsent``), and those whose message was due
      ``redispatch_s`` ago and is still unclaimed while their queue is empty: it was lost on
-     the broker, not waiting behind a backlog (``jobs.overdue``, ``workers.backlog``).
+     the broker, not waiting behind a backlog (``jobs.overdue``, ``workers.backlog``);
+  3. with a webhook URL configured, sends the completion webhook deliveries no message
+     carries, by the same two windows (``workers.webhook.due``).
 - A message delivered twice is harmless: the claim (``workers.jobs.claim``) lets one
   execution run the job, the other finds it taken or finished and stops. So "exactly once
   in effect" needs only "at least once" here, and every sweep is safe to run anywhere,
@@ -37,7 +39,7 @@ from shared.diagnostics import describe
 from shared.models import Session
 from shared.routing import PRIORITY_VALUES, TASK_ROUTES, Priority, priority_value
 from shared.settings import Settings, get_settings
-from workers import jobs
+from workers import jobs, webhook
 from workers.backlog import Backlog, read_backlog
 from workers.pipeline import SPECS, Stage
 
@@ -114,6 +116,7 @@ class SweepResult:
     requeued: list[tuple[str, str]] = field(default_factory=list)  # running jobs of dead workers
     sent: list[tuple[str, str]] = field(default_factory=list)
     unsent: list[tuple[str, str]] = field(default_factory=list)  # the broker refused
+    webhooks: list[int] = field(default_factory=list)  # deliveries sent again
 
 
 def sweep(
@@ -146,11 +149,37 @@ def sweep(
         if ok:
             with session_scope(settings.database_url) as db:
                 jobs.mark_dispatched(db, session_id, [stage])
+    if settings.webhook_url:
+        result.webhooks = _resend_webhooks(app, settings, grace=grace, redispatch=redispatch)
     for session_id, stage in result.requeued:
         log.warning("job %s of %s lost its worker: made pending again", stage, session_id)
     for session_id, stage in result.sent:
         log.warning("job %s of %s had no message out (unsent or lost): sent", stage, session_id)
     return result
+
+
+def _resend_webhooks(
+    app: Celery,
+    settings: Settings,
+    *,
+    grace: timedelta | None,
+    redispatch: timedelta | None,
+) -> list[int]:
+    """Webhook deliveries whose message never left or was lost, sent again (logged)."""
+    with session_scope(settings.database_url) as db:
+        due = webhook.due(
+            db,
+            grace=grace if grace is not None else timedelta(seconds=settings.dispatch_grace_s),
+            redispatch=(
+                redispatch if redispatch is not None
+                else timedelta(seconds=settings.redispatch_s)
+            ),
+            max_attempts=settings.webhook_max_attempts,
+        )  # fmt: skip
+    sent = webhook.send(app, settings.database_url, due)
+    for delivery_id in sent:
+        log.warning("webhook delivery %s had no message out (unsent or lost): sent", delivery_id)
+    return sent
 
 
 class Sweeper(bootsteps.StartStopStep):

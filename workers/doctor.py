@@ -12,9 +12,10 @@ What must hold (the fault suite asserts the same through this module):
 
 The broker's backlog (messages waiting per queue, messages delivered and not acknowledged)
 is reported alongside; it is not a fault by itself. ``--fix`` does only what is always safe:
-re-send stranded jobs and requeue stale ones (one sweep), set session statuses from their
-jobs, and delete dead temporary files. Missing and orphaned outputs are only reported: an
-operator decides (``sessionpipe jobs retry`` re-makes an output).
+re-send stranded jobs (and webhook deliveries) and requeue stale ones (one sweep), set
+session statuses from their jobs, and delete dead temporary files. Missing and orphaned
+outputs are only reported: an operator decides (``sessionpipe jobs retry`` re-makes an
+output).
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def fix(app: Celery, settings: Settings, report: Report) -> Report:
     result = dispatch.sweep(app, settings)
     fixed += [f"requeued {stage} of {sid} (its worker died)" for sid, stage in result.requeued]
     fixed += [f"sent {stage} of {sid}" for sid, stage in result.sent]
+    fixed += [f"sent webhook delivery {delivery_id}" for delivery_id in result.webhooks]
     with session_scope(settings.database_url) as db:
         for finding in report.findings:
             if finding.kind != "status" or finding.session_id is None or finding.stage:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from shared.clock import as_utc
 from shared.db import session_scope
@@ -19,6 +19,8 @@ from shared.ids import validate_session_id
 from shared.models import Job, JobStatus
 from workers.pipeline import Stage
 from workers.status import stage_status
+
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,21 @@ class JobFilter:
                 raise ValueError(f"--since {since!r} is not an ISO 8601 time") from None
         return cls(status=status, stage=stage, session=session, since=when)
 
+    def where(self, stmt: Select[*Ts]) -> Select[*Ts]:
+        """``stmt`` (a select from ``jobs``) narrowed to these filters. Succeeded and skipped
+        share a column value: tell them apart on the rows (``stage_status``)."""
+        if self.status == "skipped" or self.status == JobStatus.SUCCEEDED.value:
+            stmt = stmt.where(Job.status == JobStatus.SUCCEEDED.value)
+        elif self.status is not None:
+            stmt = stmt.where(Job.status == self.status)
+        if self.stage is not None:
+            stmt = stmt.where(Job.stage == self.stage)
+        if self.session is not None:
+            stmt = stmt.where(Job.session_id == self.session)
+        if self.since is not None:
+            stmt = stmt.where(Job.updated_at >= self.since)
+        return stmt
+
 
 def list_jobs(database_url: str, query: JobFilter, *, limit: int) -> list[dict[str, Any]]:
     """The jobs matching ``query``, most recently changed first, at most ``limit``.
@@ -60,17 +77,7 @@ def list_jobs(database_url: str, query: JobFilter, *, limit: int) -> list[dict[s
     A skipped job is a succeeded one whose result says why it did nothing, so those two
     are told apart after the query: a listing of either may hold fewer than ``limit``.
     """
-    stmt = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
-    if query.status == "skipped" or query.status == JobStatus.SUCCEEDED.value:
-        stmt = stmt.where(Job.status == JobStatus.SUCCEEDED.value)
-    elif query.status is not None:
-        stmt = stmt.where(Job.status == query.status)
-    if query.stage is not None:
-        stmt = stmt.where(Job.stage == query.stage)
-    if query.session is not None:
-        stmt = stmt.where(Job.session_id == query.session)
-    if query.since is not None:
-        stmt = stmt.where(Job.updated_at >= query.since)
+    stmt = query.where(select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit))
     with session_scope(database_url) as db:
         rows = [_row(job) for job in db.execute(stmt).scalars()]
     if query.status is not None:  # succeeded and skipped share a column value

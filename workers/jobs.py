@@ -255,8 +255,13 @@ def reset_for_retry(
     stage: str,
     *,
     from_statuses: tuple[JobStatus, ...] = (JobStatus.FAILED, JobStatus.CANCELLED),
+    unchanged_since: datetime | None = None,
 ) -> bool:
-    """Operator retry/requeue: the job becomes pending again (a fresh claim can take it)."""
+    """Operator retry/requeue: the job becomes pending again (a fresh claim can take it).
+
+    With ``unchanged_since`` (the ``updated_at`` the caller read) only if the job has not
+    changed since: a bulk requeue leaves alone a job that moved on after it was listed.
+    """
     stmt = (
         update(Job)
         .where(
@@ -275,22 +280,38 @@ def reset_for_retry(
             dispatched_at=None,
         )
     )
+    if unchanged_since is not None:
+        stmt = stmt.where(Job.updated_at == unchanged_since)
     return affected(db, stmt) == 1
 
 
 def reopen(
-    db: DbSession, session_id: str, stage: str, *, from_statuses: tuple[JobStatus, ...]
+    db: DbSession,
+    session_id: str,
+    stage: str,
+    *,
+    from_statuses: tuple[JobStatus, ...],
+    unchanged_since: datetime | None = None,
 ) -> Session | None:
-    """Operator retry/requeue of one stage (``sessionpipe jobs retry``, the status API): its
-    job pending again (:func:`reset_for_retry`) and its session processing again.
+    """Operator retry/requeue of one stage (``sessionpipe jobs retry``/``requeue``, the
+    status API): its job pending again (:func:`reset_for_retry`) and its session processing
+    again.
 
+    The session row is locked first, as a hand-on (``workers.pipeline.lock_session``) and
+    a purge (``workers.purge``) lock it, so those serialise with this on one session.
     Returns the session, whose task the caller sends after the commit
-    (``workers.dispatch.send_all``), or None when the stage has no job in ``from_statuses``.
+    (``workers.dispatch.send_all``), or None when the stage has no job in ``from_statuses``
+    (or, with ``unchanged_since``, its job changed since it was read).
     """
-    if not reset_for_retry(db, session_id, stage, from_statuses=from_statuses):
+    session = db.execute(
+        select(Session).where(Session.id == session_id).with_for_update()
+    ).scalar_one_or_none()
+    if session is None:
         return None
-    session = db.get(Session, session_id)
-    assert session is not None  # the job's foreign key guarantees it
+    if not reset_for_retry(
+        db, session_id, stage, from_statuses=from_statuses, unchanged_since=unchanged_since
+    ):
+        return None
     session.status = SessionStatus.PROCESSING.value
     return session
 

@@ -114,3 +114,45 @@ def print_report(report: dict[str, Any]) -> None:
     ]
     if finished:
         console.print(f"[green]finished MP4:[/green] {finished[0]}", soft_wrap=True)
+
+
+def print_requeued(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
+    """A bulk requeue's jobs (``workers.requeue.Requeued.as_dict``)."""
+    verb = "would requeue" if dry_run else "requeued"
+    if not rows:
+        console.print("nothing to requeue: no job matches")
+        return
+    table = Table("session", "stage", "was", "priority", "changed", title=verb)
+    for row in rows:
+        table.add_row(
+            row["session_id"],
+            row["stage"],
+            row["previous_status"],
+            row["priority"],
+            row["updated_at"][:19],
+        )
+    console.print(table)
+    sessions = len({row["session_id"] for row in rows})
+    console.print(f"{verb} {len(rows)} job(s) of {sessions} session(s)")
+
+
+def print_purge(rows: list[dict[str, Any]], cutoff: str) -> None:
+    """A purge's sessions (``workers.purge.PurgeAction.as_dict``)."""
+    if not rows:
+        console.print(f"nothing to purge: no session is over and unchanged since {cutoff[:19]}")
+        return
+    table = Table("session", "status", "last change", "jobs", "action", "reason")
+    for row in rows:
+        table.add_row(
+            row["session_id"],
+            row["status"],
+            row["last_change"][:19],
+            str(row["jobs"]),
+            row["action"],
+            row["reason"] or "",
+        )
+    console.print(table)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["action"]] = counts.get(row["action"], 0) + 1
+    console.print(", ".join(f"{action} {n} session(s)" for action, n in sorted(counts.items())))

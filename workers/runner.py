@@ -37,7 +37,6 @@ from shared.db import session_scope
 from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
-from shared.routing import TASK_WEBHOOK
 from shared.settings import get_settings
 from shared.storage import Storage
 from workers import dispatch, enrichment, jobs, pipeline, webhook
@@ -142,15 +141,10 @@ def _webhooks(db: DbSession, settings: Any, session_id: str, stage: Stage) -> li
 
 
 def _send_webhooks(task: RunningTask, hooks: list[int | None]) -> None:
-    """After the commit; a lost send leaves the delivery unposted (workers.webhook)."""
-    for delivery_id in hooks:
-        if delivery_id is None:
-            continue
-        try:
-            task.app.send_task(TASK_WEBHOOK, args=[delivery_id])
-            log.info("sent webhook delivery %s", delivery_id)
-        except Exception as exc:
-            log.warning("could not send webhook delivery %s: %s", delivery_id, describe(exc))
+    """After the commit; a lost send is sent later by the sweeper (workers.webhook)."""
+    delivery_ids = [delivery_id for delivery_id in hooks if delivery_id is not None]
+    if delivery_ids:
+        webhook.send(task.app, get_settings().database_url, delivery_ids)
 
 
 def run_stage(

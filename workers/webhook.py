@@ -1,11 +1,16 @@
 """Completion webhooks: tell a receiver when a session is playable, complete or failed.
 
 The rule, as for jobs: the delivery row is written in the transaction that changes the
-session (``record``), and its task is sent after the commit; the task posts the document and
-records the outcome. A receiver that is down gets it later: a failed post is retried with
-backoff (``WEBHOOK_RETRY_*``) up to ``webhook_max_attempts``. Every post of one delivery
-carries the same ``Idempotency-Key``, so a receiver drops a repeat (a retry after a post
-whose answer was lost).
+session (``record``), and its task is sent after the commit (``send``, which notes
+``dispatched_at``); the task posts the document and records the outcome. A receiver that is
+down gets it later: a failed post is retried with backoff (``WEBHOOK_RETRY_*``) up to
+``webhook_max_attempts`` posts in all. A lost send is only a delay: the sweeper
+(``workers.dispatch``) sends again an undelivered delivery with posts left (``due``) whose
+task never left for ``dispatch_grace_s``, or which saw neither a send nor a post for
+``redispatch_s`` (its retry message was lost; longer than the longest retry countdown, so
+a retry still waiting is not doubled). Every post of one delivery carries the same
+``Idempotency-Key``, so a receiver drops a repeat (a retry after a post whose answer was
+lost, or a re-send racing a late message).
 
 Signature: ``X-Sessionpipe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`` over
 ``f"{t}.{body}"`` with ``SESSIONPIPE_WEBHOOK_SECRET``; a receiver recomputes it, compares in
@@ -17,21 +22,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy import select, update
+from celery import Celery
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from shared import models
 from shared.clock import utcnow
 from shared.db import session_scope
 from shared.diagnostics import describe
+from shared.routing import TASK_WEBHOOK
 from shared.settings import Settings
 from workers.jobs import insert_ignore
 from workers.pipeline import is_playable, session_outcome
+
+log = logging.getLogger(__name__)
 
 EVENTS: Final = ("playable", "complete", "failed")
 SIGNATURE_HEADER: Final = "X-Sessionpipe-Signature"
@@ -65,6 +76,64 @@ def record(db: DbSession, settings: Settings, session_id: str, event: str) -> in
     return db.execute(
         select(models.WebhookDelivery.id).where(models.WebhookDelivery.idempotency_key == key)
     ).scalar_one()
+
+
+def send(app: Celery, database_url: str, delivery_ids: list[int]) -> list[int]:
+    """After the commit: put each delivery's task on the broker and note it; the ones sent.
+    A send the broker refuses is only logged: the sweeper sends it later (``due``)."""
+    sent = []
+    for delivery_id in delivery_ids:
+        try:
+            app.send_task(TASK_WEBHOOK, args=[delivery_id])
+        except Exception as exc:
+            log.warning(
+                "could not send webhook delivery %s (the sweeper will): %s",
+                delivery_id,
+                describe(exc),
+            )
+            continue
+        log.info("sent webhook delivery %s", delivery_id)
+        sent.append(delivery_id)
+    if not sent:
+        return sent
+    try:
+        with session_scope(database_url) as db:
+            db.execute(
+                update(models.WebhookDelivery)
+                .where(
+                    models.WebhookDelivery.id.in_(sent),
+                    models.WebhookDelivery.delivered_at.is_(None),
+                )
+                .values(dispatched_at=utcnow())
+            )
+    except Exception as exc:  # the messages are out; unnoted, the sweeper sends them twice
+        log.warning("could not note the dispatch of webhook deliveries %s: %s", sent, describe(exc))
+    return sent
+
+
+def due(
+    db: DbSession, *, grace: timedelta, redispatch: timedelta, max_attempts: int
+) -> list[int]:
+    """Undelivered deliveries with posts left that no message carries, oldest first: never
+    sent for ``grace``, or neither sent nor posted for ``redispatch`` (see the rule above)."""
+    delivery = models.WebhookDelivery
+    moment = utcnow()
+    rows = db.execute(
+        select(delivery.id)
+        .where(
+            delivery.delivered_at.is_(None),
+            delivery.attempts < max_attempts,
+            or_(
+                and_(delivery.dispatched_at.is_(None), delivery.updated_at < moment - grace),
+                and_(
+                    delivery.dispatched_at < moment - redispatch,
+                    delivery.updated_at < moment - redispatch,
+                ),
+            ),
+        )
+        .order_by(delivery.updated_at, delivery.id)
+    ).scalars()
+    return list(rows)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -109,6 +178,8 @@ def deliver(settings: Settings, delivery_id: int) -> str:
             return f"no webhook delivery {delivery_id}"
         if delivery.delivered_at is not None:
             return "already delivered"
+        if delivery.attempts >= settings.webhook_max_attempts:  # a re-sent task's own retries
+            return f"given up after {delivery.attempts} posts"
         if not url:
             return "no webhook URL configured"
         body = json.dumps(document(db, delivery), sort_keys=True).encode()
