@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load clean
+.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-events clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,3 +91,7 @@ bench-load: install-dev services
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache
+
+# Progress change in the database -> the web page's bar in a real browser (and a plain client).
+bench-events: install-dev packages services
+	$(BIN)/python bench/bench_events.py --changes 60
