@@ -458,6 +458,11 @@ def api(
     except StartRefusedError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if settings.embedded_broker:  # one machine: its SQLite file may not exist yet
+        from shared.migrate import upgrade
+
+        upgrade(settings.database_url)
+
     def announce() -> None:
         if settings.api_token:
             err.print(f"status API on http://{host}:{port}/ (bearer token required)")

@@ -131,6 +131,8 @@ class Api:
         self.storage = Storage(settings.storage)
         self.metrics = Metrics(settings)
         self._producer: Celery | None = None
+        #: Set when the server stops: the open event streams end (``workers.api.server``).
+        self.stopping = threading.Event()
         self._producer_lock = threading.Lock()
 
     def producer(self) -> Celery:
@@ -215,7 +217,7 @@ class Api:
         session_id = _session_id(request)
         first = await run_in_threadpool(events.snapshot, self.settings.database_url, session_id)
         return StreamingResponse(
-            events.stream(self.settings.database_url, session_id, first),
+            events.stream(self.settings.database_url, session_id, first, stopping=self.stopping),
             media_type=events.MEDIA_TYPE,
             headers=events.STREAM_HEADERS,
         )
@@ -362,6 +364,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             HTTPException: _http_error,
         },
     )
+    app.state.stopping = api.stopping
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app.add_middleware(BearerTokenMiddleware, token=token)
     return app

@@ -2,7 +2,8 @@
 
 The rule: the database is the only source, so the stream reads it. Each open stream reads
 the session's job rows every ``EVENT_POLL_S`` (``SETTLED_POLL_S`` once the session has an
-outcome: a retry may still wake it) and sends a ``status`` event whenever what it reads
+outcome: a retry may still wake it; a settled stream sleeps up to that long after the server
+is told to stop) and sends a ``status`` event whenever what it reads
 differs from what it sent last; the first event is the current state, so a client that
 connects (or reconnects) late misses nothing. A comment line every ``KEEPALIVE_S`` keeps
 proxies from closing a quiet stream. A client that only waits for the end closes the stream
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -96,12 +98,15 @@ async def stream(
     session_id: str,
     first: dict[str, Any],
     *,
+    stopping: threading.Event | None = None,
     poll_s: float = EVENT_POLL_S,
     settled_poll_s: float = SETTLED_POLL_S,
     keepalive_s: float = KEEPALIVE_S,
 ) -> AsyncIterator[str]:
     """The events of one client: ``first`` (read by the caller, so an unknown session is a
-    404 before the stream starts), then every change."""
+    404 before the stream starts), then every change; the stream ends when ``stopping`` is
+    set (the server is stopping: an open stream would otherwise hold it until its graceful
+    shutdown times out; the browser reconnects to the next server by itself)."""
     yield f"retry: {RECONNECT_MS}\n\n"
     last = first
     event_id = 1
@@ -109,6 +114,8 @@ async def stream(
     sent_at = time.monotonic()
     while True:
         await anyio.sleep(poll_s if last["outcome"] is None else settled_poll_s)
+        if stopping is not None and stopping.is_set():
+            return
         try:
             now = await run_in_threadpool(snapshot, database_url, session_id)
         except SQLAlchemyError as exc:  # the database blinked: keep the stream, read again

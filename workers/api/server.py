@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable
+from types import FrameType
 from typing import Final
 
 from starlette.applications import Starlette
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 ACCESS_LOGGER: Final = "uvicorn.access"
 LISTEN_BACKLOG: Final = 2048  # uvicorn's own default
+#: On Ctrl-C or SIGTERM, seconds to let requests finish before closing what is still open:
+#: an open page's event stream never finishes by itself, and would hold the stop forever.
+GRACEFUL_SHUTDOWN_S: Final = 3
 REDACTED: Final = "[redacted]"
 _TOKEN_IN_QUERY: Final = re.compile(rf"([?&]{TOKEN_PARAM}=)[^&\s\"]*")
 
@@ -58,7 +62,10 @@ def serve(
     """
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)  # sets up logging
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )  # fmt: skip  (making the config sets up uvicorn's logging)
     logging.getLogger(ACCESS_LOGGER).addFilter(RedactToken())
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -70,8 +77,15 @@ def serve(
         raise PortUnavailableError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     if on_listening is not None:
         on_listening()
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stopping = getattr(app.state, "stopping", None)
+            if stopping is not None:
+                stopping.set()  # the event streams end, so the graceful stop is quick
+            super().handle_exit(sig, frame)
+
     with sock:
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            Server(config).run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn stops gracefully, then raises Ctrl-C again
             log.info("stopped by Ctrl-C")

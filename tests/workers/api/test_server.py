@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,3 +155,56 @@ def test_refuses_to_start_without_a_token(
     proc = start_api(env, log, "--host", host, "--port", str(free_port()))
     assert proc.wait(START_TIMEOUT_S) == 2
     assert why in " ".join(log.read_text().split())
+
+
+def _next_status(stream: Any) -> dict[str, Any]:
+    """The data of the next ``status`` event on an open event stream."""
+    event = None
+    while line := stream.readline():
+        if line.startswith(b"event: "):
+            event = line[7:].strip()
+        elif line.startswith(b"data: ") and event == b"status":
+            data: dict[str, Any] = json.loads(line[6:])
+            return data
+    raise AssertionError("the event stream ended")
+
+
+def test_the_event_stream_follows_the_database_and_ends_when_the_server_stops(
+    tmp_path: Path, pg_url: str
+) -> None:
+    home = tmp_path / "home"
+    prefix = f"sse-{uuid.uuid4().hex[:6]}-"
+    seed(pg_url, Storage(home / "storage"), prefix)
+    running = prefix + "s-running"
+    env = clean_env(
+        SESSIONPIPE_HOME=str(home), SESSIONPIPE_DATABASE_URL=pg_url,
+        SESSIONPIPE_BROKER_URL=REDIS_API_URL, SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
+        SESSIONPIPE_API_TOKEN=TOKEN,
+    )  # fmt: skip
+    with running_api(env, tmp_path / "api.log") as api:
+        assert api.request(f"/sessions/{running}/events", token=None)[0] == 401
+        request = urllib.request.Request(
+            f"{api.base}/sessions/{running}/events", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        stream = urllib.request.urlopen(request, timeout=30)
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        first = _next_status(stream)
+        assert [s["progress"] for s in first["stages"]][:1] == [0.4]
+        assert first["outcome"] is None
+        with session_scope(pg_url) as db:  # a worker reports progress, then finishes
+            job = get_job(db, running, "concat_audio")
+            assert job is not None
+            job.progress = 0.9
+        assert _next_status(stream)["stages"][0]["progress"] == 0.9
+        with session_scope(pg_url) as db:
+            job = get_job(db, running, "concat_audio")
+            assert job is not None
+            job.status, job.progress = "succeeded", 1.0
+        after = _next_status(stream)["stages"][0]
+        assert (after["status"], after["progress"]) == ("succeeded", 1.0)
+    # running_api stopped the server (SIGTERM) while the stream was open: the stream ended
+    # (rather than holding the graceful stop until it timed out and cancelled the request).
+    assert stream.read().strip() == b""  # read to its end: the server ended it
+    log = api.log.read_text()
+    assert "Waiting for connections to close" in log
+    assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log
