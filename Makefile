@@ -99,5 +99,10 @@ bench-enrich: install-dev packages
 bench-load: install-dev services
 	$(BIN)/python bench/bench_load.py --sessions 1000 --agents 4 --json bench/out/load.json
 
+# The status API's latency: GET /sessions/{id} and GET /sessions over 10,000 jobs in a fresh
+# PostgreSQL database, against the plain SQL reads of the same answers (bench/RESULTS.md).
+bench-api: install-dev services
+	$(BIN)/python bench/bench_api.py --json bench/out/api.json
+
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache
