@@ -194,7 +194,9 @@ class Api:
     def get_session(self, request: Request) -> JSONResponse:
         """``workers.status.session_status``, file paths replaced by media links."""
         session_id = _session_id(request)
-        report = session_status(self.settings.database_url, self.storage, session_id)
+        report = session_status(
+            self.settings.database_url, self.storage, session_id, with_paths=False
+        )
         media: dict[str, str | None] = dict.fromkeys(MEDIA_STAGES)
         for stage in report["stages"]:
             stage.pop("output_path", None)
