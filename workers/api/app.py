@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from celery import Celery
-from sqlalchemy import select, text
+from sqlalchemy import Row, select, text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from shared import models
 from shared.clock import as_utc
-from shared.db import engine_for, session_scope
+from shared.db import engine_for, read_scope, session_scope
 from shared.diagnostics import describe, quoted
 from shared.ids import InvalidNameError, validate_session_id
 from shared.settings import Settings, get_settings
@@ -42,7 +42,7 @@ from workers.api.metrics import Metrics
 from workers.backlog import read_backlog
 from workers.config import celery_config
 from workers.enrichment import enrichment_document
-from workers.pipeline import Stage, is_playable, session_outcome
+from workers.pipeline import PLAYABLE_STAGE, Stage, outcome
 from workers.status import UnknownSessionError, session_status
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,16 @@ MP4_MEDIA_TYPE: Final = "video/mp4"
 RETRYABLE: Final = (models.JobStatus.FAILED, models.JobStatus.CANCELLED)
 CHECK_OK: Final = "ok"
 CHECK_FAILED: Final = "unavailable"
+#: What a session of ``GET /sessions`` shows of its row.
+BRIEF_COLUMNS: Final = (
+    models.Session.id,
+    models.Session.name,
+    models.Session.status,
+    models.Session.priority,
+    models.Session.created_at,
+    models.Session.started_at,
+    models.Session.ended_at,
+)
 
 
 class BadRequestError(ValueError):
@@ -168,23 +178,26 @@ class Api:
         since = _since_param(request)
         limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         offset = _int_param(request, "offset", 0, 0, None)
-        query = select(models.Session).order_by(
+        query = select(*BRIEF_COLUMNS).order_by(
             models.Session.created_at.desc(), models.Session.id.desc()
         )
         if status is not None:
             query = query.where(models.Session.status == status)
         if since is not None:
             query = query.where(models.Session.created_at >= since)
-        with session_scope(self.settings.database_url) as db:
-            rows = list(db.execute(query.offset(offset).limit(limit + 1)).scalars())
+        # Only the columns the page shows, in autocommit (bench/RESULTS.md: loading whole
+        # rows, JSON results included, took most of a page's time).
+        with read_scope(self.settings.database_url) as db:
+            rows = list(db.execute(query.offset(offset).limit(limit + 1)).all())
             more = len(rows) > limit
             rows = rows[:limit]
-            jobs: dict[str, list[models.Job]] = {row.id: [] for row in rows}
-            for job in db.execute(
-                select(models.Job).where(models.Job.session_id.in_(list(jobs)))
-            ).scalars():
-                jobs[job.session_id].append(job)
-            body = [_brief(row, jobs[row.id]) for row in rows]
+            statuses: dict[str, dict[str, str]] = {row.id: {} for row in rows}
+            jobs = select(models.Job.session_id, models.Job.stage, models.Job.status).where(
+                models.Job.session_id.in_(list(statuses))
+            )
+            for session_id, stage, job_status in db.execute(jobs).all():
+                statuses[session_id][stage] = job_status
+        body = [_brief(row, statuses[row.id]) for row in rows]
         headers = {}
         if more:
             next_url = request.url.include_query_params(limit=limit, offset=offset + limit)
@@ -285,15 +298,21 @@ def _served(stage: dict[str, Any]) -> bool:
     return stage["status"] == models.JobStatus.SUCCEEDED.value and bool(stage["output_key"])
 
 
-def _brief(session: models.Session, jobs: list[models.Job]) -> dict[str, Any]:
-    outcome = session_outcome(jobs)
+#: A row of :data:`BRIEF_COLUMNS`.
+BriefRow = Row[str, str, str, str, datetime, datetime | None, datetime | None]
+
+
+def _brief(session: BriefRow, statuses: dict[str, str]) -> dict[str, Any]:
+    """A session of the list: ``session`` has :data:`BRIEF_COLUMNS`, ``statuses`` its jobs'
+    status by stage."""
+    session_outcome = outcome(statuses)
     return {
         "session_id": session.id,
         "name": session.name,
         "status": session.status,
-        "outcome": outcome,
-        "playable": is_playable(jobs),
-        "complete": outcome == "completed",
+        "outcome": session_outcome,
+        "playable": statuses.get(PLAYABLE_STAGE.value) == models.JobStatus.SUCCEEDED.value,
+        "complete": session_outcome == "completed",
         "priority": session.priority,
         "created_at": as_utc(session.created_at).isoformat(),
         "started_at": as_utc(session.started_at).isoformat() if session.started_at else None,
