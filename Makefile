@@ -1,4 +1,4 @@
-# Two entry points on a fresh machine: `make demo` and `make test` (see README.md).
+# Entry points on a fresh machine: `make demo`, `make up` and `make test` (see README.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: demo test test-unit test-integration test-faults install install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-events clean
+.PHONY: up demo test test-unit test-integration test-faults install install-up install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-api bench-events clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,16 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[enrich]'
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+$(VENV)/.installed-up: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[enrich,up]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-up
+
 install: $(VENV)/.installed
+install-up: $(VENV)/.installed-up
 install-dev: $(VENV)/.installed-dev
 
 # After changing pyproject.toml's dependencies: resolve them afresh in a new venv (dev extras
@@ -36,6 +41,11 @@ constraints:
 	  $(LOCK_VENV)/bin/pip freeze --exclude-editable --exclude sessionpipe; } > $(CONSTRAINTS).tmp
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 	rm -rf $(LOCK_VENV)
+
+# docker-compose.yml's workers, API and Flower on this machine without Docker (Procfile, honcho),
+# on the local PostgreSQL and Redis: sessionpipe/up.py (secrets: .env, else var/local.env).
+up: install-up services
+	$(BIN)/python -m sessionpipe.up
 
 demo: install
 	bash scripts/ensure-packages.sh --best-effort tesseract-ocr tesseract-ocr-eng
@@ -88,6 +98,11 @@ bench-enrich: install-dev packages
 # Load (fault scenario 8): 1,000 short sessions from 4 capture-agent processes, real workers.
 bench-load: install-dev services
 	$(BIN)/python bench/bench_load.py --sessions 1000 --agents 4 --json bench/out/load.json
+
+# The status API's latency: GET /sessions/{id} and GET /sessions over 10,000 jobs in a fresh
+# PostgreSQL database, against the plain SQL reads of the same answers (bench/RESULTS.md).
+bench-api: install-dev services
+	$(BIN)/python bench/bench_api.py --json bench/out/api.json
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache

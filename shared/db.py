@@ -1,4 +1,10 @@
-"""Engine and session factory; SQLite gets WAL and a busy timeout so threads can share it."""
+"""Engine and session factory; SQLite gets WAL and a busy timeout so threads can share it.
+
+Writes go through :func:`session_scope` (one transaction). A read of one statement may use
+:func:`read_scope` instead: autocommit, so it costs no BEGIN and COMMIT round trips (the
+status API's reads, bench/RESULTS.md); each statement sees its own snapshot, so what must
+agree is read in one statement.
+"""
 
 from __future__ import annotations
 
@@ -78,3 +84,14 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A session whose statements each run on their own, in autocommit: for reads only."""
+    with engine_for(url).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        session = Session(bind=conn, expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from celery import Celery
-from sqlalchemy import select, text
+from sqlalchemy import Row, select, text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from shared import models
 from shared.clock import as_utc
-from shared.db import engine_for, session_scope
+from shared.db import engine_for, read_scope, session_scope
 from shared.diagnostics import describe, quoted
 from shared.ids import InvalidNameError, validate_session_id
 from shared.settings import Settings, get_settings
@@ -45,8 +45,8 @@ from workers.api.metrics import Metrics
 from workers.backlog import read_backlog
 from workers.config import celery_config
 from workers.enrichment import enrichment_document
-from workers.pipeline import STAGES, Stage, is_playable, session_outcome
-from workers.status import UnknownSessionError, session_status, stage_status
+from workers.pipeline import PLAYABLE_STAGE, STAGES, Stage, outcome
+from workers.status import UnknownSessionError, session_status
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,16 @@ MP4_MEDIA_TYPE: Final = "video/mp4"
 RETRYABLE: Final = (models.JobStatus.FAILED, models.JobStatus.CANCELLED)
 CHECK_OK: Final = "ok"
 CHECK_FAILED: Final = "unavailable"
+#: What a session of ``GET /sessions`` shows of its row.
+BRIEF_COLUMNS: Final = (
+    models.Session.id,
+    models.Session.name,
+    models.Session.status,
+    models.Session.priority,
+    models.Session.created_at,
+    models.Session.started_at,
+    models.Session.ended_at,
+)
 
 
 class BadRequestError(ValueError):
@@ -173,23 +183,26 @@ class Api:
         since = _since_param(request)
         limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         offset = _int_param(request, "offset", 0, 0, None)
-        query = select(models.Session).order_by(
+        query = select(*BRIEF_COLUMNS).order_by(
             models.Session.created_at.desc(), models.Session.id.desc()
         )
         if status is not None:
             query = query.where(models.Session.status == status)
         if since is not None:
             query = query.where(models.Session.created_at >= since)
-        with session_scope(self.settings.database_url) as db:
-            rows = list(db.execute(query.offset(offset).limit(limit + 1)).scalars())
+        # Only the columns the page shows, in autocommit (bench/RESULTS.md: loading whole
+        # rows, JSON results included, took most of a page's time).
+        with read_scope(self.settings.database_url) as db:
+            rows = list(db.execute(query.offset(offset).limit(limit + 1)).all())
             more = len(rows) > limit
             rows = rows[:limit]
-            jobs: dict[str, list[models.Job]] = {row.id: [] for row in rows}
-            for job in db.execute(
-                select(models.Job).where(models.Job.session_id.in_(list(jobs)))
-            ).scalars():
-                jobs[job.session_id].append(job)
-            body = [_brief(row, jobs[row.id]) for row in rows]
+            jobs: dict[str, dict[str, tuple[str, float]]] = {row.id: {} for row in rows}
+            columns = (models.Job.session_id, models.Job.stage, models.Job.status,
+                       models.Job.progress)  # fmt: skip
+            query_jobs = select(*columns).where(models.Job.session_id.in_(list(jobs)))
+            for session_id, stage, job_status, progress in db.execute(query_jobs).all():
+                jobs[session_id][stage] = (job_status, progress)
+        body = [_brief(row, jobs[row.id]) for row in rows]
         headers = {}
         if more:
             next_url = request.url.include_query_params(limit=limit, offset=offset + limit)
@@ -199,7 +212,9 @@ class Api:
     def get_session(self, request: Request) -> JSONResponse:
         """``workers.status.session_status``, file paths replaced by media links."""
         session_id = _session_id(request)
-        report = session_status(self.settings.database_url, self.storage, session_id)
+        report = session_status(
+            self.settings.database_url, self.storage, session_id, with_paths=False
+        )
         media: dict[str, str | None] = dict.fromkeys(MEDIA_STAGES)
         for stage in report["stages"]:
             stage.pop("output_path", None)
@@ -300,27 +315,32 @@ def _served(stage: dict[str, Any]) -> bool:
     return stage["status"] == models.JobStatus.SUCCEEDED.value and bool(stage["output_key"])
 
 
+#: A row of :data:`BRIEF_COLUMNS`.
+BriefRow = Row[str, str, str, str, datetime, datetime | None, datetime | None]
 _STAGE_ORDER: Final = {stage.value: i for i, stage in enumerate(STAGES)}
 
 
-def _brief(session: models.Session, jobs: list[models.Job]) -> dict[str, Any]:
-    outcome = session_outcome(jobs)
-    jobs = sorted(jobs, key=lambda job: _STAGE_ORDER.get(job.stage, len(_STAGE_ORDER)))
+def _brief(session: BriefRow, jobs: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """A session of the list: ``session`` has :data:`BRIEF_COLUMNS`, ``jobs`` its jobs'
+    (status, progress) by stage. A bar's status is the job's column: a skipped optional
+    stage shows as succeeded here (its result, which says so, is not read for a list)."""
+    statuses = {stage: status for stage, (status, _) in jobs.items()}
+    session_outcome = outcome(statuses)
     return {
         "session_id": session.id,
         "name": session.name,
         "status": session.status,
-        "outcome": outcome,
-        "playable": is_playable(jobs),
-        "complete": outcome == "completed",
+        "outcome": session_outcome,
+        "playable": statuses.get(PLAYABLE_STAGE.value) == models.JobStatus.SUCCEEDED.value,
+        "complete": session_outcome == "completed",
         "priority": session.priority,
         "created_at": as_utc(session.created_at).isoformat(),
         "started_at": as_utc(session.started_at).isoformat() if session.started_at else None,
         "ended_at": as_utc(session.ended_at).isoformat() if session.ended_at else None,
         "url": f"/sessions/{session.id}",
         "stages": [
-            {"stage": job.stage, "status": stage_status(job), "progress": job.progress}
-            for job in jobs
+            {"stage": stage, "status": jobs[stage][0], "progress": jobs[stage][1]}
+            for stage in sorted(jobs, key=lambda name: _STAGE_ORDER.get(name, len(_STAGE_ORDER)))
         ],
     }
 
