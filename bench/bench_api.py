@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +48,9 @@ import psycopg  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from shared.storage import Storage  # noqa: E402
 from tests.faults.loadgen import percentile  # noqa: E402
+from tests.support.api import running_api  # noqa: E402
 from tests.support.cli import clean_env  # noqa: E402
-from tests.support.services import create_database, drop_database, free_port  # noqa: E402
-from tests.support.waiting import wait_for  # noqa: E402
+from tests.support.services import create_database, drop_database  # noqa: E402
 from workers.pipeline import STAGES, Stage  # noqa: E402
 
 DEFAULT_SESSIONS: Final = 1430  # x 7 stages = 10,010 jobs
@@ -221,40 +220,14 @@ def seed(database_url: str, storage: Storage, sessions: int, rng: random.Random)
 @contextmanager
 def api_server(database_url: str, home: Path, token: str) -> Iterator[int]:
     """``sessionpipe api`` on a free port of 127.0.0.1, until the block ends; yields the port."""
-    port = free_port()
     env = clean_env(
         SESSIONPIPE_HOME=str(home),
         SESSIONPIPE_DATABASE_URL=database_url,
         SESSIONPIPE_STORAGE_ROOT=str(home / "storage"),
         SESSIONPIPE_API_TOKEN=token,
     )
-    log_path = home / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sessionpipe.cli", "api", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def answering() -> bool:
-        assert proc.poll() is None, f"sessionpipe api exited:\n{log_path.read_text()}"
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(answering, API_START_TIMEOUT_S, "sessionpipe api to answer", poll=0.1)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(API_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_api(env, home / "api.log") as api:
+        yield int(api.base.rsplit(":", 1)[1])
 
 
 def time_http(port: int, token: str, paths: list[str]) -> list[int]:

@@ -458,7 +458,7 @@ def api(
     except StartRefusedError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    if settings.embedded_broker:  # one machine: its SQLite file may not exist yet
+    if settings.database_url.startswith("sqlite"):  # one machine: the file may be new
         from shared.migrate import upgrade
 
         upgrade(settings.database_url)

@@ -47,6 +47,25 @@ class PortUnavailableError(OSError):
     """The address cannot be listened on (in use, or not this machine's)."""
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening (PortUnavailableError if it cannot).
+
+    Made with IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections
+    of a socket that says it is TCP; with Nagle on, every response waited ~40 ms for the
+    client's delayed ACK between its headers and its body (bench_api.py found it).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailableError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
 def serve(
     app: Starlette,
     host: str,
@@ -67,16 +86,10 @@ def serve(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )  # fmt: skip  (making the config sets up uvicorn's logging)
     logging.getLogger(ACCESS_LOGGER).addFilter(RedactToken())
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise PortUnavailableError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock = listening_socket(host, port)
     if on_listening is not None:
         on_listening()
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             stopping = getattr(app.state, "stopping", None)

@@ -135,3 +135,34 @@ def test_the_token_never_reaches_the_access_log() -> None:
     )  # fmt: skip
     assert RedactToken().filter(record)
     assert TOKEN not in record.getMessage() and "token=[redacted]" in record.getMessage()
+
+
+def test_the_servers_connections_send_without_waiting_for_acks() -> None:
+    """Nagle off on every accepted connection: with it on, each response waited ~40 ms."""
+    import asyncio
+    import socket
+
+    from workers.api.server import PortUnavailableError, listening_socket
+
+    async def accepted_nodelay() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = writer.get_extra_info("socket")
+            seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) == 1
+    with listening_socket("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(PortUnavailableError, match=f"127.0.0.1:{port}"):
+            listening_socket("127.0.0.1", port)
