@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import av
 import av.container
@@ -38,7 +38,16 @@ from .framediff import FrameDiff
 from .output import ProgressCallback, Throttle, atomic_output, output_url
 from .probe import demux_checked, is_flush, local_path, open_input
 
-__all__ = ["PRESETS", "CompressPreset", "CompressResult", "Encoding", "compress_video"]
+__all__ = [
+    "PART_TIMING",
+    "PRESETS",
+    "CompressPreset",
+    "CompressResult",
+    "Encoding",
+    "PartTiming",
+    "compress_part",
+    "compress_video",
+]
 
 CompressPreset = Literal["low", "medium", "high"]
 
@@ -89,6 +98,28 @@ DECODED_QUEUE_FRAMES = 8
 _QUEUE_POLL_S = 0.1  # how often a blocked hand-over looks whether the other side failed
 _OUTPUT_PIX_FMT = "yuv420p"
 _FALLBACK_FRAME_SECONDS = 1 / 30  # last frame's duration when the source does not say
+
+
+@dataclass(frozen=True)
+class PartTiming:
+    """What every compressed part of a session shares, so their packets join in one MP4
+    track by stream copy: x264 writes the time base into the SPS (VUI timing) and picks the
+    H.264 level from the frame rate, and two parts whose parameter sets differ cannot be
+    joined (``videocopy`` refuses them). So parts get one fixed time base, and a nominal
+    rate from a short list instead of each segment's measured average (a variable-rate
+    recorder's 30.2 fps would lift 1080p from level 4.0 to 4.2 in one part only). The
+    timestamps, not the rate, say when each frame shows."""
+
+    time_base: Fraction = Fraction(1, 90000)
+    nominal_rates: tuple[int, ...] = (10, 12, 15, 20, 24, 25, 30, 50, 60, 120)
+
+    def rate_for(self, measured: Fraction) -> Fraction:
+        """The nominal rate nearest the measured one."""
+        return Fraction(min(self.nominal_rates, key=lambda rate: abs(rate - measured)))
+
+
+#: The timing of every compressed part.
+PART_TIMING: Final = PartTiming()
 
 
 @dataclass(frozen=True)
@@ -325,6 +356,7 @@ class _EncodeThread(_StageThread):
         inbox: _Handover,
         *,
         threads: int = 1,
+        timing: PartTiming | None = None,
     ) -> None:
         super().__init__("compress-encode", pipeline)
         self._container = container
@@ -332,10 +364,15 @@ class _EncodeThread(_StageThread):
         self._durations: dict[int, int] = {}
         self._stream: av.VideoStream | None = None
         self._time_base = Fraction(1, 90000)
+        self._source_time_base: Fraction | None = None  # set when timestamps are rescaled
         if decimator is not None:
+            rate = decimator.rate if timing is None else timing.rate_for(decimator.rate)
+            out_time_base = decimator.time_base if timing is None else timing.time_base
+            if out_time_base != decimator.time_base:
+                self._source_time_base = decimator.time_base
             stream = container.add_stream(
                 "libx264",
-                rate=decimator.rate,
+                rate=rate,
                 options={
                     "crf": str(encoding.crf),
                     "preset": encoding.x264_preset,
@@ -344,11 +381,11 @@ class _EncodeThread(_StageThread):
             )
             stream.width, stream.height = decimator.width, decimator.height
             stream.pix_fmt = _OUTPUT_PIX_FMT
-            stream.time_base = decimator.time_base
-            stream.codec_context.time_base = decimator.time_base
+            stream.time_base = out_time_base
+            stream.codec_context.time_base = out_time_base
             stream.codec_context.thread_count = threads
             self._stream = stream
-            self._time_base = decimator.time_base
+            self._time_base = out_time_base
 
     def work(self) -> None:
         while (item := self._inbox.receive()) is not None:
@@ -362,6 +399,11 @@ class _EncodeThread(_StageThread):
 
     def _encode(self, frame: av.VideoFrame, duration: int) -> None:
         assert self._stream is not None and frame.pts is not None
+        if self._source_time_base is not None:  # onto the fixed time base of a part
+            scale = self._source_time_base / self._time_base
+            start = round(frame.pts * scale)
+            duration = max(1, round((frame.pts + duration) * scale) - start)
+            frame.pts = start
         frame.time_base = self._time_base
         frame.duration = duration
         # a decoded frame keeps its I/P type, which libx264 would obey
@@ -405,6 +447,7 @@ def _run_threads(
     *,
     encoding: Encoding,
     throttle: Throttle,
+    timing: PartTiming | None = None,
 ) -> tuple[_Decimator | None, float]:
     """Decode here, test duplicates and encode on their own threads; (decimator, audio end s)."""
     decode_threads, encode_threads = thread_split()
@@ -413,7 +456,9 @@ def _run_threads(
     frames = queue_frames(decimator.width, decimator.height) if decimator is not None else 1
     to_encode = first = _Handover(pipeline, frames)
     stages: list[_StageThread] = [
-        _EncodeThread(pipeline, out, decimator, encoding, to_encode, threads=encode_threads)
+        _EncodeThread(
+            pipeline, out, decimator, encoding, to_encode, threads=encode_threads, timing=timing
+        )
     ]
     if vin is not None and decimator is not None:
         vin.codec_context.thread_type = "AUTO"
@@ -492,4 +537,49 @@ def compress_video(
         frames_out=decimator.frames_out if decimator is not None else 0,
         has_video=decimator is not None,
         has_audio=ain is not None,
+    )
+
+
+def compress_part(
+    segment: Path,
+    output: Path,
+    *,
+    preset: CompressPreset = "medium",
+    progress: ProgressCallback | None = None,
+) -> CompressResult:
+    """One recorded video segment, compressed as :func:`compress_video` does, into a part
+    that joins with its session's other parts by stream copy (``videocopy``).
+
+    The part is video only (the compressed copy takes the session's finished audio), starts
+    with a keyframe (each part is its own x264 run), keeps the segment's timestamps on
+    :data:`PART_TIMING`'s time base, and its first frame is always kept (the duplicate test
+    starts afresh in each part: one extra frame per segment).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    encoding = PRESETS[preset]
+    path = local_path(segment)
+    output = Path(output)
+    throttle = Throttle(progress)
+    with atomic_output(output, throttle) as tmp, open_input(path) as inp:
+        if not inp.streams.video:
+            raise MediaError(f"no video stream in {path}", path=path)
+        vin = inp.streams.video[0]
+        with av.open(output_url(tmp), "w", format="mp4") as out:
+            decimator, _ = _run_threads(
+                inp, out, vin, None, path, encoding=encoding, throttle=throttle,
+                timing=PART_TIMING,
+            )  # fmt: skip
+        if decimator is None or decimator.frames_in == 0:
+            raise MediaError(f"no video frame could be decoded from {path}", path=path)
+    return CompressResult(
+        path=output,
+        preset=preset,
+        duration=decimator.end,
+        size=output.stat().st_size,
+        source_size=os.path.getsize(path),
+        frames_in=decimator.frames_in,
+        frames_out=decimator.frames_out,
+        has_video=True,
+        has_audio=False,
     )

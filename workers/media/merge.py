@@ -244,7 +244,7 @@ def mux_playable(
             reason = f"a constant {fps:g} fps was requested"
         else:
             try:
-                return _copy_merge(timeline, audio, output, progress)
+                return mux_copied(timeline, audio, output, progress)
             except CopyNotExact as exc:
                 reason = str(exc)  # re-encode below; its progress restarts from 0
     result = _reencode_merge(
@@ -253,10 +253,11 @@ def mux_playable(
     return replace(result, fallback_reason=reason)
 
 
-def _copy_merge(
+def mux_copied(
     timeline: Timeline, audio: Path | None, output: Path, progress: ProgressCallback | None
 ) -> MergeResult:
-    """Remux the recorded video packets at their output times (see videocopy)."""
+    """Remux the timeline's video packets at their output times, with the AAC track of
+    ``audio`` (see videocopy); CopyNotExact when copying cannot reproduce the timeline."""
     throttle = Throttle(progress)
     copier: _AudioCopier | None = None
     video: VideoCopier | None = None
