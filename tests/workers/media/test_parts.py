@@ -81,7 +81,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
                 frames)  # fmt: skip
 
 
-def _shown(path: Path) -> list[tuple[float, int | None]]:
+def _shown(path: Path) -> list[tuple[float, float | None]]:
     """(time, burnt-in timecode) of every frame, in presentation order."""
     with av.open(str(path)) as container:
         return [
@@ -90,7 +90,7 @@ def _shown(path: Path) -> list[tuple[float, int | None]]:
         ]
 
 
-def _at(shown: list[tuple[float, int | None]], t: float) -> int | None:
+def _at(shown: list[tuple[float, float | None]], t: float) -> float | None:
     """The timecode on screen at output time ``t``."""
     current = None
     for time, code in shown:
