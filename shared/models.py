@@ -248,3 +248,37 @@ class AudioChunkState(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
+
+
+class Part(Base):
+    """Work done on one stored segment while its session records, for a stage to join at the
+    end (``workers.parts``): today the compressed copy's part of each video segment.
+
+    One row per (session, kind, segment file): the idempotency key of that work. Every
+    transition is a conditional UPDATE; a running part has an owner and a lease it renews.
+    """
+
+    __tablename__ = "parts"
+    __table_args__ = (UniqueConstraint("session_id", "kind", "segment_file"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    segment_file: Mapped[str] = mapped_column(String(1024), nullable=False)
+    # The segment's content the part was made from; a part of other content is not used.
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    output_key: Mapped[str | None] = mapped_column(String(2048))
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )

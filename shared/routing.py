@@ -28,6 +28,9 @@ TASK_TRANSCRIPT: Final = "sessionpipe.transcript"
 TASK_CHAPTERS: Final = "sessionpipe.chapters"
 TASK_SUMMARY: Final = "sessionpipe.summary"
 TASK_WEBHOOK: Final = "sessionpipe.webhook"  # completion webhooks (workers/webhook.py)
+# The compressed copy's part of one video segment, made while the session records
+# (workers/parts.py); background work: one priority step below its session's stages.
+TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -40,6 +43,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_CHAPTERS: {"queue": QUEUE_ENRICH},
     TASK_SUMMARY: {"queue": QUEUE_ENRICH},
     TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
+    TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
 }
 
 
@@ -69,3 +73,11 @@ def parse_priority(name: str) -> Priority:
 def priority_value(name: str) -> int:
     """The broker's priority number for ``name`` (a Priority or its value)."""
     return PRIORITY_VALUES[parse_priority(name)]
+
+
+def background_priority(name: str) -> int:
+    """The broker's priority number for background work of a session of priority ``name``
+    (its parts): one step after the session's own stages, so a playable MP4 never waits
+    behind the parts of a session of the same priority."""
+    steps = PRIORITY_STEPS
+    return steps[min(steps.index(priority_value(name)) + 1, len(steps) - 1)]

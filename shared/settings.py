@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     )
     compress: bool = Field(default=True, description="Make the compressed copy.")
     compress_preset: Literal["low", "medium", "high"] = "medium"
+    compress_parts: bool = Field(
+        default=True,
+        description="Compress each video segment as it is stored (a part), so the compressed "
+        "copy is a join of parts when the session ends instead of a re-encode of it all "
+        "(workers.parts).",
+    )
     keep_originals_days: float | None = Field(
         default=None,
         ge=0,

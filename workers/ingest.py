@@ -23,10 +23,15 @@ from shared.events import Event, SessionStartedPayload
 from shared.ids import InvalidNameError
 from shared.models import SessionStatus
 from shared.receipts import write_receipt
-from shared.routing import TASK_AUDIO_CHUNKS, priority_value
+from shared.routing import (
+    TASK_AUDIO_CHUNKS,
+    TASK_COMPRESS_PART,
+    background_priority,
+    priority_value,
+)
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
-from workers import audiochunks
+from workers import audiochunks, parts
 from workers.dispatch import send_all
 from workers.jobs import insert_ignore
 from workers.media import MediaError
@@ -52,6 +57,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         log.error("%s", reason)
         return reason
     chunk_request: int | None = None
+    part_wanted = False
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
         session = lock_session(db, parsed.session_id)
@@ -60,11 +66,23 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             apply_event(db, session, parsed)
             if settings.audio_incremental and wants_audio_chunks(session, parsed):
                 chunk_request = audiochunks.request(db, session.id)
+            if settings.compress and settings.compress_parts and wants_part(session, parsed):
+                segment = parsed.segment()
+                part_wanted = parts.request(db, session.id, segment.file, segment.sha256)
         if ready_to_process(db, session):
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
         confirm_segment(settings, parsed)
         probe_segment(settings, parsed)
+    if part_wanted:  # a lost message costs only time: the compress stage makes the part
+        try:
+            app.send_task(
+                TASK_COMPRESS_PART,
+                args=[session.id, parsed.segment().file],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request the part of %s: %s", session.id, describe(exc))
     if due:
         send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all
@@ -209,6 +227,15 @@ def wants_audio_chunks(session: models.Session, event: Event) -> bool:
     if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
         return False
     return event.segment().kind == "audio"
+
+
+def wants_part(session: models.Session, event: Event) -> bool:
+    """A fresh video segment of a session still recording: its compressed part can be made
+    now (``workers.parts``); once processing has started the compress stage makes the rest.
+    """
+    if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
+        return False
+    return event.segment().kind == "video"
 
 
 def ready_to_process(db: DbSession, session: models.Session) -> bool:

@@ -58,6 +58,7 @@ SESSION_TABLES: Final = (
     models.EnrichmentDocument,
     models.WebhookDelivery,
     models.AudioChunkState,
+    models.Part,
 )
 
 PURGED: Final = "purged"

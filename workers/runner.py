@@ -183,6 +183,7 @@ def run_stage(
         else:
             snapshot = load_snapshot(db, session)
             outputs = {job.stage: job.output_key for job in session.jobs}
+            results = {job.stage: dict(job.result or {}) for job in session.jobs}
     if claimed is None:
         dispatch.send_all(task.app, url, session, due)
         return f"skipped: {stage.value} is {status}"
@@ -196,6 +197,7 @@ def run_stage(
         settings=settings,
         progress=progress,
         outputs=outputs,
+        results=results,
         last_try=retries >= task.retry_limit(),
     )
     try:

@@ -22,6 +22,7 @@ from shared.routing import (
     TASK_AUDIO_CHUNKS,
     TASK_CHAPTERS,
     TASK_COMPRESS,
+    TASK_COMPRESS_PART,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_INGEST_EVENT,
@@ -31,7 +32,7 @@ from shared.routing import (
     TASK_WEBHOOK,
 )
 from shared.settings import get_settings
-from workers import audiochunks
+from workers import audiochunks, parts
 from workers.app import app
 from workers.ingest import ingest
 from workers.pipeline import Stage
@@ -116,6 +117,22 @@ def chapters(self: PipelineTask, session_id: str) -> str:
 @_task(TASK_SUMMARY)
 def summary(self: PipelineTask, session_id: str) -> str:
     return run_stage(self, session_id, Stage.SUMMARY)
+
+
+@_task(TASK_COMPRESS_PART)
+def compress_part(self: PipelineTask, session_id: str, segment_file: str) -> str:
+    """Make one video segment's compressed part while its session records (workers.parts).
+
+    Background work the compress stage would otherwise do: a bad segment is only logged
+    (the stage reports it), a transient failure is retried like any task.
+    """
+    validate_session_id(session_id)
+    outcome = parts.make_in_background(
+        get_settings(), session_id, segment_file, owner=f"part:{self.request.id}"[:64]
+    )
+    if outcome.startswith("failed"):
+        log.warning("part %s of %s %s", segment_file, session_id, outcome)
+    return outcome
 
 
 class WebhookTask(PipelineTask):

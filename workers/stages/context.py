@@ -80,6 +80,8 @@ class StageContext:
     progress: ProgressCallback
     # Output key of every earlier stage that has one, by stage name.
     outputs: Mapping[str, str | None] = field(default_factory=dict)
+    # What every earlier stage recorded (its job's result), by stage name.
+    results: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Durations measured while planning (storage key -> seconds): the runner stores them so
     # later stages need not probe those files again.
     probed: dict[str, float] = field(default_factory=dict)

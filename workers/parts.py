@@ -1,0 +1,438 @@
+r"""Parts: the compressed copy made while the session records, one video segment at a time.
+
+Compressing a whole session after it ends took about 9 s per recorded minute. Instead, each
+stored video segment of a session still recording asks for its *part* (``TASK_COMPRESS_PART``,
+media queue, one priority step after its session's stages): the segment compressed on its
+own (``workers.media.compress_part``), so at the end the ``compress`` stage only joins the
+parts by stream copy with the session's finished audio, and makes whatever part is missing.
+Parts are independent tasks: as many media workers (and machines) as there are share them.
+
+A part is a row of ``parts`` per (session, kind, segment file), the idempotency key of that
+work; every transition is a conditional UPDATE, as for jobs::
+
+                      claim (owner, lease = now + PART_LEASE_S)
+      pending ──────────────────────────────────────────────▶ running ──finish(owner)──▶ succeeded
+         ▲  ▲                                                  │  │                        │
+         │  └──── release(owner): a transient failure ─────────┘  └─fail(owner)─▶ failed   │
+         │                                                         (bad input:    (the     │
+         │      running with its lease run out: the next claim      its reason)   stage    │
+         │      takes it over (its maker died)                                    reports  │
+         └──────── reopen: succeeded but its file is gone (the stage makes it again) ──────┘
+
+- The maker renews its lease with every progress report (about once a second), and stops
+  at its next report once it lost the part (taken over): only the owner finishes it.
+- A part is used only if it was made from the segment's current content
+  (``source_sha256``) and its file exists.
+- The stage owns completion (:func:`gather`). For each video segment it uses the succeeded
+  part, or claims the part and makes it itself, or waits while another worker's claim is
+  live (its lease renewed), making the unclaimed ones meanwhile; a failed part ends the
+  parts path with the part's reason (the stage then compresses the whole MP4, which
+  fails naming a truly bad input). A lost part message costs
+  nothing but time: the stage makes that part.
+- A part task finding the session's compress stage already started does nothing (the stage
+  has it), so no part is made twice but where a maker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from shared import models
+from shared.clock import as_utc
+from shared.db import session_scope
+from shared.settings import Settings
+from shared.storage import Storage
+from workers.jobs import MAX_ERROR_CHARS, affected, insert_ignore, now
+from workers.media import Cancelled, MediaError
+from workers.media.compress import CompressPreset, compress_part
+
+log = logging.getLogger(__name__)
+
+KIND_COMPRESSED: Final = "compressed"
+PENDING: Final = "pending"
+RUNNING: Final = "running"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+#: Seconds a claim holds without a renewal: a maker renews about once a second, so a part
+#: whose maker died waits this long before the stage (or a repeat task) takes it over.
+PART_LEASE_S: Final = 60.0
+#: How often the stage looks whether a part another worker makes is done (seconds).
+WAIT_POLL_S: Final = 0.2
+PARTS_DIR: Final = "parts"
+
+
+class PartFailed(MediaError):
+    """A part could not be made from its segment (bad input); the reason names it."""
+
+
+@dataclass(frozen=True)
+class PartState:
+    id: int
+    status: str
+    source_sha256: str
+    owner: str | None
+    live: bool  # running with its lease not run out
+    attempts: int  # claims so far
+    output_key: str | None
+    error: str | None
+    result: dict[str, Any] | None
+
+
+def new_owner(prefix: str) -> str:
+    return f"{prefix}:{uuid.uuid4().hex[:16]}"
+
+
+def part_key(storage: Storage, session_id: str, segment_file: str) -> str:
+    """Where a segment's compressed part is stored (a derived file of the session)."""
+    stem = Path(segment_file).stem
+    return storage.derived_key(session_id, f"{PARTS_DIR}/{stem}-compressed.mp4")
+
+
+# -- transitions ------------------------------------------------------------------------------
+def request(db: DbSession, session_id: str, segment_file: str, sha256: str) -> bool:
+    """In the ingest transaction: the part of a stored video segment is wanted; True when
+    newly recorded (send its task after the commit)."""
+    return insert_ignore(
+        db,
+        models.Part,
+        {
+            "session_id": session_id,
+            "kind": KIND_COMPRESSED,
+            "segment_file": segment_file,
+            "source_sha256": sha256,
+            "status": PENDING,
+            "attempts": 0,
+        },
+        ["session_id", "kind", "segment_file"],
+    )
+
+
+def state(database_url: str, session_id: str, segment_file: str) -> PartState | None:
+    with session_scope(database_url) as db:
+        part = _get(db, session_id, segment_file)
+        if part is None:
+            return None
+        lease = as_utc(part.lease_until) if part.lease_until is not None else None
+        return PartState(
+            id=part.id,
+            status=part.status,
+            source_sha256=part.source_sha256,
+            owner=part.owner,
+            live=part.status == RUNNING and lease is not None and lease > now(),
+            attempts=part.attempts,
+            output_key=part.output_key,
+            error=part.error,
+            result=part.result,
+        )
+
+
+def _get(db: DbSession, session_id: str, segment_file: str) -> models.Part | None:
+    return db.execute(
+        select(models.Part).where(
+            models.Part.session_id == session_id,
+            models.Part.kind == KIND_COMPRESSED,
+            models.Part.segment_file == segment_file,
+        )
+    ).scalar_one_or_none()
+
+
+def claim(database_url: str, part_id: int, owner: str, sha256: str) -> bool:
+    """pending (or running past its lease) -> running, held by ``owner``; the part is for
+    ``sha256``'s content from now on (a segment stored again replaces what was wanted)."""
+    at = now()
+    with session_scope(database_url) as db:
+        return bool(
+            affected(
+                db,
+                update(models.Part)
+                .where(
+                    models.Part.id == part_id,
+                    or_(
+                        models.Part.status == PENDING,
+                        (models.Part.status == RUNNING) & (models.Part.lease_until < at),
+                    ),
+                )
+                .values(
+                    status=RUNNING,
+                    owner=owner,
+                    lease_until=at + timedelta(seconds=PART_LEASE_S),
+                    attempts=models.Part.attempts + 1,
+                    source_sha256=sha256,
+                    error=None,
+                ),
+            )
+        )
+
+
+def _held(part_id: int, owner: str) -> Any:
+    return (
+        (models.Part.id == part_id)
+        & (models.Part.status == RUNNING)
+        & (models.Part.owner == owner)
+    )
+
+
+def renew(database_url: str, part_id: int, owner: str) -> bool:
+    with session_scope(database_url) as db:
+        return bool(
+            affected(
+                db,
+                update(models.Part)
+                .where(_held(part_id, owner))
+                .values(lease_until=now() + timedelta(seconds=PART_LEASE_S)),
+            )
+        )
+
+
+def finish(
+    database_url: str, part_id: int, owner: str, output_key: str, result: dict[str, Any]
+) -> bool:
+    with session_scope(database_url) as db:
+        return bool(
+            affected(
+                db,
+                update(models.Part)
+                .where(_held(part_id, owner))
+                .values(
+                    status=SUCCEEDED, owner=None, lease_until=None, output_key=output_key,
+                    result=result,
+                ),  # fmt: skip
+            )
+        )
+
+
+def fail(database_url: str, part_id: int, owner: str, error: str) -> bool:
+    with session_scope(database_url) as db:
+        return bool(
+            affected(
+                db,
+                update(models.Part)
+                .where(_held(part_id, owner))
+                .values(
+                    status=FAILED, owner=None, lease_until=None, error=error[:MAX_ERROR_CHARS]
+                ),
+            )
+        )
+
+
+def release(database_url: str, part_id: int, owner: str) -> bool:
+    """running -> pending: the maker failed transiently; the next claim makes it."""
+    with session_scope(database_url) as db:
+        return bool(
+            affected(
+                db,
+                update(models.Part)
+                .where(_held(part_id, owner))
+                .values(status=PENDING, owner=None, lease_until=None),
+            )
+        )
+
+
+def reopen(database_url: str, part_id: int, output_key: str | None) -> bool:
+    """succeeded -> pending: its file is gone or its content is not the segment's."""
+    with session_scope(database_url) as db:
+        return bool(
+            affected(
+                db,
+                update(models.Part)
+                .where(
+                    models.Part.id == part_id,
+                    models.Part.status == SUCCEEDED,
+                    models.Part.output_key == output_key,
+                )
+                .values(status=PENDING, output_key=None, result=None),
+            )
+        )
+
+
+# -- making a part ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentSource:
+    """The stored segment a part is made from."""
+
+    session_id: str
+    file: str
+    storage_key: str
+    sha256: str
+
+
+def usable(part: PartState, source: SegmentSource, storage: Storage) -> str | None:
+    """The part's file key when it can be used for ``source`` as it is now."""
+    if part.status != SUCCEEDED or part.output_key is None:
+        return None
+    if part.source_sha256 != source.sha256:
+        return None
+    return part.output_key if storage.path(part.output_key).is_file() else None
+
+
+def make(
+    settings: Settings,
+    storage: Storage,
+    source: SegmentSource,
+    part_id: int,
+    owner: str,
+    *,
+    preset: CompressPreset,
+    progress: Callable[[float], None] | None = None,
+) -> str:
+    """Make a claimed part (``owner`` holds it): its output key. PartFailed on bad input
+    (the part is failed with the reason); Cancelled when the claim was lost; any other error
+    releases the part for the next claim and propagates."""
+    key = part_key(storage, source.session_id, source.file)
+
+    def report(fraction: float) -> None:
+        if not renew(settings.database_url, part_id, owner):
+            raise Cancelled(f"part of {source.file} was taken over")
+        if progress is not None:
+            progress(fraction)
+
+    try:
+        made = compress_part(
+            storage.path(source.storage_key), storage.output_path(key), preset=preset,
+            progress=report,
+        )  # fmt: skip
+    except Cancelled:
+        raise
+    except MediaError as exc:
+        reason = f"compressed part of {source.file}: {exc}"
+        fail(settings.database_url, part_id, owner, reason)
+        raise PartFailed(reason, path=exc.path) from exc
+    except BaseException:
+        release(settings.database_url, part_id, owner)
+        raise
+    result = {
+        "frames_in": made.frames_in,
+        "frames_out": made.frames_out,
+        "size": made.size,
+        "duration": made.duration,
+    }
+    if not finish(settings.database_url, part_id, owner, key, result):
+        raise Cancelled(f"part of {source.file} was taken over before it was recorded")
+    return key
+
+
+def gather(
+    settings: Settings,
+    storage: Storage,
+    sources: list[SegmentSource],
+    *,
+    owner: str,
+    preset: CompressPreset,
+    heartbeat: Callable[[float], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[dict[str, str], int]:
+    """The stage's way to every part: ({segment file: part key}, how many it made itself).
+
+    Uses the parts that are done, makes those nobody holds, and meanwhile waits for those
+    another worker makes (their claims live). ``heartbeat(fraction done)`` is called while
+    it works and waits (it may raise Cancelled). PartFailed when a part of a segment's
+    current content failed.
+    """
+    with session_scope(settings.database_url) as db:
+        for source in sources:
+            request(db, source.session_id, source.file, source.sha256)
+    keys: dict[str, str] = {}
+    made_here = 0
+    waiting = list(sources)
+    while waiting:
+        progressed = False
+        for source in list(waiting):
+            done = len(keys) / len(sources)
+            key, made = _step(settings, storage, source, owner, preset, heartbeat, done)
+            if key is not None:
+                keys[source.file] = key
+                made_here += made
+                waiting.remove(source)
+                progressed = True
+        if waiting and not progressed:
+            heartbeat(len(keys) / len(sources))
+            sleep(WAIT_POLL_S)
+    return keys, made_here
+
+
+def _step(
+    settings: Settings,
+    storage: Storage,
+    source: SegmentSource,
+    owner: str,
+    preset: CompressPreset,
+    heartbeat: Callable[[float], None],
+    done: float,
+) -> tuple[str | None, int]:
+    """One look at a part: (its key, 1 if made now) when it is ready, (None, 0) to look again."""
+    part = state(settings.database_url, source.session_id, source.file)
+    assert part is not None  # requested by gather; rows go only with their session
+    key = usable(part, source, storage)
+    if key is not None:
+        return key, 0
+    if part.status == FAILED and part.source_sha256 == source.sha256:
+        raise PartFailed(part.error or f"compressed part of {source.file} failed")
+    if part.status == SUCCEEDED:  # its file is gone, or it was made from other content
+        reopen(settings.database_url, part.id, part.output_key)
+        return None, 0
+    if part.status == FAILED:  # failed on content the segment no longer has
+        _reopen_failed(settings.database_url, part.id)
+        return None, 0
+    if part.live or not claim(settings.database_url, part.id, owner, source.sha256):
+        return None, 0
+    made = make(
+        settings, storage, source, part.id, owner, preset=preset,
+        progress=lambda _: heartbeat(done),
+    )  # fmt: skip
+    return made, 1
+
+
+def _reopen_failed(database_url: str, part_id: int) -> None:
+    with session_scope(database_url) as db:
+        db.execute(
+            update(models.Part)
+            .where(models.Part.id == part_id, models.Part.status == FAILED)
+            .values(status=PENDING, error=None)
+        )
+
+
+def make_in_background(settings: Settings, session_id: str, segment_file: str, *,
+                       owner: str) -> str:  # fmt: skip
+    """What a part task does: make the part unless it is done, held, or the session's
+    compress stage has started (it has every part then). A short outcome for the log."""
+    with session_scope(settings.database_url) as db:
+        stage = db.execute(
+            select(models.Job.status).where(
+                models.Job.session_id == session_id, models.Job.stage == "compress"
+            )
+        ).scalar_one_or_none()
+        segment = db.execute(
+            select(models.Segment).where(
+                models.Segment.session_id == session_id, models.Segment.file == segment_file
+            )
+        ).scalar_one_or_none()
+        if segment is None:
+            return f"skipped: no segment {segment_file!r} in session {session_id!r}"
+        source = SegmentSource(session_id, segment.file, segment.storage_key, segment.sha256)
+    if stage is not None and stage != models.JobStatus.PENDING.value:
+        return f"skipped: the compress stage is {stage}"
+    storage = Storage(settings.storage)
+    part = state(settings.database_url, session_id, segment_file)
+    if part is None:
+        return "skipped: not requested"
+    if usable(part, source, storage) is not None:
+        return "done already"
+    if not claim(settings.database_url, part.id, owner, source.sha256):
+        return "held by another worker"
+    try:
+        make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
+    except PartFailed as exc:
+        return f"failed: {exc}"
+    except Cancelled as exc:
+        return f"stopped: {exc}"
+    return "made"
