@@ -114,3 +114,33 @@ def track_ends(path: Path) -> dict[str, float]:
             s.type: float(((s.start_time or 0) + (s.duration or 0)) * (s.time_base or 0))
             for s in container.streams
         }
+
+
+def shown_timecodes(path: Path) -> list[tuple[float, float | None]]:
+    """(time, burnt-in timecode) of every video frame, in presentation order."""
+    from synthetic.timecode import read_timecode
+
+    with av.open(str(path)) as container:
+        return [
+            (float(frame.time or 0.0), read_timecode(frame.to_ndarray(format="gray")))
+            for frame in container.decode(container.streams.video[0])
+        ]
+
+
+def timecode_at(shown: list[tuple[float, float | None]], t: float) -> float | None:
+    """The timecode on screen at time ``t`` (the last frame shown at or before it)."""
+    current = None
+    for time, code in shown:
+        if time > t + 1e-6:
+            break
+        current = code
+    return current
+
+
+def differing_times(a: Path, b: Path, *, duration: float, fps: float) -> list[float]:
+    """Frame times (a grid of ``fps`` over ``duration``) at which the two videos show
+    different burnt-in timecodes: empty when they show the same pictures at the same times."""
+    shown_a, shown_b = shown_timecodes(a), shown_timecodes(b)
+    assert all(code is not None for _, code in shown_a + shown_b), "unreadable timecode"
+    ticks = [k / fps for k in range(round(duration * fps))]
+    return [t for t in ticks if timecode_at(shown_a, t) != timecode_at(shown_b, t)]

@@ -16,8 +16,7 @@ import pytest
 
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from synthetic.timecode import read_timecode
-from tests.support.media import track_ends
+from tests.support.media import differing_times, shown_timecodes, track_ends
 from workers.media import SegmentInput, Timeline, mux_playable, plan_timeline, render_audio
 from workers.media.compress import PART_TIMING, compress_part, compress_video
 from workers.media.merge import mux_copied
@@ -81,33 +80,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
                 frames)  # fmt: skip
 
 
-def _shown(path: Path) -> list[tuple[float, float | None]]:
-    """(time, burnt-in timecode) of every frame, in presentation order."""
-    with av.open(str(path)) as container:
-        return [
-            (float(frame.time or 0.0), read_timecode(frame.to_ndarray(format="gray")))
-            for frame in container.decode(container.streams.video[0])
-        ]
-
-
-def _at(shown: list[tuple[float, float | None]], t: float) -> float | None:
-    """The timecode on screen at output time ``t``."""
-    current = None
-    for time, code in shown:
-        if time > t + 1e-6:
-            break
-        current = code
-    return current
-
-
 def test_parts_join_into_the_same_pictures_at_the_same_times(made: Made) -> None:
-    whole, joined = _shown(made.whole), _shown(made.joined)
-    assert all(code is not None for _, code in whole + joined)  # every frame's timecode read
-    duration = made.timeline.duration
-    ticks = [k * FRAME_S for k in range(round(duration / FRAME_S))]
-    differ = [t for t in ticks if _at(whole, t) != _at(joined, t)]
-    assert not differ, f"{len(differ)} of {len(ticks)} frame times show other pictures"
-    assert len(joined) == made.frames_parts
+    differ = differing_times(made.whole, made.joined, duration=made.timeline.duration, fps=FPS)
+    assert not differ, f"{len(differ)} frame times show other pictures: {differ[:5]}"
+    assert len(shown_timecodes(made.joined)) == made.frames_parts
     # Each part keeps its first frame (the duplicate test starts afresh): at most one more
     # frame per segment than the whole-file run keeps.
     segments = len(made.parts)
