@@ -78,6 +78,9 @@ class Session(Base):
     expected_segments: Mapped[int | None] = mapped_column(Integer)
     # What the recorder asked for (shared.options.SessionOptions); None: the settings (0004).
     options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What a person should know about the session's outputs (a list of sentences: segments
+    # that never arrived and were left as a gap, ...) (0008).
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

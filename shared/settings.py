@@ -35,6 +35,19 @@ class Settings(BaseSettings):
     )
     compress: bool = Field(default=True, description="Make the compressed copy.")
     compress_preset: Literal["low", "medium", "high"] = "medium"
+    missing_segments_wait_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long an ended session waits for segments it announced that were "
+        "never stored (an agent still uploading, a file lost) before it is processed anyway "
+        "or failed (missing_segments).",
+    )
+    missing_segments: Literal["gap", "fail"] = Field(
+        default="gap",
+        description="What happens then: 'gap' processes what arrived (silence and a held "
+        "frame where the missing segments were) and warns on the session; 'fail' fails it "
+        "naming them.",
+    )
     compress_parts: bool = Field(
         default=True,
         description="Compress each video segment as it is stored (a part), so the compressed "

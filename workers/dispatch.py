@@ -14,7 +14,9 @@ The rule, which makes a lost message, a lost send or a dead worker a delay and n
      ``redispatch_s`` ago and is still unclaimed while their queue is empty: it was lost on
      the broker, not waiting behind a backlog (``jobs.overdue``, ``workers.backlog``);
   3. with a webhook URL configured, sends the completion webhook deliveries no message
-     carries, by the same two windows (``workers.webhook.due``).
+     carries, by the same two windows (``workers.webhook.due``);
+  4. settles the ended sessions still waiting for announced segments past
+     ``missing_segments_wait_s`` (``workers.incomplete``: processed with a gap, or failed).
 - A message delivered twice is harmless: the claim (``workers.jobs.claim``) lets one
   execution run the job, the other finds it taken or finished and stops. So "exactly once
   in effect" needs only "at least once" here, and every sweep is safe to run anywhere,
@@ -117,6 +119,8 @@ class SweepResult:
     sent: list[tuple[str, str]] = field(default_factory=list)
     unsent: list[tuple[str, str]] = field(default_factory=list)  # the broker refused
     webhooks: list[int] = field(default_factory=list)  # deliveries sent again
+    # Ended sessions whose missing segments were waited for long enough (workers.incomplete).
+    incomplete: list[str] = field(default_factory=list)
 
 
 def sweep(
@@ -151,6 +155,9 @@ def sweep(
                 jobs.mark_dispatched(db, session_id, [stage])
     if settings.webhook_url:
         result.webhooks = _resend_webhooks(app, settings, grace=grace, redispatch=redispatch)
+    from workers import incomplete  # it sends through this module
+
+    result.incomplete = [s.session_id for s in incomplete.settle(app, settings)]
     for session_id, stage in result.requeued:
         log.warning("job %s of %s lost its worker: made pending again", stage, session_id)
     for session_id, stage in result.sent:

@@ -80,7 +80,9 @@ def enrichment_document(database_url: str, session_id: str) -> dict[str, Any]:
             raise UnknownSessionError(f"unknown session {session_id!r}")
         jobs = list(session.jobs)
         documents = load(db, session_id)
-        return _compose(session_id, jobs, documents)
+        document = _compose(session_id, jobs, documents)
+        document["warnings"] = [*(session.warnings or []), *document["warnings"]]
+        return document
 
 
 def _compose(

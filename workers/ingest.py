@@ -63,7 +63,15 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         session = lock_session(db, parsed.session_id)
         fresh = record_event(db, parsed)
         if fresh:
+            late = parsed.type == "segment.stored" and session.status != (
+                SessionStatus.RECORDING.value
+            )
             apply_event(db, session, parsed)
+            if late:  # the session was settled without it (workers.incomplete)
+                note = (f"segment {parsed.segment().file!r} arrived after the session was "
+                        "processed without it: it is in storage, not in the outputs")  # fmt: skip
+                session.warnings = [*(session.warnings or []), note]
+                log.warning("session %s: %s", session.id, note)
             if settings.audio_incremental and wants_audio_chunks(session, parsed):
                 chunk_request = audiochunks.request(db, session.id)
             if settings.compress and settings.compress_parts and wants_part(session, parsed):

@@ -104,6 +104,8 @@ def print_report(report: dict[str, Any]) -> None:
             str(detail),
         )
     console.print(table)
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     for stage in report["stages"]:
         if stage["output_path"] and stage["stage"] != "finalize":
             console.print(f"{stage['stage']} output: {stage['output_path']}", soft_wrap=True)

@@ -74,6 +74,7 @@ def session_status(
             "ended_at": session.ended_at.isoformat() if session.ended_at else None,
             "segments": segment_count,
             "expected_segments": session.expected_segments,
+            "warnings": list(session.warnings or []),
             "stages": [
                 {
                     "stage": job.stage,

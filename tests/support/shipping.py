@@ -63,9 +63,13 @@ class SessionShipper:
         file: str,
         started_at: datetime | None,
         duration: float | None,
+        index: int | None = None,
+        times: int = 1,
     ) -> SegmentStored:
+        """Store the file and announce it ``times`` times (a repeat is what an agent that
+        lost the receipt sends); ``index`` defaults to the next number."""
         rel = validate_relative_path(file)
-        index = len(self.shipped)
+        index = len(self.shipped) if index is None else index
         stored = self.storage.put_file(path, self.storage.segment_key(self.session_id, rel))
         segment = SegmentStored(
             kind=kind,
@@ -77,14 +81,16 @@ class SessionShipper:
             started_at=started_at,
             duration=duration,
         )
-        self.emitter.emit(
-            events.segment_stored(self.session_id, index + 1, segment), priority=self.priority
-        )
+        for _ in range(times):
+            self.emitter.emit(
+                events.segment_stored(self.session_id, index + 1, segment),
+                priority=self.priority,
+            )
         self.shipped.append(segment)
         return segment
 
-    def end(self, *, ended_at: datetime | None = None) -> None:
-        count = len(self.shipped)
+    def end(self, *, ended_at: datetime | None = None, segment_count: int | None = None) -> None:
+        count = len(self.shipped) if segment_count is None else segment_count
         self.emitter.emit(
             events.session_ended(
                 self.session_id, count + 1, segment_count=count, ended_at=ended_at
