@@ -10,7 +10,7 @@ Parts are independent tasks: as many media workers (and machines) as there are s
 A part is a row of ``parts`` per (session, kind, segment file), the idempotency key of that
 work; every transition is a conditional UPDATE, as for jobs::
 
-                      claim (owner, lease = now + PART_LEASE_S)
+                      claim (owner, lease = now + job_lease_s)
       pending ──────────────────────────────────────────────▶ running ──finish(owner)──▶ succeeded
          ▲  ▲                                                  │  │                        │
          │  └──── release(owner): a transient failure ─────────┘  └─fail(owner)─▶ failed   │
@@ -19,8 +19,9 @@ work; every transition is a conditional UPDATE, as for jobs::
          │      takes it over (its maker died)                                    reports  │
          └──────── reopen: succeeded but its file is gone (the stage makes it again) ──────┘
 
-- The maker renews its lease with every progress report (about once a second), and stops
-  at its next report once it lost the part (taken over): only the owner finishes it.
+- The maker renews its lease (the jobs' ``job_lease_s``) with every progress report (about
+  once a second), and stops at its next report once it lost the part (taken over): only the
+  owner finishes it. A part whose maker died is taken over once its lease ran out.
 - A part is used only if it was made from the segment's current content
   (``source_sha256``) and its file exists.
 - The stage owns completion (:func:`gather`). For each video segment it uses the succeeded
@@ -63,11 +64,10 @@ PENDING: Final = "pending"
 RUNNING: Final = "running"
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
-#: Seconds a claim holds without a renewal: a maker renews about once a second, so a part
-#: whose maker died waits this long before the stage (or a repeat task) takes it over.
-PART_LEASE_S: Final = 60.0
 #: How often the stage looks whether a part another worker makes is done (seconds).
 WAIT_POLL_S: Final = 0.2
+#: A claim's lease when the caller gives none (the settings' job_lease_s default).
+LEASE: Final = timedelta(seconds=120)
 PARTS_DIR: Final = "parts"
 
 
@@ -86,6 +86,10 @@ class PartState:
     output_key: str | None
     error: str | None
     result: dict[str, Any] | None
+
+
+def _lease(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.job_lease_s)
 
 
 def new_owner(prefix: str) -> str:
@@ -146,7 +150,9 @@ def _get(db: DbSession, session_id: str, segment_file: str) -> models.Part | Non
     ).scalar_one_or_none()
 
 
-def claim(database_url: str, part_id: int, owner: str, sha256: str) -> bool:
+def claim(
+    database_url: str, part_id: int, owner: str, sha256: str, *, lease: timedelta = LEASE
+) -> bool:
     """pending (or running past its lease) -> running, held by ``owner``; the part is for
     ``sha256``'s content from now on (a segment stored again replaces what was wanted)."""
     at = now()
@@ -165,7 +171,7 @@ def claim(database_url: str, part_id: int, owner: str, sha256: str) -> bool:
                 .values(
                     status=RUNNING,
                     owner=owner,
-                    lease_until=at + timedelta(seconds=PART_LEASE_S),
+                    lease_until=at + lease,
                     attempts=models.Part.attempts + 1,
                     source_sha256=sha256,
                     error=None,
@@ -182,14 +188,12 @@ def _held(part_id: int, owner: str) -> Any:
     )
 
 
-def renew(database_url: str, part_id: int, owner: str) -> bool:
+def renew(database_url: str, part_id: int, owner: str, *, lease: timedelta = LEASE) -> bool:
     with session_scope(database_url) as db:
         return bool(
             affected(
                 db,
-                update(models.Part)
-                .where(_held(part_id, owner))
-                .values(lease_until=now() + timedelta(seconds=PART_LEASE_S)),
+                update(models.Part).where(_held(part_id, owner)).values(lease_until=now() + lease),
             )
         )
 
@@ -291,7 +295,7 @@ def make(
     key = part_key(storage, source.session_id, source.file)
 
     def report(fraction: float) -> None:
-        if not renew(settings.database_url, part_id, owner):
+        if not renew(settings.database_url, part_id, owner, lease=_lease(settings)):
             raise Cancelled(f"part of {source.file} was taken over")
         if progress is not None:
             progress(fraction)
@@ -383,7 +387,9 @@ def _step(
     if part.status == FAILED:  # failed on content the segment no longer has
         _reopen_failed(settings.database_url, part.id)
         return None, 0
-    if part.live or not claim(settings.database_url, part.id, owner, source.sha256):
+    if part.live or not claim(
+        settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)
+    ):
         return None, 0
     made = make(
         settings, storage, source, part.id, owner, preset=preset,
@@ -427,7 +433,7 @@ def make_in_background(settings: Settings, session_id: str, segment_file: str, *
         return "skipped: not requested"
     if usable(part, source, storage) is not None:
         return "done already"
-    if not claim(settings.database_url, part.id, owner, source.sha256):
+    if not claim(settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)):
         return "held by another worker"
     try:
         make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
