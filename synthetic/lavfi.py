@@ -3,7 +3,10 @@
 * :class:`SyntheticSource` and :func:`recorder_inputs` - the recorder's
   ``capture-agent record --synthetic`` input: ``testsrc2`` video and the speech-like
   ``aevalsrc`` microphone (onset marker at the start of every run), both paced to the wall
-  clock by ``realtime``/``arealtime``;
+  clock by ``realtime``/``arealtime``; with ``sync_period_s`` also A/V sync markers: every
+  period from the run's start, a white frame in the video and the onset marker in the audio
+  at the same media time (so the offset between a flash and its beep in any output is the
+  audio-vs-video error of the whole chain);
 * :func:`desktop_graph` - the benchmark's 1080p30 desktop: a still picture with a few small
   regions changing (caret, typed line, cursor, a thumbnail that plays now and then), which
   :mod:`synthetic.ffmpeg_session` encodes.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from synthetic.markers import MARKER_AMPLITUDE, MARKER_HZ, marker_samples
 from synthetic.voice import speech_aevalsrc_expr
 
 __all__ = [
@@ -25,6 +29,8 @@ __all__ = [
     "desktop_graph",
     "recorder_inputs",
     "speech_source",
+    "sync_audio_expr",
+    "sync_video_filter",
 ]
 
 #: The recorder's synthetic screen: small, so real-time encoding is cheap on any CI box.
@@ -45,6 +51,8 @@ CURSOR_MOVE_S, CURSOR_PERIOD_S = 1, 10
 THUMB_PLAY_S, THUMB_PERIOD_S = 3, 60
 TYPING_UPDATES_PER_S = 1
 CARET_HALF_PERIOD_S = 0.5
+#: Colour of the sync marker's video frame (its luma is far above any testsrc2 frame's mean).
+FLASH_COLOR = "white"
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,33 @@ class SyntheticSource:
     fps: int = RECORDER_FPS
     sample_rate: int = AUDIO_RATE_HZ
     audio: bool = True
+    # Seconds between A/V sync markers (None: none); a whole number of frames and samples.
+    sync_period_s: float | None = None
+
+
+def _whole(seconds: float, rate: int, what: str) -> int:
+    """``seconds * rate`` as an integer, refusing a period that is no whole number of units."""
+    units = round(seconds * rate)
+    if units <= 0 or abs(units - seconds * rate) > 1e-6:
+        raise ValueError(f"sync period {seconds!r} s is not a whole number of {what}")
+    return units
+
+
+def sync_audio_expr(speech: str, period_s: float, sample_rate: int) -> str:
+    """``aevalsrc`` expression: the onset marker every ``period_s`` from sample 0, ``speech``
+    in between. Counted in samples (``n``), so each marker starts exactly on its period."""
+    period = _whole(period_s, sample_rate, "samples")
+    if marker_samples(sample_rate) >= period:
+        raise ValueError(f"sync period {period_s!r} s is not longer than the marker")
+    local = f"mod(n,{period})"
+    tone = f"{MARKER_AMPLITUDE}*sin(2*PI*{MARKER_HZ:g}*{local}/s)"
+    return f"if(lt({local},{marker_samples(sample_rate)}),{tone},{speech})"
+
+
+def sync_video_filter(period_s: float, fps: int) -> str:
+    """``drawbox`` filling every frame whose number is a multiple of the period with white."""
+    period = _whole(period_s, fps, "frames")
+    return f"drawbox=x=0:y=0:w=iw:h=ih:c={FLASH_COLOR}:t=fill:enable='eq(mod(n,{period}),0)'"
 
 
 def speech_source(sample_rate: int, duration_s: float | None = None) -> str:
@@ -73,9 +108,14 @@ def recorder_inputs(source: SyntheticSource) -> tuple[str, str | None]:
     """
     if source.width <= 0 or source.height <= 0 or source.fps <= 0 or source.sample_rate <= 0:
         raise ValueError("synthetic source dimensions, fps and sample rate must be positive")
-    video = f"testsrc2=size={source.width}x{source.height}:rate={source.fps},realtime"
-    audio = f"{speech_source(source.sample_rate)},arealtime" if source.audio else None
-    return video, audio
+    video = f"testsrc2=size={source.width}x{source.height}:rate={source.fps}"
+    speech = speech_source(source.sample_rate)
+    if source.sync_period_s is not None:
+        video += "," + sync_video_filter(source.sync_period_s, source.fps)
+        expr = sync_audio_expr(speech_aevalsrc_expr(), source.sync_period_s, source.sample_rate)
+        speech = f"aevalsrc=exprs='{expr}':s={source.sample_rate}:c=mono"
+    audio = f"{speech},arealtime" if source.audio else None
+    return f"{video},realtime", audio
 
 
 def desktop_graph() -> str:
