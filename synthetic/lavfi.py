@@ -3,10 +3,10 @@
 * :class:`SyntheticSource` and :func:`recorder_inputs` - the recorder's
   ``capture-agent record --synthetic`` input: ``testsrc2`` video and the speech-like
   ``aevalsrc`` microphone (onset marker at the start of every run), both paced to the wall
-  clock by ``realtime``/``arealtime``; with ``sync_period_s`` also A/V sync markers: every
-  period from the run's start, a white frame in the video and the onset marker in the audio
-  at the same media time (so the offset between a flash and its beep in any output is the
-  audio-vs-video error of the whole chain);
+  clock by ``realtime``/``arealtime``. With ``sync_period_s`` the onset marker moves to the
+  A/V sync markers instead (:class:`SyncGrid`): every period, a white frame in the video and
+  the onset marker in the audio at the same media time, so the offset between a flash and
+  its beep in any output is the audio-vs-video error of the whole chain;
 * :func:`desktop_graph` - the benchmark's 1080p30 desktop: a still picture with a few small
   regions changing (caret, typed line, cursor, a thumbnail that plays now and then), which
   :mod:`synthetic.ffmpeg_session` encodes.
@@ -19,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from synthetic.markers import MARKER_AMPLITUDE, MARKER_HZ, marker_samples
-from synthetic.voice import speech_aevalsrc_expr
+from synthetic.voice import speech_aevalsrc_expr, voice_aevalsrc_expr
 
 __all__ = [
     "DESKTOP_FPS",
     "DESKTOP_HEIGHT_PX",
     "DESKTOP_WIDTH_PX",
+    "SyncGrid",
     "SyntheticSource",
     "desktop_graph",
     "recorder_inputs",
@@ -64,33 +65,58 @@ class SyntheticSource:
     fps: int = RECORDER_FPS
     sample_rate: int = AUDIO_RATE_HZ
     audio: bool = True
-    # Seconds between A/V sync markers (None: none); a whole number of frames and samples.
+    # Seconds between A/V sync markers (None: none); a whole number of frames (SyncGrid).
     sync_period_s: float | None = None
 
 
-def _whole(seconds: float, rate: int, what: str) -> int:
-    """``seconds * rate`` as an integer, refusing a period that is no whole number of units."""
-    units = round(seconds * rate)
-    if units <= 0 or abs(units - seconds * rate) > 1e-6:
-        raise ValueError(f"sync period {seconds!r} s is not a whole number of {what}")
-    return units
+@dataclass(frozen=True)
+class SyncGrid:
+    """Where sync markers go, in frames and in samples (the same media times).
+
+    The first marker is ``offset_frames`` (half a period, rounded down to a frame) after the
+    run's start, then one every period: never at a run's edges, where one track may stop a
+    few frames before the other, or run into the next run's first marker.
+    """
+
+    period_frames: int
+    offset_frames: int
+    samples_per_frame: int
+
+    @classmethod
+    def of(cls, period_s: float, fps: int, sample_rate: int) -> SyncGrid:
+        frames = round(period_s * fps)
+        if frames < 2 or abs(frames - period_s * fps) > 1e-6:
+            raise ValueError(f"sync period {period_s!r} s is not a whole number (2+) of frames")
+        if sample_rate % fps:
+            raise ValueError(f"{sample_rate} Hz is not a whole number of samples per frame")
+        grid = cls(frames, frames // 2, sample_rate // fps)
+        if marker_samples(sample_rate) >= grid.period_samples:
+            raise ValueError(f"sync period {period_s!r} s is not longer than the marker")
+        return grid
+
+    @property
+    def period_samples(self) -> int:
+        return self.period_frames * self.samples_per_frame
+
+    @property
+    def offset_samples(self) -> int:
+        return self.offset_frames * self.samples_per_frame
 
 
-def sync_audio_expr(speech: str, period_s: float, sample_rate: int) -> str:
-    """``aevalsrc`` expression: the onset marker every ``period_s`` from sample 0, ``speech``
-    in between. Counted in samples (``n``), so each marker starts exactly on its period."""
-    period = _whole(period_s, sample_rate, "samples")
-    if marker_samples(sample_rate) >= period:
-        raise ValueError(f"sync period {period_s!r} s is not longer than the marker")
-    local = f"mod(n,{period})"
-    tone = f"{MARKER_AMPLITUDE}*sin(2*PI*{MARKER_HZ:g}*{local}/s)"
-    return f"if(lt({local},{marker_samples(sample_rate)}),{tone},{speech})"
+def sync_audio_expr(grid: SyncGrid, sample_rate: int) -> str:
+    """``aevalsrc`` expression: the onset marker at every sync time, the voice in between.
+
+    Counted in samples (``n``), so each marker starts exactly on its sample.
+    """
+    since = f"mod(n+{grid.period_samples - grid.offset_samples},{grid.period_samples})"
+    tone = f"{MARKER_AMPLITUDE}*sin(2*PI*{MARKER_HZ:g}*{since}/s)"
+    return f"if(lt({since},{marker_samples(sample_rate)}),{tone},{voice_aevalsrc_expr()})"
 
 
-def sync_video_filter(period_s: float, fps: int) -> str:
-    """``drawbox`` filling every frame whose number is a multiple of the period with white."""
-    period = _whole(period_s, fps, "frames")
-    return f"drawbox=x=0:y=0:w=iw:h=ih:c={FLASH_COLOR}:t=fill:enable='eq(mod(n,{period}),0)'"
+def sync_video_filter(grid: SyncGrid) -> str:
+    """``drawbox`` filling the frame at every sync time with white."""
+    since = f"mod(n+{grid.period_frames - grid.offset_frames},{grid.period_frames})"
+    return f"drawbox=x=0:y=0:w=iw:h=ih:c={FLASH_COLOR}:t=fill:enable='eq({since},0)'"
 
 
 def speech_source(sample_rate: int, duration_s: float | None = None) -> str:
@@ -111,8 +137,9 @@ def recorder_inputs(source: SyntheticSource) -> tuple[str, str | None]:
     video = f"testsrc2=size={source.width}x{source.height}:rate={source.fps}"
     speech = speech_source(source.sample_rate)
     if source.sync_period_s is not None:
-        video += "," + sync_video_filter(source.sync_period_s, source.fps)
-        expr = sync_audio_expr(speech_aevalsrc_expr(), source.sync_period_s, source.sample_rate)
+        grid = SyncGrid.of(source.sync_period_s, source.fps, source.sample_rate)
+        video += "," + sync_video_filter(grid)
+        expr = sync_audio_expr(grid, source.sample_rate)
         speech = f"aevalsrc=exprs='{expr}':s={source.sample_rate}:c=mono"
     audio = f"{speech},arealtime" if source.audio else None
     return f"{video},realtime", audio

@@ -112,15 +112,17 @@ def test_flash_onsets_are_the_first_bright_frames() -> None:
 
 
 def test_sync_period_must_be_whole_frames_and_samples() -> None:
-    for period in (0.55, 0.01, 0.0):  # 8.25 frames at 15 fps; shorter than the marker; none
+    for period in (0.55, 0.1, 0.0):  # 8.25 frames at 15 fps; under 2 frames; none
         with pytest.raises(ValueError):
             recorder_inputs(SyntheticSource(fps=15, sync_period_s=period))
+    with pytest.raises(ValueError):  # 44100 / 16 samples per frame is no whole number
+        recorder_inputs(SyntheticSource(fps=16, sample_rate=44100, sync_period_s=1.0))
     video, audio = recorder_inputs(SyntheticSource(fps=15))
-    assert "drawbox" not in video and audio is not None and "mod(n," not in audio
+    assert "drawbox" not in video and audio is not None and "mod(n" not in audio
 
 
 def test_recorder_sync_markers_flash_and_beep_together(tmp_path: Path) -> None:
-    """The recorder's synthetic source with sync markers: a flash and a beep every period."""
+    """Half a period into the run (rounded down to a frame), then every period: both tracks."""
     source = SyntheticSource(width=160, height=90, fps=15, sync_period_s=1.0)
     video, audio = recorder_inputs(source)
     assert audio is not None
@@ -129,8 +131,10 @@ def test_recorder_sync_markers_flash_and_beep_together(tmp_path: Path) -> None:
         [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", video.removesuffix(",realtime"),
          "-f", "lavfi", "-i", audio.removesuffix(",arealtime"),
-         "-t", "3.5", "-c:v", "ffv1", "-c:a", "pcm_s16le", str(out)],
+         "-t", "3.6", "-c:v", "ffv1", "-c:a", "pcm_s16le", str(out)],
         check=True,
     )  # fmt: skip
-    assert file_flash_onsets(out) == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-3)
-    assert file_marker_onsets(out, RATE) == [n * RATE + FIRST_LOUD for n in range(4)]
+    first = 7 / 15  # 7 frames: half of the 15-frame period, rounded down
+    times = [first + k for k in range(4)]
+    assert file_flash_onsets(out) == pytest.approx(times, abs=1e-3)
+    assert file_marker_onsets(out, RATE) == [round(t * RATE) + FIRST_LOUD for t in times]
