@@ -18,20 +18,30 @@ later segments in ffmpeg's segment list).
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from capture_agent.ffmpeg_cmd import (
+    ENCODER_X264,
+    audio_encoder_args,
+    segment_muxer_args,
+    video_encoder_args,
+)
 from capture_agent.record import Recorder, RecordingResult, RecordOptions
+from capture_agent.runfiles import RunFiles
+from shared.segments import SegmentKind
 from shared.sessiondir import load_manifest
 from shared.settings import Settings
 from shared.storage import Storage, segment_key, sha256_file
 from synthetic.decode import file_flash_onsets, file_marker_onsets
-from synthetic.lavfi import SyntheticSource
+from synthetic.ffmpeg_session import ffmpeg_exe
+from synthetic.lavfi import SyntheticSource, speech_source
 from synthetic.markers import MARKER_THRESHOLD, marker_tone
 from tests.capture_agent.recording.helpers import FakeAgent
 from tests.support.waiting import wait_for
@@ -53,6 +63,7 @@ SECOND_RUN_S = 2.6
 PAUSE_S = 1.0
 #: Where the onset detector fires inside a marker: its first sample over the threshold.
 ONSET_LATENCY_S = int(np.argmax(np.abs(marker_tone(RATE_HZ)) > MARKER_THRESHOLD)) / RATE_HZ
+SAMPLE_S = 1 / RATE_HZ
 #: Allowed |audio - video| per marker pair: well under the 21.3 ms of an unsignalled priming.
 SYNC_TOLERANCE_S = 0.005
 #: A flash and an onset further apart than this are not the same marker.
@@ -175,3 +186,46 @@ def test_every_flash_and_its_beep_stay_together_through_recorder_and_workers(
     assert len(matched) >= MIN_PAIRS, (flashes, onsets)
     assert all(abs(o) <= SYNC_TOLERANCE_S * 1000 for o in offsets_ms), f"{offsets_ms} ms"
 
+
+#: How much later than the screen an avfoundation microphone may start (simulated), seconds.
+MIC_LATE_S = 0.1
+#: AAC encoder delay of ffmpeg's ``aac`` (samples), before the first real sample.
+PRIMING_SAMPLES = 1024
+
+
+def test_a_run_whose_microphone_starts_late_says_so_in_its_first_segment(tmp_path: Path) -> None:
+    """avfoundation's one input can start its audio after its video: the run's first audio
+    segment then starts where its first presented sample lies, not at the run's start."""
+    graph = (
+        f"testsrc2=size=160x90:rate={FPS}[out0];"
+        f"{speech_source(RATE_HZ)},asetpts=PTS+{MIC_LATE_S}/TB[out1]"
+    )
+    limit = ["-t", "2.5"]
+    argv = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", graph,
+        "-map", "0:v:0", *video_encoder_args(ENCODER_X264, fps=FPS, segment_seconds=SEGMENT_S),
+        *limit, *segment_muxer_args(SegmentKind.VIDEO, segment_seconds=SEGMENT_S,
+                                    start_number=0, run=1),
+        "-map", "0:a:0", *audio_encoder_args(), *limit,
+        *segment_muxer_args(SegmentKind.AUDIO, segment_seconds=SEGMENT_S, start_number=0, run=1),
+    ]  # fmt: skip
+    subprocess.run(argv, cwd=tmp_path, check=True)
+    anchor = datetime(2026, 1, 1, tzinfo=UTC)
+    files = RunFiles(
+        tmp_path,
+        number=1,
+        kinds=[SegmentKind.VIDEO, SegmentKind.AUDIO],
+        start_numbers=dict.fromkeys(SegmentKind, 0),
+        anchor=anchor,
+    )
+    first = {s.spec.kind: s for s in reversed(files.collect(final=True))}
+    video, audio = first[SegmentKind.VIDEO].spec, first[SegmentKind.AUDIO].spec
+    assert video.started_at == anchor
+    assert audio.started_at is not None
+    # The file presents the priming (unhidden: its timestamps are not before 0) and then the
+    # microphone's first sample, which carries the onset marker, at MIC_LATE_S.
+    starts = (audio.started_at - anchor).total_seconds()
+    assert starts == pytest.approx(MIC_LATE_S - PRIMING_SAMPLES / RATE_HZ, abs=1e-6)
+    (onset,) = file_marker_onsets(tmp_path / audio.file, RATE_HZ)
+    placed = starts + onset / RATE_HZ - ONSET_LATENCY_S
+    assert placed == pytest.approx(MIC_LATE_S, abs=SAMPLE_S)
