@@ -11,6 +11,18 @@ muxer as fragmented MP4 (crash-safe: a killed recorder leaves decodable files) w
 CSV segment list (``file,start,end`` in seconds since the run's first sample). ffmpeg runs
 with the session folder as its working directory, so every name here is relative and no
 folder path ever has to be escaped for ffmpeg's ``%d`` patterns.
+
+Both outputs keep the run's one clock, so a segment carries its true start:
+
+* ``-avoid_negative_ts disabled``: the AAC encoder's first packet is its priming (encoder
+  delay, 1024 samples for ffmpeg's ``aac``), timestamped before 0. Left to the default, each
+  output would shift *its own* timestamps so they start at 0: the audio, and its segment
+  list, would run one priming (21.3 ms at 48 kHz) late against the video.
+* ``delay_moov``: the fragmented MP4 muxer writes the (still empty) ``moov`` with the first
+  fragment instead of before it, so it knows where the track starts and writes the edit
+  list that declares the priming (and any start offset of the track). Decoders then drop
+  the priming, as for any MP4 from Apple's or ffmpeg's non-fragmented muxer. The files stay
+  crash-safe: only the first fragment of a segment (``FRAGMENT_US``) was ever at risk.
 """
 
 from __future__ import annotations
@@ -37,8 +49,12 @@ SEGMENT_DIGITS = 5
 #: Fragment length inside a segment, in microseconds: at most this much media is lost when
 #: the recorder is killed (without it a segment is a single fragment written at its end).
 FRAGMENT_US = 1_000_000
-#: Fragmented MP4: moov first and empty, then self-contained moof+mdat fragments.
-MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof"
+#: Fragmented MP4: an empty moov (written with the first fragment, with the edit list that
+#: declares the AAC priming: see the module's docstring), then self-contained moof+mdat
+#: fragments.
+MOVFLAGS = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
+#: Timestamps before 0 (the AAC priming) stay as they are, on the run's clock.
+AVOID_NEGATIVE_TS = "disabled"
 
 #: Frames per second asked of the screen capture.
 DEFAULT_SCREEN_FPS = 30
@@ -249,6 +265,9 @@ def segment_muxer_args(
     if start_number < 0:
         raise ValueError("start_number must be >= 0")
     return [
+        # Keep the run's clock (see the module's docstring), priming before 0 included.
+        "-avoid_negative_ts",
+        AVOID_NEGATIVE_TS,
         "-f",
         "segment",
         "-segment_time",

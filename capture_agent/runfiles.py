@@ -3,10 +3,16 @@ the ``session.json`` of the finished recording.
 
 A segment of a run is finished when the file after it exists (the ``segment`` muxer lists a
 segment, closes it and only then opens the next) or when ffmpeg has exited; its times come
-from the run's CSV segment list: ``started_at = run start (wall clock) + list start``,
-``duration = end - start``. Reading them needs no process: the recorder reads them while
-ffmpeg writes, and a recording whose recorder died is finished from them alone
-(capture_agent.recover).
+from the run's CSV segment list and the file itself: ``started_at = run start (wall clock) +
+list start + the file's presentation start``, ``duration = end - that start``. The
+presentation start (the first stream's start time, after its edit list) is 0 for every
+segment but a run's first, whose timestamps the muxer does not reset: it is where that
+track's first presented sample or frame lies on the run's clock (an avfoundation microphone
+that starts after the screen; the AAC priming before 0, which the edit list hides, leaves
+it at 0). So ``started_at`` is always the wall-clock time of the first sample or frame a
+decoder presents, which is where the workers place it. Reading them needs no process: the
+recorder reads them while ffmpeg writes, and a recording whose recorder died is finished
+from them alone (capture_agent.recover).
 """
 
 from __future__ import annotations
@@ -68,8 +74,27 @@ def write_recording_manifest(
     return write_manifest(folder, manifest)
 
 
+def presentation_start(path: Path) -> float:
+    """Where the first stream of a segment file starts being presented, in seconds of its
+    timestamps (after its edit list); 0.0 when the file does not say."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams:
+                return 0.0
+            stream = container.streams[0]
+            if stream.start_time is None or stream.time_base is None:
+                return 0.0
+            return float(stream.start_time * stream.time_base)
+    except (av.FFmpegError, OSError):
+        return 0.0
+
+
 def probe_duration(path: Path) -> float | None:
-    """Seconds of media in a (possibly truncated) file, by reading its packets."""
+    """Seconds of media in a (possibly truncated) file, by reading its packets.
+
+    Counted from the presentation start, so packets an edit list hides (the AAC priming of a
+    run's first audio segment) do not count.
+    """
     try:
         with av.open(str(path)) as container:
             if not container.streams:
@@ -87,7 +112,9 @@ def probe_duration(path: Path) -> float | None:
                 last = max(last, packet.pts + (packet.duration or 0))
             if first is None:
                 return None
-            return float((last - first) * base)
+            if stream.start_time is not None:
+                first = max(first, stream.start_time)
+            return float(max(0, last - first) * base)
     except (av.FFmpegError, OSError):
         return None
 
@@ -131,7 +158,8 @@ class RunFiles:
                     raise RecorderError(f"unexpected entry {entry.file!r} in {list_path.name}")
                 if not final and not (self.folder / segment_name(kind, number + 1)).exists():
                     break
-                found.append(self._segment(kind, entry.file, entry.start, entry.end - entry.start))
+                offset = presentation_start(self.folder / entry.file)
+                found.append(self._segment(kind, entry.file, entry.start, entry.end, offset))
                 self.reported[kind] += 1
                 self.last_end[kind] = max(self.last_end[kind], entry.end)
             if final:
@@ -149,18 +177,24 @@ class RunFiles:
             if duration is None or duration <= 0:
                 log.warning("%s: unfinished and unreadable, left out of the session", name)
                 break
-            extra.append(self._segment(kind, name, self.last_end[kind], duration))
-            self.last_end[kind] += duration
+            offset = presentation_start(self.folder / name)
+            start = self.last_end[kind]
+            end = start + offset + duration
+            extra.append(self._segment(kind, name, start, end, offset))
+            self.last_end[kind] = end
             self.reported[kind] += 1
             number += 1
         return extra
 
-    def _segment(self, kind: SegmentKind, name: str, start: float, duration: float) -> LocalSegment:
+    def _segment(
+        self, kind: SegmentKind, name: str, start: float, end: float, offset: float
+    ) -> LocalSegment:
+        """A segment from its list times (run clock, seconds) and its presentation start."""
         spec = SegmentSpec(
             kind=kind,
             file=name,
-            started_at=self.anchor + timedelta(seconds=start),
-            duration=round(max(duration, 0.0), DURATION_DECIMALS),
+            started_at=self.anchor + timedelta(seconds=start + offset),
+            duration=round(max(end - start - offset, 0.0), DURATION_DECIMALS),
         )
         return LocalSegment(self.folder / name, spec)
 

@@ -3,9 +3,10 @@
 A session is recorded as segment files of two kinds (:class:`SegmentKind`). Whoever hands
 one over (the recorder, the folder watcher, recovery, ``capture-agent ship``) describes it
 with a :class:`SegmentSpec`: its kind, its file name inside the session folder and, when
-known, where it starts on the wall clock and how long it lasts. The validated forms that
-cross a trust boundary (``session.json`` entries, ``segment.stored`` events) convert to and
-from it.
+known, where it starts on the wall clock (the time of the first sample or frame the file
+presents, after its edit list: declared AAC priming is not presented) and how long it
+lasts. The validated forms that cross a trust boundary (``session.json`` entries,
+``segment.stored`` events) convert to and from it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Decode synthetic media back to what can be measured: samples, frame indices, marker onsets.
 
-Audio is laid out the way a player lays it out: samples counted from the first decoded one.
+Audio is laid out the way a player lays it out: samples counted from the first decoded one;
+video by each frame's presentation time.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import av
 import numpy as np
 
 from synthetic.clips import read_index
-from synthetic.markers import OnsetDetector
+from synthetic.markers import OnsetDetector, flash_onsets
 
-__all__ = ["decode_audio", "decode_video", "file_marker_onsets"]
+__all__ = ["decode_audio", "decode_video", "file_flash_onsets", "file_marker_onsets"]
 
 
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -55,3 +56,14 @@ def file_marker_onsets(path: Path, rate: int) -> list[int]:
             for out in resampler.resample(frame):
                 detector.feed(out.to_ndarray()[0])
     return detector.onsets
+
+
+def file_flash_onsets(path: Path) -> list[float]:
+    """Presentation times (seconds) of every sync flash in the first video stream of ``path``."""
+    times: list[float] = []
+    lumas: list[float] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            times.append(float(frame.time or 0.0))
+            lumas.append(float(frame.to_ndarray(format="gray").mean()))
+    return flash_onsets(times, lumas)

@@ -3,7 +3,10 @@
 * :class:`SyntheticSource` and :func:`recorder_inputs` - the recorder's
   ``capture-agent record --synthetic`` input: ``testsrc2`` video and the speech-like
   ``aevalsrc`` microphone (onset marker at the start of every run), both paced to the wall
-  clock by ``realtime``/``arealtime``;
+  clock by ``realtime``/``arealtime``. With ``sync_period_s`` the onset marker moves to the
+  A/V sync markers instead (:class:`SyncGrid`): every period, a white frame in the video and
+  the onset marker in the audio at the same media time, so the offset between a flash and
+  its beep in any output is the audio-vs-video error of the whole chain;
 * :func:`desktop_graph` - the benchmark's 1080p30 desktop: a still picture with a few small
   regions changing (caret, typed line, cursor, a thumbnail that plays now and then), which
   :mod:`synthetic.ffmpeg_session` encodes.
@@ -15,16 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from synthetic.voice import speech_aevalsrc_expr
+from synthetic.markers import MARKER_AMPLITUDE, MARKER_HZ, marker_samples
+from synthetic.voice import speech_aevalsrc_expr, voice_aevalsrc_expr
 
 __all__ = [
     "DESKTOP_FPS",
     "DESKTOP_HEIGHT_PX",
     "DESKTOP_WIDTH_PX",
+    "SyncGrid",
     "SyntheticSource",
     "desktop_graph",
     "recorder_inputs",
     "speech_source",
+    "sync_audio_expr",
+    "sync_video_filter",
 ]
 
 #: The recorder's synthetic screen: small, so real-time encoding is cheap on any CI box.
@@ -45,6 +52,8 @@ CURSOR_MOVE_S, CURSOR_PERIOD_S = 1, 10
 THUMB_PLAY_S, THUMB_PERIOD_S = 3, 60
 TYPING_UPDATES_PER_S = 1
 CARET_HALF_PERIOD_S = 0.5
+#: Colour of the sync marker's video frame (its luma is far above any testsrc2 frame's mean).
+FLASH_COLOR = "white"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,58 @@ class SyntheticSource:
     fps: int = RECORDER_FPS
     sample_rate: int = AUDIO_RATE_HZ
     audio: bool = True
+    # Seconds between A/V sync markers (None: none); a whole number of frames (SyncGrid).
+    sync_period_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SyncGrid:
+    """Where sync markers go, in frames and in samples (the same media times).
+
+    The first marker is ``offset_frames`` (half a period, rounded down to a frame) after the
+    run's start, then one every period: never at a run's edges, where one track may stop a
+    few frames before the other, or run into the next run's first marker.
+    """
+
+    period_frames: int
+    offset_frames: int
+    samples_per_frame: int
+
+    @classmethod
+    def of(cls, period_s: float, fps: int, sample_rate: int) -> SyncGrid:
+        frames = round(period_s * fps)
+        if frames < 2 or abs(frames - period_s * fps) > 1e-6:
+            raise ValueError(f"sync period {period_s!r} s is not a whole number (2+) of frames")
+        if sample_rate % fps:
+            raise ValueError(f"{sample_rate} Hz is not a whole number of samples per frame")
+        grid = cls(frames, frames // 2, sample_rate // fps)
+        if marker_samples(sample_rate) >= grid.period_samples:
+            raise ValueError(f"sync period {period_s!r} s is not longer than the marker")
+        return grid
+
+    @property
+    def period_samples(self) -> int:
+        return self.period_frames * self.samples_per_frame
+
+    @property
+    def offset_samples(self) -> int:
+        return self.offset_frames * self.samples_per_frame
+
+
+def sync_audio_expr(grid: SyncGrid, sample_rate: int) -> str:
+    """``aevalsrc`` expression: the onset marker at every sync time, the voice in between.
+
+    Counted in samples (``n``), so each marker starts exactly on its sample.
+    """
+    since = f"mod(n+{grid.period_samples - grid.offset_samples},{grid.period_samples})"
+    tone = f"{MARKER_AMPLITUDE}*sin(2*PI*{MARKER_HZ:g}*{since}/s)"
+    return f"if(lt({since},{marker_samples(sample_rate)}),{tone},{voice_aevalsrc_expr()})"
+
+
+def sync_video_filter(grid: SyncGrid) -> str:
+    """``drawbox`` filling the frame at every sync time with white."""
+    since = f"mod(n+{grid.period_frames - grid.offset_frames},{grid.period_frames})"
+    return f"drawbox=x=0:y=0:w=iw:h=ih:c={FLASH_COLOR}:t=fill:enable='eq({since},0)'"
 
 
 def speech_source(sample_rate: int, duration_s: float | None = None) -> str:
@@ -73,9 +134,15 @@ def recorder_inputs(source: SyntheticSource) -> tuple[str, str | None]:
     """
     if source.width <= 0 or source.height <= 0 or source.fps <= 0 or source.sample_rate <= 0:
         raise ValueError("synthetic source dimensions, fps and sample rate must be positive")
-    video = f"testsrc2=size={source.width}x{source.height}:rate={source.fps},realtime"
-    audio = f"{speech_source(source.sample_rate)},arealtime" if source.audio else None
-    return video, audio
+    video = f"testsrc2=size={source.width}x{source.height}:rate={source.fps}"
+    speech = speech_source(source.sample_rate)
+    if source.sync_period_s is not None:
+        grid = SyncGrid.of(source.sync_period_s, source.fps, source.sample_rate)
+        video += "," + sync_video_filter(grid)
+        expr = sync_audio_expr(grid, source.sample_rate)
+        speech = f"aevalsrc=exprs='{expr}':s={source.sample_rate}:c=mono"
+    audio = f"{speech},arealtime" if source.audio else None
+    return f"{video},realtime", audio
 
 
 def desktop_graph() -> str:

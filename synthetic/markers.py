@@ -9,6 +9,10 @@ where each segment was placed, to the sample (a few milliseconds of drift is obv
 
 The threshold sits well inside the gap between background and marker, so it survives lossy
 codecs (AAC overshoot) and a mono marker upmixed to stereo (-3 dB, peak about 0.64).
+The video side of an A/V sync marker is a white frame (:mod:`synthetic.lavfi`'s
+``sync_period_s``): a frame whose mean luma is at least ``FLASH_MIN_LUMA`` where the frame
+before it was darker; :func:`flash_onsets` finds their times.
+
 Pure numpy: decoding files is :mod:`synthetic.decode`'s job.
 """
 
@@ -25,8 +29,10 @@ __all__ = [
     "MARKER_MIN_GAP_SECONDS",
     "MARKER_SECONDS",
     "MARKER_THRESHOLD",
+    "FLASH_MIN_LUMA",
     "OnsetDetector",
     "find_onsets",
+    "flash_onsets",
     "marker_samples",
     "marker_tone",
     "with_marker",
@@ -44,6 +50,9 @@ BACKGROUND_MAX_AMPLITUDE = 0.25
 MARKER_THRESHOLD = MARKER_AMPLITUDE * 0.55
 #: A new onset needs at least this many seconds since the previous loud sample.
 MARKER_MIN_GAP_SECONDS = 0.25
+#: A frame this bright (mean 8-bit luma: a white frame reads 235 or more, testsrc2's
+#: pattern about 120-125) is a sync flash.
+FLASH_MIN_LUMA = 200.0
 
 
 def marker_samples(rate: int) -> int:
@@ -116,3 +125,17 @@ def find_onsets(
     """Sample indices of every marker onset in ``samples`` (mono or ``(channels, n)``)."""
     detector = OnsetDetector(rate, threshold=threshold, min_gap_seconds=min_gap_seconds)
     return detector.feed(samples)
+
+
+def flash_onsets(times: list[float], lumas: list[float]) -> list[float]:
+    """Times of the frames that start a flash (bright after a frame that was not)."""
+    if len(times) != len(lumas):
+        raise ValueError("one mean luma per frame time")
+    onsets: list[float] = []
+    previous = False
+    for time, luma in zip(times, lumas, strict=True):
+        bright = luma >= FLASH_MIN_LUMA
+        if bright and not previous:
+            onsets.append(time)
+        previous = bright
+    return onsets

@@ -24,7 +24,7 @@ from synthetic.markers import (
     with_marker,
 )
 
-__all__ = ["Voice", "speech_aevalsrc_expr"]
+__all__ = ["Voice", "speech_aevalsrc_expr", "voice_aevalsrc_expr"]
 
 #: Peak level of the voiced sound before the noise floor (full scale 1.0).
 VOICE_LEVEL = 0.2
@@ -128,8 +128,13 @@ def speech_aevalsrc_expr() -> str:
     The text is part of the benchmark's cache key: changing it regenerates benchmark media.
     """
     marker = f"{MARKER_AMPLITUDE}*sin(2*PI*{MARKER_HZ:g}*t)"
+    return f"if(lt(t,{MARKER_SECONDS:g}),{marker},{voice_aevalsrc_expr()})"
+
+
+def voice_aevalsrc_expr() -> str:
+    """``aevalsrc`` expression of the voiced sound and noise alone (no marker)."""
     pitch = "(140+40*sin(2*PI*0.3*t))"
     voice = f"(0.15*sin(2*PI*{pitch}*t)+0.05*sin(4*PI*{pitch}*t))"
     syllables = "gt(sin(2*PI*4*t)+0.3*sin(2*PI*0.21*t),0)"
     noise = "0.01*(random(0)*2-1)"
-    return f"if(lt(t,{MARKER_SECONDS:g}),{marker},{voice}*{syllables}+{noise})"
+    return f"{voice}*{syllables}+{noise}"

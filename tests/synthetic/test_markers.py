@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 
 from synthetic.clips import TONE_AMPLITUDE, tone, write_tone_segment
-from synthetic.decode import decode_audio, file_marker_onsets
+from synthetic.decode import decode_audio, file_flash_onsets, file_marker_onsets
 from synthetic.ffmpeg_session import ffmpeg_exe
-from synthetic.lavfi import speech_source
+from synthetic.lavfi import SyntheticSource, recorder_inputs, speech_source
 from synthetic.markers import (
     BACKGROUND_MAX_AMPLITUDE,
+    FLASH_MIN_LUMA,
     MARKER_AMPLITUDE,
     MARKER_SECONDS,
     MARKER_THRESHOLD,
     OnsetDetector,
     find_onsets,
+    flash_onsets,
     marker_samples,
     marker_tone,
     with_marker,
@@ -99,3 +101,40 @@ def test_marker_at_other_rates(rate: int) -> None:
     assert find_onsets(tone(0.5, rate), rate) == [
         int(np.argmax(np.abs(marker_tone(rate)) > MARKER_THRESHOLD))
     ]
+
+
+def test_flash_onsets_are_the_first_bright_frames() -> None:
+    times = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    dark, bright = FLASH_MIN_LUMA - 80, FLASH_MIN_LUMA + 20
+    assert flash_onsets(times, [bright, bright, dark, dark, bright, dark]) == [0.0, 0.4]
+    with pytest.raises(ValueError):
+        flash_onsets(times, [dark])
+
+
+def test_sync_period_must_be_whole_frames_and_samples() -> None:
+    for period in (0.55, 0.1, 0.0):  # 8.25 frames at 15 fps; under 2 frames; none
+        with pytest.raises(ValueError):
+            recorder_inputs(SyntheticSource(fps=15, sync_period_s=period))
+    with pytest.raises(ValueError):  # 44100 / 16 samples per frame is no whole number
+        recorder_inputs(SyntheticSource(fps=16, sample_rate=44100, sync_period_s=1.0))
+    video, audio = recorder_inputs(SyntheticSource(fps=15))
+    assert "drawbox" not in video and audio is not None and "mod(n" not in audio
+
+
+def test_recorder_sync_markers_flash_and_beep_together(tmp_path: Path) -> None:
+    """Half a period into the run (rounded down to a frame), then every period: both tracks."""
+    source = SyntheticSource(width=160, height=90, fps=15, sync_period_s=1.0)
+    video, audio = recorder_inputs(source)
+    assert audio is not None
+    out = tmp_path / "sync.mkv"
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", video.removesuffix(",realtime"),
+         "-f", "lavfi", "-i", audio.removesuffix(",arealtime"),
+         "-t", "3.6", "-c:v", "ffv1", "-c:a", "pcm_s16le", str(out)],
+        check=True,
+    )  # fmt: skip
+    first = 7 / 15  # 7 frames: half of the 15-frame period, rounded down
+    times = [first + k for k in range(4)]
+    assert file_flash_onsets(out) == pytest.approx(times, abs=1e-3)
+    assert file_marker_onsets(out, RATE) == [round(t * RATE) + FIRST_LOUD for t in times]

@@ -67,10 +67,14 @@ def test_avfoundation_command_line() -> None:
     assert (
         option(argv, "-segment_format_options")
         == [
-            "movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1"
+            "movflags=+frag_keyframe+empty_moov+delay_moov+default_base_moof"
+            ":frag_duration=1000000:flush_packets=1"
         ]
         * 2
     )
+    # Each output keeps the run's clock: the AAC priming stays before 0, declared by the
+    # edit list that delay_moov lets the fragmented muxer write.
+    assert option(argv, "-avoid_negative_ts") == ["disabled", "disabled"]
     assert option(argv, "-segment_list") == [".screen-run001.csv", ".mic-run001.csv"]
     assert option(argv, "-segment_list_type") == ["csv", "csv"]
     assert option(argv, "-force_key_frames") == ["expr:gte(t,n_forced*10)"]
