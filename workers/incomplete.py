@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session as DbSession
 from shared import models
 from shared.db import session_scope
 from shared.settings import Settings
-from workers import webhook
+from shared.storage import Storage
+from workers import parts, webhook
 from workers.dispatch import send_all
 from workers.jobs import now
 
@@ -144,5 +145,7 @@ def _settle_one(
         session.warnings = [*(session.warnings or []), reason]
     if due:
         send_all(app, settings.database_url, session, due)
+    if policy == "fail":
+        parts.discard(Storage(settings.storage), session_id)
     webhook.send(app, settings.database_url, [d for d in hooks if d is not None])
     return Settled(session_id, policy, reason)

@@ -31,12 +31,15 @@ work; every transition is a conditional UPDATE, as for jobs::
   fails naming a truly bad input). A lost part message costs
   nothing but time: the stage makes that part.
 - A part task finding the session's compress stage already started does nothing (the stage
-  has it), so no part is made twice but where a maker died.
+  has it), so no part is made twice but where a maker died; nor for a failed session.
+- Part files are scratch: :func:`discard` deletes them once the compressed copy is
+  recorded (``finalize``) or the session failed (a retry makes them again).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -86,6 +89,12 @@ class PartState:
     output_key: str | None
     error: str | None
     result: dict[str, Any] | None
+
+
+def discard(storage: Storage, session_id: str) -> None:
+    """Delete a session's part files: once its compressed copy is recorded (``finalize``),
+    or once it failed (a retry makes them again)."""
+    shutil.rmtree(storage.path(storage.derived_key(session_id, PARTS_DIR)), ignore_errors=True)
 
 
 def _lease(settings: Settings) -> timedelta:
@@ -417,6 +426,8 @@ def make_in_background(settings: Settings, session_id: str, segment_file: str, *
                 models.Job.session_id == session_id, models.Job.stage == "compress"
             )
         ).scalar_one_or_none()
+        if _session_failed(db, session_id):
+            return "skipped: the session failed"
         segment = db.execute(
             select(models.Segment).where(
                 models.Segment.session_id == session_id, models.Segment.file == segment_file
@@ -436,9 +447,21 @@ def make_in_background(settings: Settings, session_id: str, segment_file: str, *
     if not claim(settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)):
         return "held by another worker"
     try:
-        make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
+        key = make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
     except PartFailed as exc:
         return f"failed: {exc}"
     except Cancelled as exc:
         return f"stopped: {exc}"
+    with session_scope(settings.database_url) as db:
+        failed = _session_failed(db, session_id)
+    if failed:  # it failed while the part was made: its parts were discarded, this one too
+        storage.path(key).unlink(missing_ok=True)
+        return "made, then discarded: the session failed"
     return "made"
+
+
+def _session_failed(db: DbSession, session_id: str) -> bool:
+    status = db.execute(
+        select(models.Session.status).where(models.Session.id == session_id)
+    ).scalar_one_or_none()
+    return status == models.SessionStatus.FAILED.value

@@ -39,7 +39,7 @@ from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.settings import get_settings
 from shared.storage import Storage
-from workers import dispatch, enrichment, jobs, pipeline, webhook
+from workers import dispatch, enrichment, jobs, parts, pipeline, webhook
 from workers.media import Cancelled
 from workers.pipeline import Stage
 from workers.retry import retry_delay_seconds, will_retry
@@ -209,6 +209,7 @@ def run_stage(
         log.info("%s for %s stopped: cancelled or taken over", stage.value, session_id)
         return "cancelled"
     except Exception as exc:
+        discard = False
         with session_scope(url) as db:
             if will_retry(exc, retries, task.retry_limit()):
                 retry_at = utcnow() + timedelta(seconds=retry_delay_seconds(exc, retries))
@@ -224,7 +225,10 @@ def run_stage(
                 else:
                     _set_session_status(db, session_id, SessionStatus.FAILED)
                     hooks = [webhook.record(db, settings, session_id, "failed")]
+                    discard = True
                 log.error("%s for %s failed: %s", stage.value, session_id, describe(exc))
+        if discard:  # the session failed: its scratch files go (a retry makes them again)
+            parts.discard(ctx.storage, session_id)
         if due and session is not None:
             dispatch.send_all(task.app, url, session, due)
         _send_webhooks(task, hooks)

@@ -1,4 +1,4 @@
-"""Workers that die or stop mid-task (scenarios 1, 2, 7 and, mid-transcript, 10), a poison
+"""Workers that die or stop mid-task (scenarios 1, 2, 7, mid-transcript 10, mid-part 11), a poison
 segment (3), and the same session shipped twice at once (6): nothing lost, nothing done
 twice."""
 
@@ -10,7 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import select
 
+from shared import models
+from shared.db import session_scope
 from shared.sessiondir import load_manifest
 from synthetic.plan import SyntheticSpec
 from synthetic.slides import talk
@@ -155,3 +158,36 @@ def test_enrich_worker_killed_mid_transcript_then_restarted(system: FaultSystem)
     assert document["complete"] and document["transcript"]["segments"]
     assert document["chapters"] and document["summary"] and not document["warnings"]
     assert {s["status"] for s in document["stages"].values()} == {"succeeded"}
+
+
+def _parts(system: FaultSystem, session_id: str) -> list[models.Part]:
+    with session_scope(system.database_url) as db:
+        rows = list(db.execute(
+            select(models.Part).where(models.Part.session_id == session_id)
+        ).scalars())  # fmt: skip
+        db.expunge_all()
+        return rows
+
+
+def test_media_worker_killed_mid_part_then_restarted(system: FaultSystem) -> None:
+    """Scenario 11: the media worker dies while it makes a compressed part (workers.parts).
+    The part is taken over once its lease ran out (by its task, redelivered, or by the
+    compress stage) and made once more; every other part is made once; the compressed copy
+    is joined from parts and the session completes with nothing left behind."""
+    media, _ = system.start_workers()
+    folder = system.record("killed-part", SLOW_COMPRESS)
+    system.ship(folder)
+
+    def making() -> models.Part | None:
+        return next((p for p in _parts(system, "killed-part") if p.status == "running"), None)
+
+    hit = system._wait(making, 180, "a part of killed-part to be under way")
+    media.kill()
+    system.start_worker("media-restarted", queues=MEDIA_QUEUES)
+    system.assert_nothing_lost()
+    parts = {p.segment_file: p for p in _parts(system, "killed-part")}
+    assert all(p.status == "succeeded" for p in parts.values())
+    assert parts[hit.segment_file].attempts == 2  # the killed making, and the one that counted
+    assert all(p.attempts == 1 for f, p in parts.items() if f != hit.segment_file)
+    compress = system.job("killed-part", "compress")
+    assert compress is not None and (compress.result or {}).get("parts_fallback") is None

@@ -4,14 +4,13 @@ delete the scratch files of the stages before it (the compressed copy's parts)."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from shared.clock import utcnow
 from shared.storage import Storage, sha256_file
+from workers import parts
 from workers.media import probe
-from workers.parts import PARTS_DIR
 from workers.stages.context import StageContext, StageOutput
 
 MANIFEST_OUTPUT = "outputs.json"
@@ -47,8 +46,7 @@ def write_manifest(ctx: StageContext) -> StageOutput:
     with storage.atomic_path(key) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     # The compressed copy's parts (workers.parts) are scratch once the copy is recorded.
-    shutil.rmtree(storage.path(storage.derived_key(ctx.snapshot.id, PARTS_DIR)),
-                  ignore_errors=True)  # fmt: skip
+    parts.discard(storage, ctx.snapshot.id)
     return StageOutput(
         output_key=merged_key, result={"manifest": key, "duration": outputs["mp4"]["duration"]}
     )
