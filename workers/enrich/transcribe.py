@@ -24,13 +24,18 @@ changed recall by -0.02 to +0.01, so the robust choice stays.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from workers.enrich.documents import EnrichError, Transcript, TranscriptSegment, Word
 from workers.enrich.whispermodel import SpeechModel, load_model
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_BEAM_SIZE",
@@ -161,4 +166,14 @@ def transcribe(
     )
     if progress is not None:
         progress(1.0)
+    if not transcript.segments and duration > 0:
+        # Evidence for a transcript that is empty although the file was not silent (seen
+        # twice in long test runs on a loaded machine, never reproduced alone).
+        level = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        log.warning(
+            "no speech transcribed in %s: %.1f s of audio at RMS %.4f, %.1f s kept by the "
+            "voice-activity filter, language %s",
+            audio, duration, level, float(getattr(info, "duration_after_vad", duration)),
+            info.language,
+        )  # fmt: skip
     return transcript
