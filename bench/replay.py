@@ -398,6 +398,7 @@ class LiveResult:
     speed: float
     media_workers: int
     status: str | None
+    end_to_emitted_s: float | None  # the agent ended the session (its watcher's settle)
     end_to_seen_s: float | None  # session.ended arrived at the workers
     end_to_playable_s: float | None
     end_to_compressed_s: float | None
@@ -433,6 +434,7 @@ def live_result(record: ReplayRecord, times: PipelineTimes, media_workers: int) 
         speed=record.speed,
         media_workers=media_workers,
         status=times.status,
+        end_to_emitted_s=_since(end, times.ended_emitted),
         end_to_seen_s=_since(end, times.ended_received),
         end_to_playable_s=_since(end, times.playable),
         end_to_compressed_s=_since(end, times.compressed),
@@ -582,7 +584,8 @@ def describe(result: LiveResult) -> str:
     rate = result.compress_minutes_per_minute
     return (
         f"{result.session_id}: {result.recorded_s / 60:g} min at {result.speed:g}x, "
-        f"{result.status}; end -> seen {s(result.end_to_seen_s)}, playable "
+        f"{result.status}; end -> agent ended it {s(result.end_to_emitted_s)}, seen "
+        f"{s(result.end_to_seen_s)}, playable "
         f"{s(result.end_to_playable_s)}, compressed {s(result.end_to_compressed_s)}, "
         f"complete {s(result.end_to_complete_s)}; compress ran {s(result.compress_run_s)}"
         + (f" ({rate:.2f} recorded min/min)" if rate else "")
