@@ -187,8 +187,8 @@ def _verdict(value: float | None, target: float) -> str:
     return "met" if value <= target else "missed"
 
 
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _s(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def print_table(results: list[LiveResult]) -> None:
@@ -198,11 +198,13 @@ def print_table(results: list[LiveResult]) -> None:
         "| end->complete s | compress job s | compressed copy, recorded min / wall min |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    results = sorted(results, key=lambda r: (r.media_workers, r.recorded_s))
     for r in results:
         rate = r.compress_minutes_per_minute
         print(
-            f"| {r.recorded_s / 60:g} | {r.media_workers} | {_s(r.end_to_seen_s)} "
-            f"| {_s(r.end_to_playable_s)} ({_verdict(r.end_to_playable_s, PLAYABLE_TARGET_S)}) "
+            f"| {r.recorded_s / 60:g} | {r.media_workers} | {_s(r.end_to_seen_s, 2)} "
+            f"| {_s(r.end_to_playable_s, 2)} "
+            f"({_verdict(r.end_to_playable_s, PLAYABLE_TARGET_S)}) "
             f"| {_s(r.end_to_compressed_s)} "
             f"({_verdict(r.end_to_compressed_s, COMPRESSED_TARGET_S)}) "
             f"| {_s(r.end_to_complete_s)} | {_s(r.compress_run_s)} "
@@ -232,6 +234,28 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def write_json(
+    path: Path,
+    speed: float,
+    enrich: bool,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    results: list[LiveResult],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "speed": speed,
+        "enrich": enrich,
+        "machine": {"before": before, "after": after},
+        "targets_s": {"playable": PLAYABLE_TARGET_S, "compressed": COMPRESSED_TARGET_S},
+        "results": [
+            {**asdict(r), "compress_minutes_per_minute": r.compress_minutes_per_minute}
+            for r in results
+        ],
+    }
+    path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=int, nargs="+", default=list(DEFAULT_MINUTES))
@@ -258,19 +282,22 @@ def main(argv: list[str] | None = None) -> int:
     before = _machine()
     runs: list[tuple[int, int]] = [(m, args.media_workers) for m in args.minutes]
     if args.compare_workers and args.compare_workers != args.media_workers:
-        runs.append((args.minutes[0], args.compare_workers))
-    results = [
-        run_one(
-            sources[minutes],
-            minutes,
-            media_workers=workers,
-            speed=args.speed,
-            redis_url=args.redis_url,
-            enrich=args.enrich,
-            keep=args.keep,
+        runs.append((min(args.minutes), args.compare_workers))
+    results: list[LiveResult] = []
+    for minutes, workers in runs:  # in the order given
+        results.append(
+            run_one(
+                sources[minutes],
+                minutes,
+                media_workers=workers,
+                speed=args.speed,
+                redis_url=args.redis_url,
+                enrich=args.enrich,
+                keep=args.keep,
+            )
         )
-        for minutes, workers in runs
-    ]
+        if args.json:  # after every run: a long run cut short keeps what it measured
+            write_json(args.json, args.speed, args.enrich, before, _machine(), results)
     after = _machine()
     print(
         f"\n1080p30 H.264 8 Mbit/s, {SEGMENT_S} s segments per track, replayed at "
@@ -279,19 +306,6 @@ def main(argv: list[str] | None = None) -> int:
         f"before / {after['loadavg']} after"
     )
     print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "speed": args.speed,
-            "enrich": args.enrich,
-            "machine": {"before": before, "after": after},
-            "targets_s": {"playable": PLAYABLE_TARGET_S, "compressed": COMPRESSED_TARGET_S},
-            "results": [
-                {**asdict(r), "compress_minutes_per_minute": r.compress_minutes_per_minute}
-                for r in results
-            ],
-        }
-        args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return 0 if all(r.status == "completed" for r in results) else 1
 
 
