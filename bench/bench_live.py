@@ -195,9 +195,10 @@ def print_table(results: list[LiveResult]) -> None:
     print(
         f"| recorded min | media workers | end->seen s | end->playable s "
         f"(target {PLAYABLE_TARGET_S:g}) | end->compressed s (target {COMPRESSED_TARGET_S:g}) "
-        "| end->complete s | compress job s | compressed copy, recorded min / wall min |"
+        "| end->complete s | merge job s | compress job s "
+        "| compressed copy, recorded min / wall min |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     results = sorted(results, key=lambda r: (r.media_workers, r.recorded_s))
     for r in results:
         rate = r.compress_minutes_per_minute
@@ -207,7 +208,7 @@ def print_table(results: list[LiveResult]) -> None:
             f"({_verdict(r.end_to_playable_s, PLAYABLE_TARGET_S)}) "
             f"| {_s(r.end_to_compressed_s)} "
             f"({_verdict(r.end_to_compressed_s, COMPRESSED_TARGET_S)}) "
-            f"| {_s(r.end_to_complete_s)} | {_s(r.compress_run_s)} "
+            f"| {_s(r.end_to_complete_s)} | {_s(r.merge_run_s, 2)} | {_s(r.compress_run_s)} "
             f"| {'-' if rate is None else f'{rate:.2f}'} |"
         )
     same = [r for r in results if r.media_workers == results[0].media_workers]

@@ -74,6 +74,8 @@ DEFAULT_SETTLE_TIMEOUT_S = 3600.0
 DEFAULT_SPEED = 5.0
 #: The stages whose finish is measured: the playable MP4, the compressed copy, the check.
 PLAYABLE_STAGE, COMPRESSED_STAGE, FINALIZE_STAGE = "merge", "compress", "finalize"
+#: The stage before ``merge``: the session's audio track.
+AUDIO_STAGE = "concat_audio"
 AGENT_STOP_TIMEOUT_S = 60.0
 WORKER_QUEUES_OTHER = "default,enrich"
 
@@ -315,6 +317,8 @@ class PipelineTimes:
     status: str | None
     ended_emitted: datetime | None  # the agent created session.ended
     ended_received: datetime | None  # session.ended arrived at the workers (events)
+    audio: datetime | None  # concat_audio succeeded
+    merge_started: datetime | None
     playable: datetime | None  # merge succeeded
     compress_started: datetime | None
     compressed: datetime | None  # compress succeeded
@@ -353,11 +357,13 @@ def pipeline_times(database_url: str, session_id: str) -> PipelineTimes:
         job = done.get(stage)
         return None if job is None else _opt_utc(job.finished_at)
 
-    compress = done.get(COMPRESSED_STAGE)
+    compress, merge = done.get(COMPRESSED_STAGE), done.get(PLAYABLE_STAGE)
     return PipelineTimes(
         status=status,
         ended_emitted=_opt_utc(emitted),
         ended_received=_opt_utc(received),
+        audio=finish(AUDIO_STAGE),
+        merge_started=None if merge is None else _opt_utc(merge.started_at),
         playable=finish(PLAYABLE_STAGE),
         compress_started=None if compress is None else _opt_utc(compress.started_at),
         compressed=finish(COMPRESSED_STAGE),
@@ -400,11 +406,13 @@ class LiveResult:
     status: str | None
     end_to_emitted_s: float | None  # the agent ended the session (its watcher's settle)
     end_to_seen_s: float | None  # session.ended arrived at the workers
+    end_to_audio_s: float | None  # concat_audio finished
     end_to_playable_s: float | None
     end_to_compressed_s: float | None
     end_to_finalized_s: float | None
     end_to_complete_s: float | None
     compress_run_s: float | None  # the compress job's own run time
+    merge_run_s: float | None  # the merge job's own run time
     max_lag_s: float
     failed: tuple[str, ...]
 
@@ -436,11 +444,17 @@ def live_result(record: ReplayRecord, times: PipelineTimes, media_workers: int) 
         status=times.status,
         end_to_emitted_s=_since(end, times.ended_emitted),
         end_to_seen_s=_since(end, times.ended_received),
+        end_to_audio_s=_since(end, times.audio),
         end_to_playable_s=_since(end, times.playable),
         end_to_compressed_s=_since(end, times.compressed),
         end_to_finalized_s=_since(end, times.finalized),
         end_to_complete_s=_since(end, times.complete),
         compress_run_s=run,
+        merge_run_s=(
+            (times.playable - times.merge_started).total_seconds()
+            if times.playable and times.merge_started
+            else None
+        ),
         max_lag_s=record.max_lag_s,
         failed=times.failed,
     )
@@ -585,9 +599,10 @@ def describe(result: LiveResult) -> str:
     return (
         f"{result.session_id}: {result.recorded_s / 60:g} min at {result.speed:g}x, "
         f"{result.status}; end -> agent ended it {s(result.end_to_emitted_s)}, seen "
-        f"{s(result.end_to_seen_s)}, playable "
+        f"{s(result.end_to_seen_s)}, audio {s(result.end_to_audio_s)}, playable "
         f"{s(result.end_to_playable_s)}, compressed {s(result.end_to_compressed_s)}, "
-        f"complete {s(result.end_to_complete_s)}; compress ran {s(result.compress_run_s)}"
+        f"complete {s(result.end_to_complete_s)}; merge ran {s(result.merge_run_s)}, "
+        f"compress ran {s(result.compress_run_s)}"
         + (f" ({rate:.2f} recorded min/min)" if rate else "")
         + f"; replay lag at most {result.max_lag_s:.2f} s"
         + (f"; failed: {result.failed}" if result.failed else "")
