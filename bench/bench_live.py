@@ -173,6 +173,8 @@ def run_one(
                 agent.stop()
                 system.stop()
         print(f"  {describe(result)}", flush=True)
+        # other work on the machine moves these figures: say how busy it was
+        print(f"  load average at the finish: {[round(x, 2) for x in os.getloadavg()]}")
         return result
     finally:
         if keep:
