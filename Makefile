@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: up demo test test-unit test-integration test-faults install install-up install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-api bench-events clean
+.PHONY: up demo test test-unit test-integration test-faults install install-up install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-api bench-events bench-live clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,12 @@ bench-load: install-dev services
 # PostgreSQL database, against the plain SQL reads of the same answers (bench/RESULTS.md).
 bench-api: install-dev services
 	$(BIN)/python bench/bench_api.py --json bench/out/api.json
+
+# Live sessions (5, 30, 120 min, 1080p30 8 Mbit/s) replayed at 5x through capture-agent watch
+# into real workers: seconds from the end to the playable MP4 and the compressed copy.
+LIVE_MINUTES ?= 5 30 120
+bench-live: install-dev services
+	$(BIN)/python bench/bench_live.py --minutes $(LIVE_MINUTES) --json bench/out/live.json
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache
