@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from statistics import median
 from typing import Any
@@ -60,6 +61,8 @@ PAGE_SEGMENTATION = 3
 #: OpenMP threads on tiny jobs cost more than they give (the measured time per 1080p frame
 #: did not improve with more).
 TESSERACT_THREADS = "1"
+#: A frame that takes tesseract longer than this (seconds) is a failure, not a wait.
+TESSERACT_TIMEOUT_S = 60
 
 _PACKAGES = "tesseract-ocr tesseract-ocr-eng"
 _EDGE_JUNK = re.compile(r"^[^\w(\"'$#@]+|[^\w)\"'%!?.]+$")
@@ -193,6 +196,52 @@ def pick_title(lines: list[OcrLine]) -> str:
     return min(candidates, key=lambda line: (line.top, line.left)).text
 
 
+def _image_to_data(command: str, image: Any) -> dict[str, list[str]]:
+    """Tesseract's TSV of ``image`` as columns (what ``pytesseract.image_to_data`` gives
+    with ``Output.DICT``), run here so that only tesseract gets ``OMP_THREAD_LIMIT``.
+
+    Never through ``os.environ``: the variable would stay in the worker process, where
+    CTranslate2 (the transcript's Whisper) then transcribes nothing at all, and in every
+    process it starts afterwards.
+    """
+    import io
+
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    argv = [command, "stdin", "stdout", "-l", "eng", "--psm", str(PAGE_SEGMENTATION), "tsv"]
+    env = {**os.environ, "OMP_THREAD_LIMIT": TESSERACT_THREADS}
+    try:
+        done = subprocess.run(
+            argv, input=png.getvalue(), capture_output=True, env=env, timeout=TESSERACT_TIMEOUT_S
+        )
+    except FileNotFoundError as exc:
+        raise EnrichUnavailable(
+            f"the tesseract OCR engine is not installed: apt-get install {_PACKAGES}"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise EnrichError(f"tesseract took over {TESSERACT_TIMEOUT_S} s on a frame") from exc
+    stderr = done.stderr.decode(errors="replace").strip()
+    if done.returncode != 0:
+        if "Failed loading language" in stderr:
+            raise EnrichUnavailable(f"tesseract has no English model: apt-get install {_PACKAGES}")
+        raise EnrichError(f"tesseract failed on a frame (exit {done.returncode}): {stderr}")
+    return tsv_columns(done.stdout.decode(errors="replace"))
+
+
+def tsv_columns(tsv: str) -> dict[str, list[str]]:
+    """Tesseract's TSV output as {column: values}; rows with fewer fields get empty text."""
+    rows = [line.split("\t") for line in tsv.splitlines() if line]
+    if not rows:
+        return {}
+    header, body = rows[0], rows[1:]
+    columns: dict[str, list[str]] = {name: [] for name in header}
+    for row in body:
+        row = row + [""] * (len(header) - len(row))
+        for name, value in zip(header, row, strict=False):
+            columns[name].append(value)
+    return columns
+
+
 def read_screen(rgb: np.ndarray) -> ScreenText:
     """The text of a screen frame (HxWx3 RGB or HxW gray, uint8) and its title.
 
@@ -200,24 +249,7 @@ def read_screen(rgb: np.ndarray) -> ScreenText:
     frame."""
     pytesseract = _tesseract()
     image, scale = _prepare(rgb)
-    os.environ.setdefault("OMP_THREAD_LIMIT", TESSERACT_THREADS)
-    try:
-        data = pytesseract.image_to_data(
-            image,
-            lang="eng",
-            config=f"--psm {PAGE_SEGMENTATION}",
-            output_type=pytesseract.Output.DICT,
-        )
-    except pytesseract.TesseractNotFoundError as exc:
-        raise EnrichUnavailable(
-            f"the tesseract OCR engine is not installed: apt-get install {_PACKAGES}"
-        ) from exc
-    except pytesseract.TesseractError as exc:
-        if "Failed loading language" in str(exc):
-            raise EnrichUnavailable(
-                f"tesseract has no English model: apt-get install {_PACKAGES}"
-            ) from exc
-        raise EnrichError(f"tesseract failed on a frame: {exc}") from exc
+    data = _image_to_data(pytesseract.pytesseract.tesseract_cmd, image)
     lines = lines_from_data(data, scale)
     return ScreenText(
         text="\n".join(line.text for line in lines),

@@ -269,3 +269,28 @@ def test_without_faster_whisper_the_stage_is_unavailable(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "faster_whisper", None)  # import fails, as if absent
     with pytest.raises(EnrichUnavailable, match=r"pip install 'sessionpipe\[enrich\]'"):
         load_model()
+
+
+def test_reading_the_screen_leaves_the_process_able_to_transcribe(
+    lecture_audio: tuple[Path, list[LineSpan]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The enrich worker reads screens (chapters) and transcribes in the same process.
+
+    Tesseract runs with OMP_THREAD_LIMIT=1; it once got it through ``os.environ``, where it
+    stayed, and CTranslate2 then transcribed nothing in that process and in every worker
+    started from it afterwards. The limit must go to tesseract alone."""
+    import os
+
+    from synthetic.slides import SlideScene
+    from workers.enrich.ocr import check_ocr, read_screen
+
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    check_ocr()
+    assert read_screen(SlideScene(DEMO_LECTURE, 1280, 720, 0).render(20.0)).title
+    assert "OMP_THREAD_LIMIT" not in os.environ
+    clear_model_cache()  # a model loaded afresh, as a new worker process would
+    try:
+        transcript = transcribe(lecture_audio[0], beam_size=1)
+    finally:
+        clear_model_cache()
+    assert recall(transcript, lecture_audio[1]) >= MIN_RECALL, transcript.text
