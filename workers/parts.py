@@ -197,58 +197,38 @@ def _held(part_id: int, owner: str) -> Any:
     )
 
 
-def renew(database_url: str, part_id: int, owner: str, *, lease: timedelta = LEASE) -> bool:
+def _if_held(database_url: str, part_id: int, holder: str, values: dict[str, Any]) -> bool:
+    """Change a running part only if ``holder`` still holds it; whether it did."""
     with session_scope(database_url) as db:
         return bool(
-            affected(
-                db,
-                update(models.Part).where(_held(part_id, owner)).values(lease_until=now() + lease),
-            )
+            affected(db, update(models.Part).where(_held(part_id, holder)).values(**values))
         )
+
+
+def renew(database_url: str, part_id: int, owner: str, *, lease: timedelta = LEASE) -> bool:
+    return _if_held(database_url, part_id, owner, {"lease_until": now() + lease})
 
 
 def finish(
     database_url: str, part_id: int, owner: str, output_key: str, result: dict[str, Any]
 ) -> bool:
-    with session_scope(database_url) as db:
-        return bool(
-            affected(
-                db,
-                update(models.Part)
-                .where(_held(part_id, owner))
-                .values(
-                    status=SUCCEEDED, owner=None, lease_until=None, output_key=output_key,
-                    result=result,
-                ),  # fmt: skip
-            )
-        )
+    return _if_held(database_url, part_id, owner, {
+        "status": SUCCEEDED, "owner": None, "lease_until": None, "output_key": output_key,
+        "result": result,
+    })  # fmt: skip
 
 
 def fail(database_url: str, part_id: int, owner: str, error: str) -> bool:
-    with session_scope(database_url) as db:
-        return bool(
-            affected(
-                db,
-                update(models.Part)
-                .where(_held(part_id, owner))
-                .values(
-                    status=FAILED, owner=None, lease_until=None, error=error[:MAX_ERROR_CHARS]
-                ),
-            )
-        )
+    return _if_held(database_url, part_id, owner, {
+        "status": FAILED, "owner": None, "lease_until": None, "error": error[:MAX_ERROR_CHARS],
+    })  # fmt: skip
 
 
 def release(database_url: str, part_id: int, owner: str) -> bool:
     """running -> pending: the maker failed transiently; the next claim makes it."""
-    with session_scope(database_url) as db:
-        return bool(
-            affected(
-                db,
-                update(models.Part)
-                .where(_held(part_id, owner))
-                .values(status=PENDING, owner=None, lease_until=None),
-            )
-        )
+    return _if_held(
+        database_url, part_id, owner, {"status": PENDING, "owner": None, "lease_until": None}
+    )
 
 
 def reopen(database_url: str, part_id: int, output_key: str | None) -> bool:

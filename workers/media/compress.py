@@ -507,37 +507,7 @@ def compress_video(
     copied. The file appears atomically at ``output`` or not at all; a corrupt source raises
     MediaError naming it; ``progress`` (at most about once a second) may raise Cancelled.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    encoding = PRESETS[preset]
-    path = local_path(source)
-    output = Path(output)
-    throttle = Throttle(progress)
-    with atomic_output(output, throttle) as tmp, open_input(path) as inp:
-        vin = inp.streams.video[0] if inp.streams.video else None
-        ain = inp.streams.audio[0] if inp.streams.audio else None
-        if vin is None and ain is None:
-            raise MediaError(f"no audio or video stream in {path}", path=path)
-        with av.open(
-            output_url(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}
-        ) as out:
-            decimator, audio_end = _run_threads(
-                inp, out, vin, ain, path, encoding=encoding, throttle=throttle
-            )
-        if decimator is not None and decimator.frames_in == 0:
-            raise MediaError(f"no video frame could be decoded from {path}", path=path)
-    video_end = decimator.end if decimator is not None else 0.0
-    return CompressResult(
-        path=output,
-        preset=preset,
-        duration=max(video_end, audio_end),
-        size=output.stat().st_size,
-        source_size=os.path.getsize(path),
-        frames_in=decimator.frames_in if decimator is not None else 0,
-        frames_out=decimator.frames_out if decimator is not None else 0,
-        has_video=decimator is not None,
-        has_audio=ain is not None,
-    )
+    return _compress(source, output, preset=preset, progress=progress, part=False)
 
 
 def compress_part(
@@ -555,31 +525,46 @@ def compress_part(
     :data:`PART_TIMING`'s time base, and its first frame is always kept (the duplicate test
     starts afresh in each part: one extra frame per segment).
     """
+    return _compress(segment, output, preset=preset, progress=progress, part=True)
+
+
+def _compress(
+    source: Path,
+    output: Path,
+    *,
+    preset: CompressPreset,
+    progress: ProgressCallback | None,
+    part: bool,
+) -> CompressResult:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     encoding = PRESETS[preset]
-    path = local_path(segment)
+    path = local_path(source)
     output = Path(output)
     throttle = Throttle(progress)
+    # A part needs no +faststart: it is read whole by the join, never played.
+    options = {} if part else {"movflags": "+faststart"}
     with atomic_output(output, throttle) as tmp, open_input(path) as inp:
-        if not inp.streams.video:
-            raise MediaError(f"no video stream in {path}", path=path)
-        vin = inp.streams.video[0]
-        with av.open(output_url(tmp), "w", format="mp4") as out:
-            decimator, _ = _run_threads(
-                inp, out, vin, None, path, encoding=encoding, throttle=throttle,
-                timing=PART_TIMING,
+        vin = inp.streams.video[0] if inp.streams.video else None
+        ain = inp.streams.audio[0] if inp.streams.audio and not part else None
+        if vin is None and (ain is None or part):
+            what = "video" if part else "audio or video"
+            raise MediaError(f"no {what} stream in {path}", path=path)
+        with av.open(output_url(tmp), "w", format="mp4", container_options=options) as out:
+            decimator, audio_end = _run_threads(
+                inp, out, vin, ain, path, encoding=encoding, throttle=throttle,
+                timing=PART_TIMING if part else None,
             )  # fmt: skip
-        if decimator is None or decimator.frames_in == 0:
+        if decimator is not None and decimator.frames_in == 0:
             raise MediaError(f"no video frame could be decoded from {path}", path=path)
     return CompressResult(
         path=output,
         preset=preset,
-        duration=decimator.end,
+        duration=max(decimator.end if decimator is not None else 0.0, audio_end),
         size=output.stat().st_size,
         source_size=os.path.getsize(path),
-        frames_in=decimator.frames_in,
-        frames_out=decimator.frames_out,
-        has_video=True,
-        has_audio=False,
+        frames_in=decimator.frames_in if decimator is not None else 0,
+        frames_out=decimator.frames_out if decimator is not None else 0,
+        has_video=decimator is not None,
+        has_audio=ain is not None,
     )
