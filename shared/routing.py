@@ -31,6 +31,9 @@ TASK_WEBHOOK: Final = "sessionpipe.webhook"  # completion webhooks (workers/webh
 # The compressed copy's part of one video segment, made while the session records
 # (workers/parts.py); background work: one priority step below its session's stages.
 TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
+# The transcript pieces whose audio has settled, transcribed while the session records
+# (workers/transcriptparts.py); background work like the parts, on the enrich queue.
+TASK_TRANSCRIPT_PIECES: Final = "sessionpipe.transcript_pieces"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -44,6 +47,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_SUMMARY: {"queue": QUEUE_ENRICH},
     TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
     TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
+    TASK_TRANSCRIPT_PIECES: {"queue": QUEUE_ENRICH},
 }
 
 

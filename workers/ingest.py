@@ -22,16 +22,18 @@ from shared.diagnostics import describe, describe_invalid, quoted
 from shared.events import Event, SessionStartedPayload
 from shared.ids import InvalidNameError
 from shared.models import SessionStatus
+from shared.options import SessionOptions
 from shared.receipts import write_receipt
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
     TASK_COMPRESS_PART,
+    TASK_TRANSCRIPT_PIECES,
     background_priority,
     priority_value,
 )
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
-from workers import audiochunks, parts
+from workers import audiochunks, parts, transcriptparts
 from workers.dispatch import send_all
 from workers.jobs import insert_ignore
 from workers.media import MediaError
@@ -58,6 +60,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         return reason
     chunk_request: int | None = None
     part_wanted = False
+    pieces_wanted = False
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
         session = lock_session(db, parsed.session_id)
@@ -77,6 +80,9 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             if settings.compress and settings.compress_parts and wants_part(session, parsed):
                 segment = parsed.segment()
                 part_wanted = parts.request(db, session.id, segment.file, segment.sha256)
+            if wants_audio_chunks(session, parsed):  # some audio may have settled
+                options = SessionOptions.from_json(session.options)
+                pieces_wanted = transcriptparts.wanted(settings, options)
         if ready_to_process(db, session):
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
@@ -91,6 +97,15 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             )
         except Exception as exc:
             log.warning("could not request the part of %s: %s", session.id, describe(exc))
+    if pieces_wanted:  # a lost message costs only time: the next one or the stage covers it
+        try:
+            app.send_task(
+                TASK_TRANSCRIPT_PIECES,
+                args=[session.id],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request transcript pieces of %s: %s", session.id, describe(exc))
     if due:
         send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all

@@ -112,15 +112,18 @@ def part_key(storage: Storage, session_id: str, segment_file: str) -> str:
 
 
 # -- transitions ------------------------------------------------------------------------------
-def request(db: DbSession, session_id: str, segment_file: str, sha256: str) -> bool:
+def request(
+    db: DbSession, session_id: str, segment_file: str, sha256: str, *, kind: str = KIND_COMPRESSED
+) -> bool:
     """In the ingest transaction: the part of a stored video segment is wanted; True when
-    newly recorded (send its task after the commit)."""
+    newly recorded (send its task after the commit). Another ``kind`` names other work
+    (``workers.transcriptparts``: a transcript piece, ``segment_file`` its name)."""
     return insert_ignore(
         db,
         models.Part,
         {
             "session_id": session_id,
-            "kind": KIND_COMPRESSED,
+            "kind": kind,
             "segment_file": segment_file,
             "source_sha256": sha256,
             "status": PENDING,
@@ -130,9 +133,11 @@ def request(db: DbSession, session_id: str, segment_file: str, sha256: str) -> b
     )
 
 
-def state(database_url: str, session_id: str, segment_file: str) -> PartState | None:
+def state(
+    database_url: str, session_id: str, segment_file: str, *, kind: str = KIND_COMPRESSED
+) -> PartState | None:
     with session_scope(database_url) as db:
-        part = _get(db, session_id, segment_file)
+        part = _get(db, session_id, segment_file, kind)
         if part is None:
             return None
         lease = as_utc(part.lease_until) if part.lease_until is not None else None
@@ -149,11 +154,11 @@ def state(database_url: str, session_id: str, segment_file: str) -> PartState | 
         )
 
 
-def _get(db: DbSession, session_id: str, segment_file: str) -> models.Part | None:
+def _get(db: DbSession, session_id: str, segment_file: str, kind: str) -> models.Part | None:
     return db.execute(
         select(models.Part).where(
             models.Part.session_id == session_id,
-            models.Part.kind == KIND_COMPRESSED,
+            models.Part.kind == kind,
             models.Part.segment_file == segment_file,
         )
     ).scalar_one_or_none()
@@ -210,8 +215,10 @@ def renew(database_url: str, part_id: int, owner: str, *, lease: timedelta = LEA
 
 
 def finish(
-    database_url: str, part_id: int, owner: str, output_key: str, result: dict[str, Any]
+    database_url: str, part_id: int, owner: str, output_key: str | None, result: dict[str, Any]
 ) -> bool:
+    """running -> succeeded with its file (``output_key``) or, for a part that is all result
+    (a transcript piece), none."""
     return _if_held(database_url, part_id, owner, {
         "status": SUCCEEDED, "owner": None, "lease_until": None, "output_key": output_key,
         "result": result,
@@ -374,7 +381,7 @@ def _step(
         reopen(settings.database_url, part.id, part.output_key)
         return None, 0
     if part.status == FAILED:  # failed on content the segment no longer has
-        _reopen_failed(settings.database_url, part.id)
+        reopen_failed(settings.database_url, part.id)
         return None, 0
     if part.live or not claim(
         settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)
@@ -387,7 +394,8 @@ def _step(
     return made, 1
 
 
-def _reopen_failed(database_url: str, part_id: int) -> None:
+def reopen_failed(database_url: str, part_id: int) -> None:
+    """failed -> pending: it failed on content its input no longer has."""
     with session_scope(database_url) as db:
         db.execute(
             update(models.Part)

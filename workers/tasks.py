@@ -29,10 +29,11 @@ from shared.routing import (
     TASK_MERGE,
     TASK_SUMMARY,
     TASK_TRANSCRIPT,
+    TASK_TRANSCRIPT_PIECES,
     TASK_WEBHOOK,
 )
 from shared.settings import get_settings
-from workers import audiochunks, parts
+from workers import audiochunks, parts, transcriptparts
 from workers.app import app
 from workers.ingest import ingest
 from workers.pipeline import Stage
@@ -132,6 +133,19 @@ def compress_part(self: PipelineTask, session_id: str, segment_file: str) -> str
     )
     if outcome.startswith("failed"):
         log.warning("part %s of %s %s", segment_file, session_id, outcome)
+    return outcome
+
+
+@_task(TASK_TRANSCRIPT_PIECES)
+def transcript_pieces(self: PipelineTask, session_id: str) -> str:
+    """Transcribe the session's settled transcript pieces while it records
+    (workers.transcriptparts). Background work the transcript stage would otherwise do: a
+    bad input is only logged (the stage reports it), a transient failure is retried."""
+    validate_session_id(session_id)
+    outcome = transcriptparts.transcribe_while_recording(
+        get_settings(), session_id, owner=f"pieces:{self.request.id}"[:64]
+    )
+    log.info("transcript pieces of %s: %s", session_id, outcome)
     return outcome
 
 
