@@ -18,16 +18,18 @@ inputs of the window, :mod:`workers.transcriptparts`) then matches too.
 
 **Stitching.** Two consecutive pieces both transcribed the ``2 * overlap`` seconds around
 their core boundary ``c``. The stitch cuts there at a *pause*: in ``[c - overlap + margin,
-c + overlap - margin]`` (``margin``: a word at a window's edge may be cut or misheard), the
-longest stretch that no word of either piece covers (ties: the one nearest ``c``), cut in
-its middle ``t``. The left piece gives every word whose middle is before ``t``, the right
-piece every word whose middle is at or after ``t``; so each word spoken in the overlap is
-taken once, from one transcript, with that transcript's times. Where the overlap holds no
-pause at all (speech for ``2 * (overlap - margin)`` seconds without a break) the cut is at
-``c`` and counted in ``cuts_in_speech``: a word across it may then appear twice or not at
-all. A segment that straddles a cut keeps only its side's words (its text rebuilt from
-them); the others are kept whole. Everything here is pure and works on seconds on the
-output timeline (the pieces' transcripts already shifted there).
+c + overlap - margin]`` (the right window's start and the left one's end, each ``margin``
+inside: a word at a window's edge may be cut or misheard; just ``c`` when the left window is
+clipped at the track's end), the longest stretch that no word of either piece covers (ties:
+the one nearest ``c``), cut in its middle ``t``. The left piece gives every word whose
+middle is before ``t``, the right piece every word whose middle is at or after ``t``; so
+each word spoken in the overlap is taken once, from one transcript, with that transcript's
+times. Where the overlap holds no pause at all (speech for ``2 * (overlap - margin)``
+seconds without a break) the cut is at ``c`` and counted in ``cuts_in_speech``: a word
+across it may then appear twice or not at all. A segment that straddles a cut keeps only
+its side's words (its text rebuilt from them); the others are kept whole. Everything here
+is pure and works on seconds on the output timeline (the pieces' transcripts already
+shifted there).
 """
 
 from __future__ import annotations
@@ -137,17 +139,19 @@ def _words(transcript: Transcript) -> list[Word]:
     return [w for s in transcript.segments for w in s.words]
 
 
-def _cut(left: Transcript, right: Transcript, boundary: float, reach: float) -> tuple[float, float]:
-    """Where to cut between two pieces around ``boundary`` (``reach``: how far either way a
-    cut may go), and the length of the pause it is in (0 when there is none)."""
-    lo, hi = boundary - reach, boundary + reach
-    if hi <= lo:
-        return boundary, 0.0
-    spans = sorted(
-        (max(w.start, lo), min(w.end, hi))
-        for w in _words(left) + _words(right)
-        if w.end > lo and w.start < hi
-    )
+def _cut(
+    left: Transcript, right: Transcript, boundary: float, lo: float, hi: float
+) -> tuple[float, float]:
+    """Where to cut between two pieces around ``boundary``, within ``[lo, hi]``, and the
+    length of the pause it is in (0 when it is inside speech)."""
+    words = _words(left) + _words(right)
+    if hi <= lo:  # no room (a window clipped at the track's end): at the boundary
+        if any(w.start < boundary < w.end for w in words):
+            return boundary, 0.0
+        before = max((w.end for w in words if w.end <= boundary), default=boundary)
+        after = min((w.start for w in words if w.start >= boundary), default=boundary)
+        return boundary, max(after - before, 0.0)
+    spans = sorted((max(w.start, lo), min(w.end, hi)) for w in words if w.end > lo and w.start < hi)
     best: tuple[float, float, float] | None = None  # (-length, distance to boundary, middle)
     cursor = lo
     for a, b in [*spans, (hi, hi)]:
@@ -200,8 +204,9 @@ def stitch(
     pauses: list[float] = []
     for (left_w, left), (right_w, right) in zip(pieces, pieces[1:], strict=False):
         boundary = left_w.core_end / rate
-        overlap = min(left_w.end - left_w.core_end, right_w.core_start - right_w.start) / rate
-        t, pause = _cut(left, right, boundary, max(0.0, overlap - margin_s))
+        lo = min(boundary, right_w.start / rate + margin_s)
+        hi = max(boundary, left_w.end / rate - margin_s)
+        t, pause = _cut(left, right, boundary, lo, hi)
         bounds.append(t)
         pauses.append(pause)
     bounds.append(float("inf"))
