@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as DbSession
@@ -72,6 +72,9 @@ WAIT_POLL_S: Final = 0.2
 #: A claim's lease when the caller gives none (the settings' job_lease_s default).
 LEASE: Final = timedelta(seconds=120)
 PARTS_DIR: Final = "parts"
+
+
+_T = TypeVar("_T")
 
 
 class PartFailed(MediaError):
@@ -453,3 +456,88 @@ def _session_failed(db: DbSession, session_id: str) -> bool:
         select(models.Session.status).where(models.Session.id == session_id)
     ).scalar_one_or_none()
     return status == models.SessionStatus.FAILED.value
+
+
+# -- any kind of part: the look a stage or a background pass takes at each ---------------------
+@dataclass(frozen=True)
+class Wanted:
+    """A part a caller needs: its name (``segment_file``) and the signature of its input
+    (``source_sha256``: a segment's sha256, or a hash of whatever the part depends on)."""
+
+    name: str
+    signature: str
+
+
+@dataclass
+class Collected:
+    """What :func:`collect` found or made, by index into the wanted list."""
+
+    values: dict[int, Any]
+    made: int = 0
+    failed: dict[int, str] | None = None  # index -> reason (only when not waiting)
+
+
+def collect(
+    settings: Settings,
+    session_id: str,
+    kind: str,
+    wanted: list[Wanted],
+    *,
+    owner: str,
+    usable: Callable[[PartState], _T | None],
+    make: Callable[[int, int], _T],
+    wait: bool = True,
+    heartbeat: Callable[[float], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Collected:
+    """Every wanted part of ``kind``: done ones used (``usable(state)``, called only for a
+    part succeeded with the wanted signature), free ones claimed and made
+    (``make(index, part id)``, which finishes, fails or releases the claim as
+    :func:`make` does), and, with ``wait``, those another worker holds waited for.
+
+    With ``wait`` a part failed on its wanted input raises :class:`PartFailed` with its
+    reason; without (a background pass), held parts are left to their holder and failures
+    are returned in ``failed``. Parts made from other input are reopened and made again.
+    """
+    url, lease = settings.database_url, _lease(settings)
+    with session_scope(url) as db:
+        for item in wanted:
+            request(db, session_id, item.name, item.signature, kind=kind)
+    out = Collected(values={}, failed={} if not wait else None)
+    waiting = list(range(len(wanted)))
+    while waiting:
+        progressed = False
+        for k in list(waiting):
+            item = wanted[k]
+            part = state(url, session_id, item.name, kind=kind)
+            assert part is not None  # requested above; rows go only with their session
+            same = part.source_sha256 == item.signature
+            value = usable(part) if part.status == SUCCEEDED and same else None
+            if value is None and part.status == FAILED and same:
+                reason = part.error or f"{kind} part {item.name} failed"
+                if out.failed is None:
+                    raise PartFailed(reason)
+                out.failed[k] = reason
+                waiting.remove(k)
+                continue
+            if value is None and part.status == SUCCEEDED:  # other input, or its file is gone
+                reopen(url, part.id, part.output_key)
+                part = state(url, session_id, item.name, kind=kind) or part
+            elif value is None and part.status == FAILED:  # failed on input it no longer has
+                reopen_failed(url, part.id)
+                part = state(url, session_id, item.name, kind=kind) or part
+            if value is None and not part.live and part.status in (PENDING, RUNNING) and claim(
+                url, part.id, owner, item.signature, lease=lease
+            ):
+                value = make(k, part.id)
+                out.made += 1
+            if value is not None:
+                out.values[k] = value
+                waiting.remove(k)
+                progressed = True
+            elif not wait:
+                waiting.remove(k)  # its holder makes it
+        if waiting and not progressed:
+            heartbeat(len(out.values) / len(wanted))
+            sleep(WAIT_POLL_S)
+    return out

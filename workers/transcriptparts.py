@@ -22,9 +22,10 @@ Rules:
   the AAC chunk signatures), the model and the decoding settings. A piece is used only with
   the signature the final plan computes: a late segment or a pause that changes a window's
   audio makes that piece again; pieces elsewhere stay valid.
-- Claims, leases and take-over are the parts' (``workers.parts``). A pass stops as soon as
-  the session's transcript stage has started (it has every piece then); the stage waits for
-  a piece another worker is transcribing (its claim live) and makes the unclaimed ones.
+- Claims, leases and take-over are the parts' (``workers.parts.collect``). A pass does
+  nothing once the session's transcript stage has started (it has every piece then), and
+  leaves a piece another worker holds to it; the stage waits for a piece another worker is
+  transcribing (its claim live) and makes the unclaimed ones.
 - The stage falls back to transcribing ``audio.m4a`` whole, saying why in its result
   (``pieces_fallback``), when pieces are turned off, when no piece was made while recording
   (a session shipped at once: one run over the file is cheaper than overlapping pieces), or
@@ -173,10 +174,8 @@ def window_samples(audio: AudioPlan, window: Window) -> np.ndarray:
     return (np.concatenate(out).astype(np.float32) / S16_SCALE).astype(np.float32)
 
 
-def _usable(part: parts.PartState, signature: str) -> Transcript | None:
-    """The piece's transcript when it was made for ``signature``."""
-    if part.status != parts.SUCCEEDED or part.source_sha256 != signature:
-        return None
+def _usable(part: parts.PartState) -> Transcript | None:
+    """The transcript of a piece made for its wanted signature."""
     document = (part.result or {}).get("transcript")
     return Transcript.from_json(document) if isinstance(document, dict) else None
 
@@ -232,46 +231,37 @@ def make_piece(
     return transcript
 
 
-def _request(settings: Settings, session_id: str, plan: PiecePlan) -> None:
-    with session_scope(settings.database_url) as db:
-        for window, signature in zip(plan.windows, plan.signatures, strict=True):
-            parts.request(db, session_id, piece_name(window), signature, kind=KIND_TRANSCRIPT)
+def _wanted(plan: PiecePlan) -> list[parts.Wanted]:
+    return [
+        parts.Wanted(piece_name(w), signature)
+        for w, signature in zip(plan.windows, plan.signatures, strict=True)
+    ]
 
 
-def _state(settings: Settings, session_id: str, window: Window) -> parts.PartState:
-    part = parts.state(settings.database_url, session_id, piece_name(window), kind=KIND_TRANSCRIPT)
-    assert part is not None  # requested before; rows go only with their session
-    return part
-
-
-def _step(
+def _collect(
     settings: Settings,
     session_id: str,
     plan: PiecePlan,
-    k: int,
-    owner: str,
     recognizer: Recognizer,
     *,
-    progress: Callable[[float], None] | None = None,
-) -> tuple[Transcript | None, int]:
-    """One look at piece ``k``: (its transcript, 1 if made now), or (None, 0) when another
-    worker holds it. PieceFailed when it failed on the audio it has now."""
-    window, signature, url = plan.windows[k], plan.signatures[k], settings.database_url
-    part = _state(settings, session_id, window)
-    done = _usable(part, signature)
-    if done is not None:
-        return done, 0
-    if part.status == parts.FAILED and part.source_sha256 == signature:
-        raise PieceFailed(part.error or f"{piece_name(window)} failed")
-    if part.status == parts.SUCCEEDED:  # made from other audio: make it again
-        parts.reopen(url, part.id, part.output_key)
-        part = _state(settings, session_id, window)
-    elif part.status == parts.FAILED:  # failed on audio the window no longer has
-        parts.reopen_failed(url, part.id)
-        part = _state(settings, session_id, window)
-    if part.live or not parts.claim(url, part.id, owner, signature, lease=parts._lease(settings)):
-        return None, 0
-    return make_piece(settings, plan, k, part.id, owner, recognizer, progress=progress), 1
+    owner: str,
+    wait: bool,
+    progress: Callable[[float], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> parts.Collected:
+    """The pieces of ``plan`` (``parts.collect``): made ones used, free ones transcribed."""
+    count = len(plan.windows)
+
+    def make(k: int, part_id: int) -> Transcript:
+        def report(fraction: float) -> None:
+            progress((k + fraction) / count)
+
+        return make_piece(settings, plan, k, part_id, owner, recognizer, progress=report)
+
+    return parts.collect(
+        settings, session_id, KIND_TRANSCRIPT, _wanted(plan), owner=owner, usable=_usable,
+        make=make, wait=wait, heartbeat=progress, sleep=sleep,
+    )  # fmt: skip
 
 
 # -- while recording --------------------------------------------------------------------------
@@ -334,21 +324,15 @@ def transcribe_while_recording(settings: Settings, session_id: str, *, owner: st
     remember_probes(settings.database_url, session_id, probed)
     if not plan.windows:
         return "no piece ready"
-    _request(settings, session_id, plan)
-    made = 0
-    for k in range(len(plan.windows)):
-        with session_scope(settings.database_url) as db:
-            if _stage_started(db, session_id):
-                return f"made {made} piece(s), then the transcript stage started"
-        try:
-            _, n = _step(settings, session_id, plan, k, owner, recognizer)
-        except PieceFailed as exc:
-            log.warning("transcript piece of %s failed: %s", session_id, exc)
-            continue
-        except Cancelled as exc:
-            return f"made {made} piece(s), then stopped: {exc}"
-        made += n
-    return f"made {made} piece(s)"
+    try:
+        got = _collect(settings, session_id, plan, recognizer, owner=owner, wait=False)
+    except Cancelled as exc:
+        return f"stopped: {exc}"
+    except PieceFailed as exc:  # the stage reports it
+        return f"failed: {exc}"
+    for reason in (got.failed or {}).values():
+        log.warning("transcript piece of %s failed: %s", session_id, reason)
+    return f"made {got.made} piece(s)"
 
 
 def _stage_started(db: Any, session_id: str) -> bool:
@@ -400,36 +384,22 @@ def assemble(
     plan = plan_pieces(snapshot, storage, settings, recognizer, recording=False, probed=probed)
     if not plan.windows:
         return "the session has no audio to cut into pieces"
-    _request(settings, snapshot.id, plan)
-    states = [_state(settings, snapshot.id, w) for w in plan.windows]
-    ready = [
-        _usable(s, sig) is not None or s.live
-        for s, sig in zip(states, plan.signatures, strict=True)
+    states = [
+        parts.state(settings.database_url, snapshot.id, w.name, kind=KIND_TRANSCRIPT)
+        for w in _wanted(plan)
     ]
-    if not any(ready):
+    if not any(
+        s is not None and (s.live or (s.status == parts.SUCCEEDED and s.source_sha256 == sig))
+        for s, sig in zip(states, plan.signatures, strict=True)
+    ):
         return "no piece was transcribed while the session recorded"
-    got: dict[int, Transcript] = {}
-    made = 0
-    while len(got) < len(plan.windows):
-        progressed = False
-        for k in range(len(plan.windows)):
-            if k in got:
-                continue
-            share, count = len(got) / len(plan.windows), len(plan.windows)
-
-            def report(fraction: float, share: float = share, count: int = count) -> None:
-                progress(share + fraction / count)
-
-            transcript, n = _step(
-                settings, snapshot.id, plan, k, owner, recognizer, progress=report
-            )
-            if transcript is not None:
-                got[k] = transcript
-                made += n
-                progressed = True
-        if not progressed:
-            progress(len(got) / len(plan.windows))
-            sleep(parts.WAIT_POLL_S)
+    try:
+        collected = _collect(settings, snapshot.id, plan, recognizer, owner=owner, wait=True,
+                             progress=progress, sleep=sleep)  # fmt: skip
+    except parts.PartFailed as exc:
+        raise PieceFailed(str(exc)) from exc
+    got: dict[int, Transcript] = collected.values
+    made = collected.made
     stitched = stitch(
         [(w, got[k]) for k, w in enumerate(plan.windows)],
         rate=plan.audio.rate,

@@ -169,7 +169,5 @@ def _check(stitched: StageOutput, whole: StageOutput) -> None:
     ]  # fmt: skip
     assert max(moved) <= EDGE_TOLERANCE_S
     assert sorted(moved)[int(len(moved) * 0.9)] <= WORD_TIME_TOLERANCE_S
-    print("pieces", pieces, "stage seconds", stitched.result["seconds"],
-          "whole", whole.result["seconds"], "differing", differing)  # fmt: skip
 
 
