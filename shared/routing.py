@@ -34,6 +34,8 @@ TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
 # The transcript pieces whose audio has settled, transcribed while the session records
 # (workers/transcriptparts.py); background work like the parts, on the enrich queue.
 TASK_TRANSCRIPT_PIECES: Final = "sessionpipe.transcript_pieces"
+# A video segment sampled for chapters while the session records (workers/chapterparts.py).
+TASK_CHAPTER_SAMPLES: Final = "sessionpipe.chapter_samples"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -48,6 +50,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
     TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
     TASK_TRANSCRIPT_PIECES: {"queue": QUEUE_ENRICH},
+    TASK_CHAPTER_SAMPLES: {"queue": QUEUE_ENRICH},
 }
 
 

@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         "is compared where they are at most 2.5 s apart); a change is then placed to its "
         "frame.",
     )
+    chapter_samples: bool = Field(
+        default=True,
+        description="Sample each video segment for chapters as it is stored, so after the "
+        "session's end the chapters stage only compares the samples, places the changes and "
+        "reads the titles (workers.chapterparts).",
+    )
     summary_sentences: int = Field(
         default=3, ge=1, le=50, description="Sentences of the offline (extractive) summary."
     )

@@ -146,6 +146,6 @@ def _settle_one(
     if due:
         send_all(app, settings.database_url, session, due)
     if policy == "fail":
-        parts.discard(Storage(settings.storage), session_id)
+        parts.discard_all(Storage(settings.storage), session_id)
     webhook.send(app, settings.database_url, [d for d in hooks if d is not None])
     return Settled(session_id, policy, reason)

@@ -26,6 +26,7 @@ from shared.options import SessionOptions
 from shared.receipts import write_receipt
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
+    TASK_CHAPTER_SAMPLES,
     TASK_COMPRESS_PART,
     TASK_TRANSCRIPT_PIECES,
     background_priority,
@@ -33,7 +34,7 @@ from shared.routing import (
 )
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
-from workers import audiochunks, parts, transcriptparts
+from workers import audiochunks, chapterparts, parts, transcriptparts
 from workers.dispatch import send_all
 from workers.jobs import insert_ignore
 from workers.media import MediaError
@@ -61,6 +62,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
     chunk_request: int | None = None
     part_wanted = False
     pieces_wanted = False
+    samples_wanted = False
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
         session = lock_session(db, parsed.session_id)
@@ -83,6 +85,9 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             if wants_audio_chunks(session, parsed):  # some audio may have settled
                 options = SessionOptions.from_json(session.options)
                 pieces_wanted = transcriptparts.wanted(settings, options)
+            if wants_part(session, parsed):  # a video segment: its chapter samples
+                options = SessionOptions.from_json(session.options)
+                samples_wanted = chapterparts.wanted(settings, options)
         if ready_to_process(db, session):
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
@@ -106,6 +111,15 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             )
         except Exception as exc:
             log.warning("could not request transcript pieces of %s: %s", session.id, describe(exc))
+    if samples_wanted:  # a lost message costs only time: the stage samples the segment
+        try:
+            app.send_task(
+                TASK_CHAPTER_SAMPLES,
+                args=[session.id, parsed.segment().file],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request chapter samples of %s: %s", session.id, describe(exc))
     if due:
         send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all

@@ -72,6 +72,10 @@ WAIT_POLL_S: Final = 0.2
 #: A claim's lease when the caller gives none (the settings' job_lease_s default).
 LEASE: Final = timedelta(seconds=120)
 PARTS_DIR: Final = "parts"
+#: Folders of other kinds' part files, each deleted by the stage that uses them
+#: (``workers.chapterparts``: the chapters stage), and all of them when the session fails.
+SAMPLES_DIR: Final = "chapter-samples"
+SCRATCH_DIRS: Final = (SAMPLES_DIR,)
 
 
 _T = TypeVar("_T")
@@ -95,9 +99,17 @@ class PartState:
 
 
 def discard(storage: Storage, session_id: str) -> None:
-    """Delete a session's part files: once its compressed copy is recorded (``finalize``),
-    or once it failed (a retry makes them again)."""
+    """Delete a session's compressed part files: once its compressed copy is recorded
+    (``finalize``)."""
     shutil.rmtree(storage.path(storage.derived_key(session_id, PARTS_DIR)), ignore_errors=True)
+
+
+def discard_all(storage: Storage, session_id: str) -> None:
+    """Delete every part file of a session, whatever its kind: once it failed (a retry
+    makes them again)."""
+    discard(storage, session_id)
+    for folder in SCRATCH_DIRS:
+        shutil.rmtree(storage.path(storage.derived_key(session_id, folder)), ignore_errors=True)
 
 
 def _lease(settings: Settings) -> timedelta:

@@ -20,6 +20,7 @@ from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
+    TASK_CHAPTER_SAMPLES,
     TASK_CHAPTERS,
     TASK_COMPRESS,
     TASK_COMPRESS_PART,
@@ -33,7 +34,7 @@ from shared.routing import (
     TASK_WEBHOOK,
 )
 from shared.settings import get_settings
-from workers import audiochunks, parts, transcriptparts
+from workers import audiochunks, chapterparts, parts, transcriptparts
 from workers.app import app
 from workers.ingest import ingest
 from workers.pipeline import Stage
@@ -146,6 +147,19 @@ def transcript_pieces(self: PipelineTask, session_id: str) -> str:
         get_settings(), session_id, owner=f"pieces:{self.request.id}"[:64]
     )
     log.info("transcript pieces of %s: %s", session_id, outcome)
+    return outcome
+
+
+@_task(TASK_CHAPTER_SAMPLES)
+def chapter_samples(self: PipelineTask, session_id: str, segment_file: str) -> str:
+    """Sample one video segment for chapters while its session records
+    (workers.chapterparts); a bad segment is only logged (the stage reports it)."""
+    validate_session_id(session_id)
+    outcome = chapterparts.sample_while_recording(
+        get_settings(), session_id, segment_file, owner=f"samples:{self.request.id}"[:64]
+    )
+    if outcome.startswith("failed"):
+        log.warning("chapter samples %s of %s %s", segment_file, session_id, outcome)
     return outcome
 
 

@@ -1,12 +1,16 @@
-"""The transcript from pieces (``workers.transcriptparts``) on a real database and real
-speech: the demo lecture's narration (espeak-ng, 60 s) stored as a recorder ships it.
+"""Enrichment made while recording, on a real database and the demo lecture (60 s) stored
+segment by segment as a recorder ships it.
 
-While the session records, each pass transcribes the pieces whose audio has settled (and
-only those: none twice); after the end the stage transcribes only the last piece and
-stitches. Its transcript has the words of the whole-session path (the stage with pieces
-turned off: ``audio.m4a`` transcribed in one run) but for the few Whisper hears differently
-in another context (measured: 3 of 60), each once, in time order, with times on the same
-clock.
+The transcript from pieces (``workers.transcriptparts``): while the session records, each
+pass transcribes the pieces whose audio has settled (and only those: none twice); after the
+end the stage transcribes only the last piece and stitches. Its transcript has the words of
+the whole-session path (the stage with pieces turned off: ``audio.m4a`` transcribed in one
+run) but for the few Whisper hears differently in another context (measured: 3 of 60), each
+once, in time order, with times on the same clock.
+
+Chapters from the segments' samples (``workers.chapterparts``): each video segment sampled
+as it is stored but the last, which the stage samples; the same chapters (within a second,
+same titles) as the stage sampling the playable MP4 itself, and no sample left behind.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from shared.storage import Storage
 from synthetic.lecture import DEMO_LECTURE
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from workers import parts, transcriptparts
+from workers import chapterparts, parts, transcriptparts
 from workers.snapshot import load_snapshot
 from workers.stages.audio import build_audio
+from workers.stages.chapters import build_chapters
 from workers.stages.context import StageContext, StageOutput
+from workers.stages.playable import build_playable
 from workers.stages.transcript import build_transcript
 
 pytestmark = pytest.mark.skipif(
@@ -44,6 +50,12 @@ SESSION = "pieces-1"
 STARTED = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 SPEC = SyntheticSpec(duration=DEMO_LECTURE.duration, segment_seconds=10.0, audio_holes=(),
                      video=False, lecture=DEMO_LECTURE)  # fmt: skip
+#: The lecture's slides on screen (small: OCR reads titles at 640x360), no microphone.
+VIDEO_SPEC = SyntheticSpec(duration=DEMO_LECTURE.duration, segment_seconds=10.0,
+                           audio_holes=(), audio=False, width=640, height=360, fps=10,
+                           lecture=DEMO_LECTURE)  # fmt: skip
+#: How far a chapter may start from where the whole-MP4 path starts it (issue 12).
+CHAPTER_TOLERANCE_S = 1.0
 PIECE_S, OVERLAP_S = 20.0, 6.0  # three pieces of the minute: two while recording
 #: Words of the whole-session transcript that the stitched one may hear otherwise (Whisper
 #: decodes a word differently in another 30 s context; measured 3 of 60 on this audio).
@@ -99,13 +111,16 @@ def _pieces(settings: Settings) -> list[models.Part]:
         return rows
 
 
-def _stage(settings: Settings, storage: Storage, audio_key: str | None) -> StageContext:
+def _stage(
+    settings: Settings, storage: Storage, audio_key: str | None, **outputs: str | None
+) -> StageContext:
     with session_scope(settings.database_url) as db:
         session = db.get(models.Session, SESSION)
         assert session is not None
         snapshot = load_snapshot(db, session)
     return StageContext(snapshot=snapshot, storage=storage, settings=settings,
-                        progress=lambda _: None, outputs={"concat_audio": audio_key})  # fmt: skip
+                        progress=lambda _: None,
+                        outputs={"concat_audio": audio_key, **outputs})  # fmt: skip
 
 
 def test_pieces_made_while_recording_leave_the_last_piece_and_a_stitch(
@@ -171,3 +186,36 @@ def _check(stitched: StageOutput, whole: StageOutput) -> None:
     assert sorted(moved)[int(len(moved) * 0.9)] <= WORD_TIME_TOLERANCE_S
 
 
+
+
+def test_chapters_from_samples_made_while_recording_are_the_whole_paths(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=sqlite_url, enrich="chapters")
+    storage = Storage(settings.storage)
+    folder = record_synthetic_session(tmp_path / "rec", session_id=SESSION, name="p",
+                                      spec=VIDEO_SPEC, started_at=STARTED)  # fmt: skip
+    files = [s.file for s in load_manifest(folder).segments]
+    _store(settings, storage, folder, files)
+    for file in files[:-1]:  # the last one arrives as the session ends: the stage samples it
+        outcome = chapterparts.sample_while_recording(settings, SESSION, file, owner="task")
+        assert outcome == "made"
+    assert chapterparts.sample_while_recording(
+        settings, SESSION, files[0], owner="task-2"
+    ) == "done already"  # fmt: skip
+
+    merged = build_playable(_stage(settings, storage, None))
+    assert merged.output_key is not None
+    from_samples = build_chapters(_stage(settings, storage, None, merge=merged.output_key))
+    assert from_samples.result["samples_fallback"] is None
+    assert from_samples.result["samples"] == {"segments": len(files), "made_by_stage": 1}
+    assert not storage.path(storage.derived_key(SESSION, parts.SAMPLES_DIR)).exists()
+    whole = build_chapters(_stage(settings.model_copy(update={"chapter_samples": False}),
+                                  storage, None, merge=merged.output_key))  # fmt: skip
+    assert whole.result["samples_fallback"] == "chapter samples are turned off"
+    got = from_samples.documents["chapters"]["chapters"]
+    want = whole.documents["chapters"]["chapters"]
+    assert len(got) == len(want) == len(DEMO_LECTURE.slides)
+    for a, b in zip(got, want, strict=True):
+        assert abs(a["start"] - b["start"]) <= CHAPTER_TOLERANCE_S, (got, want)
+        assert a["title"] == b["title"]
