@@ -4,6 +4,8 @@ times, wherever the pieces' overlaps hold a pause."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,9 @@ from workers.enrich.pieces import (
     plan_windows,
     stitch,
 )
+from workers.enrich.whispermodel import SpeechModel
+from workers.media.aacplan import AudioPlan, Placement
+from workers.transcriptparts import Recognizer, piece_signature
 
 RATE = 100  # samples per second: windows in centiseconds keep the examples readable
 
@@ -126,3 +131,38 @@ def test_the_settings_default_to_the_documented_piece_and_overlap() -> None:
     assert (defaults.transcript_piece_s, defaults.transcript_overlap_s) == (
         DEFAULT_PIECE_S, DEFAULT_OVERLAP_S,
     )  # fmt: skip
+
+
+def _plan(shas: list[str], seconds: int) -> AudioPlan:
+    """Segments of ``seconds`` each, back to back, at RATE."""
+    size = seconds * RATE
+    placements = tuple(
+        Placement(path=f"a{k}.m4a", identity=sha, source_start=0, out_start=k * size, count=size)
+        for k, sha in enumerate(shas)
+    )
+    return AudioPlan(rate=RATE, total=len(shas) * size, placements=placements)
+
+
+def test_a_piece_is_made_again_only_when_audio_in_its_window_changed() -> None:
+    """Signatures: audio arriving later leaves the ready pieces' unchanged; a segment stored
+    again with other content changes those of the windows it reaches into, no other."""
+    model = SpeechModel(name="tiny.en", path=Path("/m"), multilingual=False, cpu_threads=1,
+                        whisper=None)  # fmt: skip
+    recognizer = Recognizer(model=model, language="en", beam_size=5)
+    piece, overlap = 20 * RATE, 5 * RATE
+
+    def signatures(plan: AudioPlan, settled: int | None = None) -> list[str]:
+        windows = plan_windows(plan.total, piece, overlap, settled=settled)
+        return [piece_signature(plan, w, recognizer) for w in windows]
+
+    recording = _plan(["s0", "s1", "s2", "s3", "s4"], 10)  # 50 s stored so far
+    ready = signatures(recording, settled=recording.total)
+    assert len(ready) == 2  # [0, 25] and [15, 45] s have settled; [35, 50] is the last yet
+    final = signatures(_plan(["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"], 10))
+    assert final[: len(ready)] == ready
+    redone = signatures(_plan(["s0", "s1", "s2", "S3", "s4", "s5", "s6", "s7"], 10))
+    # s3 is [30, 40) s: windows [15, 45] and [35, 65] hear it, [0, 25] does not
+    assert [a == b for a, b in zip(final, redone, strict=True)] == [True, False, False, True]
+    other = Recognizer(model=model, language="en", beam_size=1)
+    assert piece_signature(_plan(["s0"], 10), plan_windows(10 * RATE, piece, overlap)[0],
+                           other) != signatures(_plan(["s0"], 10))[0]  # fmt: skip
