@@ -10,8 +10,17 @@ segment; a compressed ``.npz`` of its sample times and pictures in ``chapter-sam
 the end the ``chapters`` stage maps every segment's samples onto the output timeline (as the
 playable MP4 places the segment: its kept pieces, pause cuts dropped), which is the sample
 stream of the playable MP4 itself, and runs the rest as before on it: the changes are found
-across segment boundaries as anywhere else (a few seconds of numpy per hour), placed to the
-frame and titled by OCR from the MP4.
+across segment boundaries as anywhere else, placed to the frame and titled by OCR from the
+MP4.
+
+Comparing the samples is the other part of the work that grows with the session, so it is
+done while recording too: a segment's samples are scored against each other, and against
+those of the video segment before and after it (by index) as soon as both are sampled (by
+whichever is sampled second), for every pair at most ``PAIR_SPAN_S`` apart: every pair
+``detect_changes`` compares. A score is a pure function of the two pictures, so the stage
+looks them up by (segment, sample number) and gets the very decisions the whole path makes;
+a pair not scored before (after a blip, or two neighbours sampled at the same moment) is
+scored then (``scores_computed`` in the result).
 
 Rules:
 
@@ -34,6 +43,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +51,7 @@ import numpy as np
 from sqlalchemy import select
 
 from shared import models
+from shared.clock import as_utc
 from shared.db import session_scope
 from shared.options import SessionOptions, resolve
 from shared.settings import Settings
@@ -49,7 +60,7 @@ from workers import parts
 from workers.enrich.chaptering import Sampled
 from workers.enrich.documents import EnrichError
 from workers.enrich.frames import open_video
-from workers.enrich.scenes import Sample
+from workers.enrich.scenes import COMPARED_SPAN_S, Sample, change_score
 from workers.media import Cancelled, MediaError
 from workers.media.timeline import Timeline
 
@@ -58,6 +69,10 @@ log = logging.getLogger(__name__)
 KIND_SCENES: Final = "scenes"
 STAGE: Final = "chapters"
 SAMPLES_SUFFIX: Final = "-scenes.npz"
+CROSS_SUFFIX: Final = "-scores.npz"
+#: Pairs of samples at most this far apart (seconds) are scored while recording: every pair
+#: ``detect_changes`` compares, with a second of margin for clocks.
+PAIR_SPAN_S: Final = COMPARED_SPAN_S + 1.0
 
 
 class SamplesFailed(EnrichError):
@@ -76,27 +91,115 @@ def discard(storage: Storage, session_id: str) -> None:
                   ignore_errors=True)  # fmt: skip
 
 
-def _save(path: Path, samples: list[Sample]) -> None:
-    """Write the samples (times, pictures) to ``path``: a temporary name, then renamed."""
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` (compressed): a temporary name, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    times = np.array([t for t, _ in samples], dtype=np.float64)
-    frames = (
-        np.stack([f for _, f in samples]) if samples else np.zeros((0, 0, 0), dtype=np.uint8)
-    )
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, times=times, frames=frames)
+            np.savez_compressed(handle, allow_pickle=False, **arrays)
         os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
 
 
+def pair_scores(
+    earlier: list[Sample], later: list[Sample], offset: float, *, same: bool
+) -> np.ndarray:
+    """``change_score`` of every pair (``earlier[i]``, ``later[j]``) whose times (``later``'s
+    moved by ``offset`` seconds) are at most ``PAIR_SPAN_S`` apart, as rows (i, j, score);
+    ``same``: both are one segment's (only i < j)."""
+    rows: list[tuple[float, float, float]] = []
+    for i, (ta, fa) in enumerate(earlier):
+        for j, (tb, fb) in enumerate(later):
+            if (same and j <= i) or abs(tb + offset - ta) > PAIR_SPAN_S:
+                continue
+            rows.append((i, j, change_score(fa, fb) if fa.shape == fb.shape else 1.0))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def _save(path: Path, samples: list[Sample]) -> None:
+    times = np.array([t for t, _ in samples], dtype=np.float64)
+    frames = (
+        np.stack([f for _, f in samples]) if samples else np.zeros((0, 0, 0), dtype=np.uint8)
+    )
+    _atomic_npz(path, times=times, frames=frames, pairs=pair_scores(samples, samples, 0.0,
+                                                                      same=True))  # fmt: skip
+
+
 def load_samples(path: Path) -> list[Sample]:
     with np.load(path) as data:
         times, frames = data["times"], data["frames"]
         return [(float(t), frames[k]) for k, t in enumerate(times)]
+
+
+def _load_pairs(path: Path) -> np.ndarray:
+    try:
+        with np.load(path) as data:
+            return np.asarray(data["pairs"])
+    except (OSError, KeyError, ValueError):
+        return np.zeros((0, 3))
+
+
+def cross_key(storage: Storage, session_id: str, earlier: str, later: str) -> str:
+    """Where the scores between two consecutive segments' samples are stored."""
+    name = f"{Path(earlier).stem}--{Path(later).stem}{CROSS_SUFFIX}"
+    return storage.derived_key(session_id, f"{parts.SAMPLES_DIR}/{name}")
+
+
+@dataclass(frozen=True)
+class _Neighbour:
+    file: str
+    started_at: datetime | None
+    duration: float | None
+
+
+def _neighbours(
+    database_url: str, session_id: str, file: str
+) -> tuple[_Neighbour | None, _Neighbour | None, _Neighbour | None]:
+    """The video segment before ``file`` (by index), ``file``'s own row, the one after."""
+    with session_scope(database_url) as db:
+        rows = db.execute(
+            select(models.Segment.file, models.Segment.started_at, models.Segment.duration)
+            .where(models.Segment.session_id == session_id, models.Segment.kind == "video")
+            .order_by(models.Segment.index)
+        ).all()
+    found = [_Neighbour(f, at, d) for f, at, d in rows]
+    k = next((n for n, row in enumerate(found) if row.file == file), None)
+    if k is None:
+        return None, None, None
+    return (found[k - 1] if k > 0 else None, found[k],
+            found[k + 1] if k + 1 < len(found) else None)  # fmt: skip
+
+
+def _offset(earlier: _Neighbour, later: _Neighbour) -> float | None:
+    """Seconds from the earlier segment's start to the later one's, on the recorder's clock."""
+    if earlier.started_at is not None and later.started_at is not None:
+        return (as_utc(later.started_at) - as_utc(earlier.started_at)).total_seconds()
+    return earlier.duration
+
+
+def _score_neighbours(settings: Settings, storage: Storage, source: parts.SegmentSource) -> int:
+    """Score the segment's samples against those of its neighbours already sampled (the
+    second of two neighbours to be sampled does it); how many pairs of segments."""
+    before, me, after = _neighbours(settings.database_url, source.session_id, source.file)
+    if me is None:
+        return 0
+    done = 0
+    for earlier, later in ((before, me), (me, after)):
+        if earlier is None or later is None:
+            continue
+        paths = [storage.path(samples_key(storage, source.session_id, n.file))
+                 for n in (earlier, later)]  # fmt: skip
+        offset = _offset(earlier, later)
+        if offset is None or not all(p.is_file() for p in paths):
+            continue
+        scores = pair_scores(load_samples(paths[0]), load_samples(paths[1]), offset, same=False)
+        key = cross_key(storage, source.session_id, earlier.file, later.file)
+        _atomic_npz(storage.output_path(key), pairs=scores)
+        done += 1
+    return done
 
 
 def make_samples(
@@ -121,6 +224,7 @@ def make_samples(
             samples = list(clip.samples(settings.chapter_sample_fps, progress=report))
             index = clip.index
         _save(storage.output_path(key), samples)
+        _score_neighbours(settings, storage, source)
     except Cancelled:
         raise
     except (MediaError, EnrichError) as exc:
@@ -234,17 +338,21 @@ class Gathered:
     sampled: Sampled
     segments: int
     made: int
+    scores: _Scores
 
 
-def _on_output(timeline: Timeline, path: str, samples: list[Sample]) -> Iterator[Sample]:
+def _on_output(
+    timeline: Timeline, path: str, samples: list[Sample]
+) -> Iterator[tuple[float, int, np.ndarray]]:
     """A segment's samples (its own clock) on the output timeline, where the playable MP4
-    shows them: each kept piece of the segment, what pause cuts removed dropped."""
+    shows them (each kept piece of the segment, what pause cuts removed dropped), with their
+    number in the segment."""
     segment = next(s for s in timeline.segments if s.path == path)
     pieces = timeline.kept_parts(segment)
-    for t, frame in samples:
+    for n, (t, frame) in enumerate(samples):
         for piece in pieces:
             if piece.source_offset - 1e-6 <= t < piece.source_offset + piece.duration:
-                yield piece.out_start + (t - piece.source_offset), frame
+                yield piece.out_start + (t - piece.source_offset), n, frame
                 break
 
 
@@ -283,21 +391,55 @@ def gather(
         return f"the segments differ in picture size ({sorted(sizes)})"
     width, height = next(iter(sizes))
     order = sorted(range(len(segments)), key=lambda k: _out_start(timeline, segments[k][0]))
+    scores = _Scores()
 
     def stream() -> Iterator[Sample]:
         last = -1.0
+        previous: str | None = None
         for k in order:
-            path = storage.path(got.values[k][0])
-            for t, frame in _on_output(timeline, segments[k][0], load_samples(path)):
+            file, path = sources[k].file, storage.path(got.values[k][0])
+            scores.add(file, file, _load_pairs(path))
+            if previous is not None:
+                cross = storage.path(cross_key(storage, session_id, previous, file))
+                scores.add(previous, file, _load_pairs(cross))
+            previous = file
+            for t, n, frame in _on_output(timeline, segments[k][0], load_samples(path)):
                 if t > last:  # overlapping segments: the later one starts where it is kept
                     last = t
+                    scores.keys[t] = (file, n)
                     yield t, frame
 
     return Gathered(
-        sampled=Sampled(samples=stream(), duration=duration, width=width, height=height),
+        sampled=Sampled(samples=stream(), duration=duration, width=width, height=height,
+                        scorer=scores.score),  # fmt: skip
         segments=len(sources),
         made=got.made,
+        scores=scores,
     )
+
+
+class _Scores:
+    """Change scores computed while recording, by (segment, sample number) pairs; what is
+    missing (a blip's long comparison, a pair of segments sampled at once) computed now."""
+
+    def __init__(self) -> None:
+        self.keys: dict[float, tuple[str, int]] = {}  # output time -> (segment, sample)
+        self.known: dict[tuple[tuple[str, int], tuple[str, int]], float] = {}
+        self.reused = 0
+        self.computed = 0
+
+    def add(self, earlier: str, later: str, rows: np.ndarray) -> None:
+        for i, j, value in rows:
+            self.known[(earlier, int(i)), (later, int(j))] = float(value)
+
+    def score(self, a: Sample, b: Sample) -> float:
+        ka, kb = self.keys.get(a[0]), self.keys.get(b[0])
+        value = self.known.get((ka, kb)) if ka is not None and kb is not None else None
+        if value is None:
+            self.computed += 1
+            return change_score(a[1], b[1])
+        self.reused += 1
+        return value
 
 
 def _out_start(timeline: Timeline, path: str) -> float:

@@ -67,6 +67,8 @@ class Sampled:
     duration: float
     width: int
     height: int
+    # change_score of two of them, known already (``detect_changes``' ``scorer``)
+    scorer: Callable[[Sample, Sample], float] | None = None
 
 
 def transcript_title(
@@ -152,7 +154,7 @@ def detect_chapters(
             if sampled is None
             else sampled.samples
         )
-        found = detect_changes(samples)
+        found = detect_changes(samples, scorer=sampled.scorer if sampled is not None else None)
         placed: list[Change] = []
         for k, change in enumerate(found):
             placed.append(_refine(clip, change))

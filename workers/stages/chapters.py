@@ -96,7 +96,12 @@ def _chapters(ctx: StageContext, merged: Path, duration: float) -> StageOutput:
     if no_ocr:
         result["ocr"] = no_ocr
     if isinstance(gathered, chapterparts.Gathered):
-        result["samples"] = {"segments": gathered.segments, "made_by_stage": gathered.made}
+        result["samples"] = {
+            "segments": gathered.segments,
+            "made_by_stage": gathered.made,
+            "scores_reused": gathered.scores.reused,
+            "scores_computed": gathered.scores.computed,
+        }
         result["samples_fallback"] = None
     else:
         result["samples_fallback"] = gathered
