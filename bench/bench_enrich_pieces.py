@@ -78,9 +78,9 @@ def main() -> None:
     from synthetic.session import record_synthetic_session
     from workers import chapterparts, transcriptparts
     from workers.enrich.whispermodel import load_model
-    from workers.snapshot import load_snapshot
+    from workers.snapshot import load_snapshot, remember_probes
     from workers.stages.audio import build_audio
-    from workers.stages.context import StageContext
+    from workers.stages.context import StageContext, probe_duration
     from workers.stages.transcript import build_transcript
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -128,6 +128,7 @@ def main() -> None:
                 storage_key=key, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
                 started_at=segment.started_at, duration=segment.duration,
             ))  # fmt: skip
+        remember_probes(url, SESSION, {key: probe_duration(storage.path(key))})  # as ingest
         began = time.perf_counter()
         if chapters:
             chapterparts.sample_while_recording(settings, SESSION, segment.file, owner="task")
