@@ -213,7 +213,7 @@ def make_samples(
     SamplesFailed on bad input (the part failed with the reason); Cancelled when the claim
     was lost; any other error releases the part and propagates."""
     url, key = settings.database_url, samples_key(storage, source.session_id, source.file)
-    lease = parts._lease(settings)
+    lease = parts.lease_of(settings)
 
     def report(_fraction: float) -> None:
         if not parts.renew(url, part_id, owner, lease=lease):

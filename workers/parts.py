@@ -33,7 +33,14 @@ work; every transition is a conditional UPDATE, as for jobs::
 - A part task finding the session's compress stage already started does nothing (the stage
   has it), so no part is made twice but where a maker died; nor for a failed session.
 - Part files are scratch: :func:`discard` deletes them once the compressed copy is
-  recorded (``finalize``) or the session failed (a retry makes them again).
+  recorded (``finalize``), :func:`discard_all` (every kind's) once the session failed (a
+  retry makes them again).
+
+Other kinds of work made while recording use the same rows and transitions, with a
+``kind`` of their own and :func:`collect` as the stage's (and a background pass's) way to
+them: ``workers.transcriptparts`` (a transcript piece per minute of audio; its
+``segment_file`` is the piece's name and its ``source_sha256`` the signature of the audio it
+hears) and ``workers.chapterparts`` (a video segment's chapter samples).
 """
 
 from __future__ import annotations
@@ -112,7 +119,8 @@ def discard_all(storage: Storage, session_id: str) -> None:
         shutil.rmtree(storage.path(storage.derived_key(session_id, folder)), ignore_errors=True)
 
 
-def _lease(settings: Settings) -> timedelta:
+def lease_of(settings: Settings) -> timedelta:
+    """A claim's lease: the jobs' ``job_lease_s``."""
     return timedelta(seconds=settings.job_lease_s)
 
 
@@ -306,7 +314,7 @@ def make(
     key = part_key(storage, source.session_id, source.file)
 
     def report(fraction: float) -> None:
-        if not renew(settings.database_url, part_id, owner, lease=_lease(settings)):
+        if not renew(settings.database_url, part_id, owner, lease=lease_of(settings)):
             raise Cancelled(f"part of {source.file} was taken over")
         if progress is not None:
             progress(fraction)
@@ -399,7 +407,7 @@ def _step(
         reopen_failed(settings.database_url, part.id)
         return None, 0
     if part.live or not claim(
-        settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)
+        settings.database_url, part.id, owner, source.sha256, lease=lease_of(settings)
     ):
         return None, 0
     made = make(
@@ -447,7 +455,7 @@ def make_in_background(settings: Settings, session_id: str, segment_file: str, *
         return "skipped: not requested"
     if usable(part, source, storage) is not None:
         return "done already"
-    if not claim(settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)):
+    if not claim(settings.database_url, part.id, owner, source.sha256, lease=lease_of(settings)):
         return "held by another worker"
     try:
         key = make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
@@ -511,7 +519,7 @@ def collect(
     reason; without (a background pass), held parts are left to their holder and failures
     are returned in ``failed``. Parts made from other input are reopened and made again.
     """
-    url, lease = settings.database_url, _lease(settings)
+    url, lease = settings.database_url, lease_of(settings)
     with session_scope(url) as db:
         for item in wanted:
             request(db, session_id, item.name, item.signature, kind=kind)

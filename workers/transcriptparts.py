@@ -194,7 +194,7 @@ def make_piece(
     timeline). PieceFailed on bad input (the part failed with the reason); Cancelled when the
     claim was lost; any other error releases the piece and propagates."""
     window, url = plan.windows[k], settings.database_url
-    lease = parts._lease(settings)
+    lease = parts.lease_of(settings)
 
     def report(fraction: float) -> None:
         if not parts.renew(url, part_id, owner, lease=lease):
