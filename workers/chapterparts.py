@@ -142,17 +142,22 @@ def _load_pairs(path: Path) -> np.ndarray:
         return np.zeros((0, 3))
 
 
-def cross_key(storage: Storage, session_id: str, earlier: str, later: str) -> str:
-    """Where the scores between two consecutive segments' samples are stored."""
-    name = f"{Path(earlier).stem}--{Path(later).stem}{CROSS_SUFFIX}"
+def cross_key(
+    storage: Storage, session_id: str, earlier: _Neighbour, later: _Neighbour, sample_fps: float
+) -> str:
+    """Where the scores between two consecutive segments' samples are stored: named by both
+    segments' content and the sample rate, so scores of other pictures are never used."""
+    name = (f"{Path(earlier.file).stem}.{earlier.sha256[:16]}--{Path(later.file).stem}."
+            f"{later.sha256[:16]}-{sample_fps:g}fps{CROSS_SUFFIX}")  # fmt: skip
     return storage.derived_key(session_id, f"{parts.SAMPLES_DIR}/{name}")
 
 
 @dataclass(frozen=True)
 class _Neighbour:
     file: str
-    started_at: datetime | None
-    duration: float | None
+    sha256: str
+    started_at: datetime | None = None
+    duration: float | None = None
 
 
 def _neighbours(
@@ -161,11 +166,12 @@ def _neighbours(
     """The video segment before ``file`` (by index), ``file``'s own row, the one after."""
     with session_scope(database_url) as db:
         rows = db.execute(
-            select(models.Segment.file, models.Segment.started_at, models.Segment.duration)
+            select(models.Segment.file, models.Segment.sha256, models.Segment.started_at,
+                   models.Segment.duration)
             .where(models.Segment.session_id == session_id, models.Segment.kind == "video")
             .order_by(models.Segment.index)
-        ).all()
-    found = [_Neighbour(f, at, d) for f, at, d in rows]
+        ).all()  # fmt: skip
+    found = [_Neighbour(f, sha, at, d) for f, sha, at, d in rows]
     k = next((n for n, row in enumerate(found) if row.file == file), None)
     if k is None:
         return None, None, None
@@ -195,8 +201,12 @@ def _score_neighbours(settings: Settings, storage: Storage, source: parts.Segmen
         offset = _offset(earlier, later)
         if offset is None or not all(p.is_file() for p in paths):
             continue
-        scores = pair_scores(load_samples(paths[0]), load_samples(paths[1]), offset, same=False)
-        key = cross_key(storage, source.session_id, earlier.file, later.file)
+        try:  # the neighbour's file may be mid-replacement: the stage scores what is missing
+            first, second = load_samples(paths[0]), load_samples(paths[1])
+        except (OSError, ValueError, KeyError):
+            continue
+        scores = pair_scores(first, second, offset, same=False)
+        key = cross_key(storage, source.session_id, earlier, later, settings.chapter_sample_fps)
         _atomic_npz(storage.output_path(key), pairs=scores)
         done += 1
     return done
@@ -395,14 +405,15 @@ def gather(
 
     def stream() -> Iterator[Sample]:
         last = -1.0
-        previous: str | None = None
+        previous: _Neighbour | None = None
         for k in order:
             file, path = sources[k].file, storage.path(got.values[k][0])
             scores.add(file, file, _load_pairs(path))
+            me = _Neighbour(file, sources[k].sha256)
             if previous is not None:
-                cross = storage.path(cross_key(storage, session_id, previous, file))
-                scores.add(previous, file, _load_pairs(cross))
-            previous = file
+                key = cross_key(storage, session_id, previous, me, settings.chapter_sample_fps)
+                scores.add(previous.file, file, _load_pairs(storage.path(key)))
+            previous = me
             for t, n, frame in _on_output(timeline, segments[k][0], load_samples(path)):
                 if t > last:  # overlapping segments: the later one starts where it is kept
                     last = t
