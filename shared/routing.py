@@ -31,6 +31,9 @@ TASK_WEBHOOK: Final = "sessionpipe.webhook"  # completion webhooks (workers/webh
 # The compressed copy's part of one video segment, made while the session records
 # (workers/parts.py); background work: one priority step below its session's stages.
 TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
+# One video segment's fragment of the live view (workers/live.py): a remux of well under a
+# second, on the audio queue beside the audio chunks so it never waits behind a transcode.
+TASK_LIVE_FRAGMENT: Final = "sessionpipe.live_fragment"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -44,8 +47,8 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_SUMMARY: {"queue": QUEUE_ENRICH},
     TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
     TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
+    TASK_LIVE_FRAGMENT: {"queue": QUEUE_AUDIO},
 }
-
 
 
 class Priority(StrEnum):

@@ -26,6 +26,7 @@ from shared.receipts import write_receipt
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
     TASK_COMPRESS_PART,
+    TASK_LIVE_FRAGMENT,
     background_priority,
     priority_value,
 )
@@ -57,7 +58,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         log.error("%s", reason)
         return reason
     chunk_request: int | None = None
-    part_wanted = False
+    part_wanted = live_wanted = False
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
         session = lock_session(db, parsed.session_id)
@@ -77,11 +78,22 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             if settings.compress and settings.compress_parts and wants_part(session, parsed):
                 segment = parsed.segment()
                 part_wanted = parts.request(db, session.id, segment.file, segment.sha256)
+            live_wanted = settings.live_view and wants_part(session, parsed)
         if ready_to_process(db, session):
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
         confirm_segment(settings, parsed)
         probe_segment(settings, parsed)
+    if live_wanted:  # a lost message leaves a hole in the live view, not in the outputs
+        try:
+            app.send_task(
+                TASK_LIVE_FRAGMENT,
+                args=[session.id, parsed.segment().file],
+                priority=priority_value(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request the live fragment of %s: %s", session.id,
+                        describe(exc))  # fmt: skip
     if part_wanted:  # a lost message costs only time: the compress stage makes the part
         try:
             app.send_task(

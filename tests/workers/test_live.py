@@ -1,0 +1,134 @@
+"""The live view through a real Celery worker on Redis and PostgreSQL, read over the API.
+
+While a session records, every stored video segment gets its fragment, and the API's HLS
+playlists list them in order (not ended while recording). The live stream (the init
+segment followed by the media segments, as a player appends them) holds exactly the video
+packets of the finished MP4 at the same relative times, and the audio packets of the
+finished audio track at the same times where the audio had settled; the stream ends with
+the session and its files go once the MP4 exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import av
+import pytest
+from starlette.testclient import TestClient
+
+from capture_agent.emit import EventEmitter
+from shared.sessiondir import load_manifest, segment_file
+from shared.settings import Settings
+from shared.storage import Storage
+from synthetic.plan import SyntheticSpec
+from synthetic.session import record_synthetic_session
+from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
+from tests.support.shipping import SessionShipper
+from tests.support.waiting import wait_for
+from workers import live
+from workers.api.app import create_app
+
+pytestmark = pytest.mark.integration
+
+SPEC = SyntheticSpec(duration=24.0, segment_seconds=4.0, audio_holes=((9.0, 13.0),),
+                     width=640, height=360, fps=15)  # fmt: skip
+STARTED = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+LIVE_TIMEOUT_S = 120.0
+TICK_S = 1e-3  # timestamps agree to within a millisecond (time bases differ)
+
+
+@dataclass
+class System:
+    settings: Settings
+    storage: Storage
+    worker: WorkerProcess
+
+
+@pytest.fixture
+def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
+    home = tmp_path / "home"
+    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
+    yield System(settings, Storage(settings.storage), worker)
+    worker.stop()
+
+
+def _packets(path: Path, kind: str) -> list[tuple[float, bytes]]:
+    """(presentation seconds, payload) of every packet of the file's ``kind`` stream."""
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams if s.type == kind)
+        assert stream.time_base is not None
+        return [
+            (float(p.pts * stream.time_base), bytes(p))
+            for p in container.demux(stream)
+            if p.pts is not None and p.size
+        ]
+
+
+def test_the_live_view_grows_while_recording_and_matches_the_outputs(
+    system: System, tmp_path: Path
+) -> None:
+    settings, storage = system.settings, system.storage
+    session_id = "live-view"
+    folder = record_synthetic_session(tmp_path / session_id, session_id=session_id,
+                                      name=session_id, spec=SPEC, started_at=STARTED)  # fmt: skip
+    manifest = load_manifest(folder)
+    client = TestClient(create_app(settings))
+    base = f"/sessions/{session_id}"
+    shipper = SessionShipper(storage, EventEmitter(settings), session_id)
+    shipper.start(name=session_id, started_at=manifest.started_at)
+    assert client.get(f"{base}/live.m3u8").status_code == 404  # nothing written yet
+    for segment in manifest.segments:
+        shipper.ship_segment(segment_file(folder, segment), kind=segment.kind, file=segment.file,
+                             started_at=segment.started_at, duration=segment.duration)  # fmt: skip
+    videos = sum(1 for s in manifest.segments if s.kind == "video")
+    wait_for(
+        lambda: len(live.contiguous(live.fragments(storage, session_id))) == videos,
+        LIVE_TIMEOUT_S, "a live fragment of every video segment, without a hole",
+    )  # fmt: skip
+
+    master = client.get(f"{base}/live.m3u8")
+    assert master.status_code == 200, master.text
+    assert master.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    assert 'CODECS="avc1.' in master.text and "mp4a.40.2" in master.text
+    assert master.text.rstrip().endswith("live/media.m3u8")
+    playlist = client.get(f"{base}/live/media.m3u8").text
+    assert "#EXT-X-ENDLIST" not in playlist  # still recording
+    names = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+    (init_name,) = {line.split('"')[1] for line in playlist.splitlines() if "EXT-X-MAP" in line}
+    assert len(names) == videos
+    stream = client.get(f"{base}/live/{init_name}").content
+    stream += b"".join(client.get(f"{base}/live/{name}").content for name in names)
+    live_file = tmp_path / "live.mp4"
+    live_file.write_bytes(stream)
+    for hostile in ("..%2F..%2Fsession.json", "media.m3u8.json", "x.mp4"):
+        assert client.get(f"{base}/live/{hostile}").status_code == 404
+
+    shipper.end()
+    jobs = {j.stage: j for j in wait_for_session(settings.database_url, session_id, system.worker)}
+    assert {j.status for j in jobs.values()} == {"succeeded"}
+    assert not storage.path(live.live_key(storage, session_id)).exists()  # gone with the parts
+    playable = storage.path(jobs["merge"].output_key or "")
+    audio = storage.path(jobs["concat_audio"].output_key or "")
+
+    # Video: the very packets of the playable MP4, in order, at the same relative times.
+    got, want = _packets(live_file, "video"), _packets(playable, "video")
+    assert [p for _, p in got] == [p for _, p in want]
+    shift = got[0][0] - want[0][0]
+    assert abs(shift) < 0.1  # at most a frame, as players present signed composition times
+    assert all(abs((g - shift) - w) < TICK_S for (g, _), (w, _) in zip(got, want, strict=True))
+
+    # Audio: every live packet is the finished track's packet at that time where the audio
+    # had settled (the last chunk was still open while recording).
+    final = dict(_packets(audio, "audio"))
+    live_audio = _packets(live_file, "audio")
+    assert live_audio and live_audio[0][0] == pytest.approx(0.0, abs=TICK_S)
+    settled_end = SPEC.duration - settings.audio_chunk_s
+    settled = [(t, p) for t, p in live_audio if t < settled_end - 1.0]
+    assert settled
+    by_time = {round(t, 3): p for t, p in final.items()}
+    assert all(by_time.get(round(t, 3)) == p for t, p in settled)
