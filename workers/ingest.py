@@ -73,7 +73,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
                         "processed without it: it is in storage, not in the outputs")  # fmt: skip
                 session.warnings = [*(session.warnings or []), note]
                 log.warning("session %s: %s", session.id, note)
-            if settings.audio_incremental and wants_audio_chunks(session, parsed):
+            if wants_chunk_pass(settings, session, parsed):
                 chunk_request = audiochunks.request(db, session.id)
             if settings.compress and settings.compress_parts and wants_part(session, parsed):
                 segment = parsed.segment()
@@ -239,14 +239,18 @@ def apply_event(db: DbSession, session: models.Session, event: Event) -> None:
     # session.paused / session.resumed / heartbeat are kept in the events table only.
 
 
-def wants_audio_chunks(session: models.Session, event: Event) -> bool:
-    """A fresh audio segment of a session still recording: some audio may have settled.
+def wants_chunk_pass(settings: Settings, session: models.Session, event: Event) -> bool:
+    """A fresh segment of a session still recording: some audio may have settled (an audio
+    segment), or a piece of the playable MP4 may be final (either kind: a piece waits for
+    the next video segment and for its audio; ``workers.assembly``).
 
-    Once processing has started the concat_audio stage encodes everything left itself.
+    Once processing has started the concat_audio and merge stages do everything left.
     """
     if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
         return False
-    return event.segment().kind == "audio"
+    if event.segment().kind == "audio":
+        return settings.audio_incremental or settings.playable_assembly
+    return settings.playable_assembly
 
 
 def wants_part(session: models.Session, event: Event) -> bool:

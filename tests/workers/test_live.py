@@ -1,11 +1,14 @@
-"""The live view through a real Celery worker on Redis and PostgreSQL, read over the API.
+"""What is made while recording, through a real Celery worker on Redis and PostgreSQL: the
+live view (read over the API) and the playable MP4's assembly.
 
 While a session records, every stored video segment gets its fragment, and the API's HLS
 playlists list them in order (not ended while recording). The live stream (the init
 segment followed by the media segments, as a player appends them) holds exactly the video
 packets of the finished MP4 at the same relative times, and the audio packets of the
 finished audio track at the same times where the audio had settled; the stream ends with
-the session and its files go once the MP4 exists.
+the session and its files go once the MP4 exists. The playable MP4 was assembled while
+recording but for its last pieces, and demuxes to the very packets, with the very
+timestamps, of the one-run merge of the same session.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from capture_agent.emit import EventEmitter
+from shared import models
+from shared.db import session_scope
 from shared.sessiondir import load_manifest, segment_file
 from shared.settings import Settings
 from shared.storage import Storage
@@ -30,6 +35,10 @@ from tests.support.shipping import SessionShipper
 from tests.support.waiting import wait_for
 from workers import live
 from workers.api.app import create_app
+from workers.assembly import ASSEMBLY_DIR
+from workers.media.merge import mux_copied
+from workers.snapshot import load_snapshot
+from workers.stages.context import build_timeline
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +64,13 @@ def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
     settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
     yield System(settings, Storage(settings.storage), worker)
     worker.stop()
+
+
+def _timed(path: Path, kind: str) -> list[tuple[int, int, bytes]]:
+    """(pts, dts, payload) of every packet of the file's ``kind`` stream, as ffmpeg reads."""
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams if s.type == kind)
+        return [(p.pts, p.dts, bytes(p)) for p in container.demux(stream) if p.size]
 
 
 def _packets(path: Path, kind: str) -> list[tuple[float, bytes]]:
@@ -114,6 +130,21 @@ def test_the_live_view_grows_while_recording_and_matches_the_outputs(
     assert not storage.path(live.live_key(storage, session_id)).exists()  # gone with the parts
     playable = storage.path(jobs["merge"].output_key or "")
     audio = storage.path(jobs["concat_audio"].output_key or "")
+
+    # The playable MP4: assembled while recording, the same as the one-run merge.
+    merge = jobs["merge"].result or {}
+    assert merge["assembly_fallback"] is None, merge
+    assert 1 <= merge["assembled"]["appended_while_recording"] < videos, merge
+    assert merge["assembled"]["pieces"] == videos
+    with session_scope(settings.database_url) as db:
+        session = db.get(models.Session, session_id)
+        assert session is not None
+        snapshot = load_snapshot(db, session)
+    timeline = build_timeline(snapshot, storage, cut_pauses=settings.cut_pauses)
+    one_run = mux_copied(timeline, audio, tmp_path / "one-run.mp4", None).path
+    for kind in ("video", "audio"):
+        assert _timed(playable, kind) == _timed(one_run, kind), kind
+    assert not storage.path(storage.derived_key(session_id, ASSEMBLY_DIR)).exists()
 
     # Video: the very packets of the playable MP4, in order, at the same relative times.
     got, want = _packets(live_file, "video"), _packets(playable, "video")
