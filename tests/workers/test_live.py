@@ -66,7 +66,7 @@ def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
     worker.stop()
 
 
-def _timed(path: Path, kind: str) -> list[tuple[int, int, bytes]]:
+def _timed(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:
     """(pts, dts, payload) of every packet of the file's ``kind`` stream, as ffmpeg reads."""
     with av.open(str(path)) as container:
         stream = next(s for s in container.streams if s.type == kind)
