@@ -40,7 +40,14 @@ from shared.segments import SegmentKind  # noqa: E402
 from shared.sessiondir import load_manifest, segment_file  # noqa: E402
 from workers.assembly import plan_pieces  # noqa: E402
 from workers.media.aacchunk import ChunkStore, concat_audio_chunked  # noqa: E402
-from workers.media.assemble import AacConfig, appended, mux_piece  # noqa: E402
+from workers.media.assemble import (  # noqa: E402
+    AacConfig,
+    appended,
+    index_reservation,
+    mux_piece,
+    write_index,
+)
+from workers.media.fragment import timescales  # noqa: E402
 from workers.media.merge import mux_copied  # noqa: E402
 from workers.media.timeline import SegmentInput, Timeline, plan_timeline  # noqa: E402
 
@@ -106,14 +113,22 @@ def assemble(
             muxed = mux_piece(timeline, piece.segment, until=piece.until, audio=config,
                               packets=mine, work=output.parent / "piece.mp4")  # fmt: skip
             if index == 0:
-                first, data = muxed.starts, muxed.init + muxed.media
-                sequence = 1 + data.count(b"moof")
+                first, fragments = muxed.starts, muxed.media.count(b"moof")
+                reserved = index_reservation(fragments / (piece.until - piece.segment.out_start),
+                                             len(first))  # fmt: skip
+                index_at, data = len(muxed.init), muxed.init + reserved + muxed.media
+                sequence = 1 + fragments
             else:
                 data, count = appended(muxed, first, sequence)
                 sequence += count
             handle.write(data)
             times.append(time.perf_counter() - began)
-    return sum(times), sum(times[-tail:]), len(planned)
+    began = time.perf_counter()
+    with output.open("rb") as handle:
+        scales = timescales(handle.read(index_at))
+    assert write_index(output, index_at, len(reserved), scales), "the index did not fit"
+    index_s = time.perf_counter() - began
+    return sum(times) + index_s, sum(times[-tail:]) + index_s, len(planned)
 
 
 def ffmpeg_seeks(path: Path) -> dict[str, float]:

@@ -47,8 +47,14 @@ from shared.settings import Settings
 from shared.storage import Storage
 from workers.media.aacchunk import ChunkStore, encoder_params
 from workers.media.aacplan import ChunkGrid, plan_audio, plan_chunks
-from workers.media.assemble import AacConfig, appended, mux_piece
-from workers.media.fragment import FragmentError
+from workers.media.assemble import (
+    AacConfig,
+    appended,
+    index_reservation,
+    mux_piece,
+    write_index,
+)
+from workers.media.fragment import FragmentError, timescales
 from workers.media.probe import open_input
 from workers.media.timeline import PlacedSegment, Timeline
 from workers.stages.context import SessionSnapshot
@@ -99,6 +105,8 @@ class Description:
     first: dict[str, int] = field(default_factory=dict)  # track id -> first piece's start
     sequence: int = FIRST_SEQUENCE  # next fragment sequence number
     pieces: list[PieceRecord] = field(default_factory=list)
+    index_at: int = 0  # where the space reserved for the index starts (bytes)
+    index_size: int = 0
     format: int = FORMAT
 
     @classmethod
@@ -112,6 +120,8 @@ class Description:
                 first={str(k): int(v) for k, v in data["first"].items()},
                 sequence=int(data["sequence"]),
                 pieces=[PieceRecord(**p) for p in data["pieces"]],
+                index_at=int(data["index_at"]),
+                index_size=int(data["index_size"]),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -260,10 +270,15 @@ def _append(
         chunks = audio.signatures(piece) or []
         muxed = mux_piece(timeline, piece.segment, until=piece.until, audio=config,
                           packets=packets, work=where / "piece.mp4")  # fmt: skip
-        if not description.pieces:  # it opens the file: its init segment, kept as written
+        if not description.pieces:  # it opens the file: its init segment, kept as written,
+            # then the space for the index (workers.media.assemble.write_index)
             description.first = {str(k): v for k, v in muxed.starts.items()}
-            data = muxed.init + muxed.media
-            description.sequence = FIRST_SEQUENCE + sum(1 for _ in _moofs(muxed.media))
+            fragments = sum(1 for _ in _moofs(muxed.media))
+            seconds = max(1.0, piece.until - piece.segment.out_start)
+            reserved = index_reservation(fragments / seconds, len(muxed.starts))
+            data = muxed.init + reserved + muxed.media
+            description.index_at, description.index_size = len(muxed.init), len(reserved)
+            description.sequence = FIRST_SEQUENCE + fragments
         else:
             first = {int(k): v for k, v in description.first.items()}
             data, count = appended(muxed, first, description.sequence)
@@ -431,6 +446,7 @@ class Finished:
     pieces: int  # in all
     appended_before: int  # while recording (reused as they were)
     packets: int  # video packets in the file
+    indexed: bool  # a sidx per track (else players read every fragment to seek)
 
 
 def finish(
@@ -462,8 +478,14 @@ def finish(
     final = Description.load(where / DESCRIPTION_NAME)
     if final is None or len(final.pieces) != len(planned):
         raise AssemblyUnusable("the assembly stopped short of the last piece")
+    path = where / FILE_NAME
+    with open(path, "rb") as handle:
+        scales = timescales(handle.read(final.index_at))
+    indexed = write_index(path, final.index_at, final.index_size, scales)
+    if not indexed:
+        log.warning("playable MP4 of %s: too many fragments for its index", snapshot.id)
     output.parent.mkdir(parents=True, exist_ok=True)
     os.replace(where / FILE_NAME, output)
     shutil.rmtree(where, ignore_errors=True)
     return Finished(path=output, pieces=len(planned), appended_before=keep,
-                    packets=sum(p.packets for p in final.pieces))  # fmt: skip
+                    packets=sum(p.packets for p in final.pieces), indexed=indexed)  # fmt: skip

@@ -13,6 +13,7 @@ timestamps, of the one-run merge of the same session.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,21 @@ def _timed(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:
     with av.open(str(path)) as container:
         stream = next(s for s in container.streams if s.type == kind)
         return [(p.pts, p.dts, bytes(p)) for p in container.demux(stream) if p.size]
+
+
+def _top_level(path: Path) -> list[str]:
+    """The types of the file's top-level boxes, in order."""
+    kinds = []
+    with path.open("rb") as handle:
+        while header := handle.read(8):
+            size, kind = struct.unpack(">I4s", header)
+            if size == 1:
+                (size,) = struct.unpack(">Q", handle.read(8))
+                handle.seek(size - 16, 1)
+            else:
+                handle.seek(size - 8, 1)
+            kinds.append(kind.decode("latin-1"))
+    return kinds
 
 
 def _packets(path: Path, kind: str) -> list[tuple[float, bytes]]:
@@ -135,7 +151,7 @@ def test_the_live_view_grows_while_recording_and_matches_the_outputs(
     merge = jobs["merge"].result or {}
     assert merge["assembly_fallback"] is None, merge
     assert 1 <= merge["assembled"]["appended_while_recording"] < videos, merge
-    assert merge["assembled"]["pieces"] == videos
+    assert merge["assembled"]["pieces"] == videos and merge["assembled"]["indexed"]
     with session_scope(settings.database_url) as db:
         session = db.get(models.Session, session_id)
         assert session is not None
@@ -144,6 +160,10 @@ def test_the_live_view_grows_while_recording_and_matches_the_outputs(
     one_run = mux_copied(timeline, audio, tmp_path / "one-run.mp4", None).path
     for kind in ("video", "audio"):
         assert _timed(playable, kind) == _timed(one_run, kind), kind
+    # index first: the moov, then a sidx per track right before the first fragment
+    kinds = _top_level(playable)
+    first_moof = kinds.index("moof")
+    assert kinds[:2] == ["ftyp", "moov"] and kinds[first_moof - 2 : first_moof] == ["sidx"] * 2
     assert not storage.path(storage.derived_key(session_id, ASSEMBLY_DIR)).exists()
 
     # Video: the very packets of the playable MP4, in order, at the same relative times.

@@ -7,6 +7,14 @@ fragmented MP4 (index first by construction: ``moov`` then ``moof``/``mdat`` pai
 *piece* per video segment, so the file can grow while the session records and only the
 last pieces are left when it ends.
 
+The file is indexed once finished: space for a ``sidx`` box per track is reserved (a
+``free`` box) between the first piece's ``moov`` and its first fragment, and overwritten in
+place at the end (:func:`write_index`), so a player knows the length and where every
+fragment lies without reading them all. Measured (``bench/bench_playable.py``): without an
+index Chromium read the whole file before it showed the first frame and a seek took a
+second; with one sidx (video only) a seek took 8 s (the audio track had no index); with
+one per track both are as quick as in the ``+faststart`` file.
+
 A piece is video segment *k*'s packets, copied to their output times exactly as the
 one-run merge places them (:class:`.videocopy.VideoCopier` on a timeline holding only that
 segment, its last frame lasting ``until`` the next segment's start), with the AAC packets
@@ -22,17 +30,28 @@ the one-run merge's timestamps (``tests/workers/media/test_assemble.py``).
 from __future__ import annotations
 
 import math
+import os
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.container
 
 from shared.segments import SegmentKind
 
-from .fragment import normalized_init, rebase, split_fragmented, timescales
+from .fragment import (
+    Box,
+    FragmentError,
+    boxes,
+    normalized_init,
+    rebase,
+    split_fragmented,
+    timescales,
+)
 from .output import output_url, temp_path
 from .timeline import PlacedSegment, Timeline
 from .videocopy import VideoCopier
@@ -149,8 +168,131 @@ def appended(piece: Piece, first: Mapping[int, int], sequence: int) -> tuple[byt
     return rebase(piece.media, piece_offsets(piece, first), sequence)
 
 
+# -- the index ---------------------------------------------------------------------------------
+#: sidx: box header 8, version and flags 4, reference_ID 4, timescale 4, earliest time 8,
+#: first offset 8, reserved 2, reference count 2; then 12 bytes per reference.
+_SIDX_HEAD = 40
+_SIDX_REFERENCE = 12
+#: A sidx counts its references in 16 bits.
+MAX_REFERENCES = 65_535
+_FREE_HEAD = 8
+#: The index is sized for this many seconds of recording at the first piece's fragment rate.
+INDEX_RESERVED_S = 4 * 3600
+MIN_REFERENCES = 256
+
+
+def index_reservation(fragments_per_second: float, tracks: int) -> bytes:
+    """The ``free`` box the index will be written into (``tracks`` sidx boxes)."""
+    per_track = min(
+        MAX_REFERENCES,
+        max(MIN_REFERENCES, math.ceil(fragments_per_second * INDEX_RESERVED_S)),
+    )
+    size = tracks * (_SIDX_HEAD + _SIDX_REFERENCE * per_track) + _FREE_HEAD
+    return struct.pack(">I4s", size, b"free") + bytes(size - _FREE_HEAD)
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    size: int  # moof + mdat bytes
+    starts: dict[int, int]  # track -> tfdt
+    durations: dict[int, int]  # track -> sum of its sample durations
+
+
+def _fragments(handle: BinaryIO, start: int, end: int) -> list[_Fragment]:
+    """The moof/mdat pairs from ``start`` to ``end`` of the file, read box by box."""
+    found: list[_Fragment] = []
+    at = start
+    while at < end:
+        handle.seek(at)
+        size, kind = struct.unpack(">I4s", handle.read(8))
+        if size == 1:
+            (size,) = struct.unpack(">Q", handle.read(8))
+        if size < 8:
+            raise FragmentError(f"box {kind!r} at byte {at} has size {size}")
+        if kind == b"moof":
+            handle.seek(at)
+            moof = handle.read(size)
+            found.append(_Fragment(size, *_moof_times(moof)))
+        elif kind == b"mdat" and found:
+            last = found[-1]
+            found[-1] = _Fragment(last.size + size, last.starts, last.durations)
+        at += size
+    return found
+
+
+def _moof_times(moof: bytes) -> tuple[dict[int, int], dict[int, int]]:
+    """Each track fragment's decode time and the sum of its sample durations."""
+    starts: dict[int, int] = {}
+    durations: dict[int, int] = {}
+    (box,) = list(boxes(moof))
+    for traf in boxes(moof, box.body, box.end):
+        if traf.type != "traf":
+            continue
+        tfhd = next(b for b in boxes(moof, traf.body, traf.end) if b.type == "tfhd")
+        flags = int.from_bytes(moof[tfhd.body + 1 : tfhd.body + 4], "big")
+        (track,) = struct.unpack_from(">I", moof, tfhd.body + 4)
+        at = tfhd.body + 8 + (8 if flags & 0x01 else 0) + (4 if flags & 0x02 else 0)
+        default = struct.unpack_from(">I", moof, at)[0] if flags & 0x08 else 0
+        total = 0
+        for child in boxes(moof, traf.body, traf.end):
+            if child.type == "tfdt":
+                wide = moof[child.body] == 1
+                starts[track] = struct.unpack_from(">Q" if wide else ">I", moof, child.body + 4)[0]
+            elif child.type == "trun":
+                total += _trun_duration(moof, child, default)
+        durations[track] = total
+    return starts, durations
+
+
+def _trun_duration(data: bytes, trun: Box, default: int) -> int:
+    flags = int.from_bytes(data[trun.body + 1 : trun.body + 4], "big")
+    (count,) = struct.unpack_from(">I", data, trun.body + 4)
+    if not flags & 0x100:
+        return default * count
+    at = trun.body + 8 + (4 if flags & 0x01 else 0) + (4 if flags & 0x04 else 0)
+    step = 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+    return sum(struct.unpack_from(">I", data, at + i * step)[0] for i in range(count))
+
+
+def _sidx(track: int, timescale: int, fragments: list[_Fragment], first_offset: int) -> bytes:
+    times = [f.starts[track] for f in fragments]
+    spans = [b - a for a, b in zip(times, times[1:], strict=False)]
+    spans.append(fragments[-1].durations[track])
+    body = struct.pack(">B3xIIQQHH", 1, track, timescale, times[0], first_offset, 0,
+                       len(fragments))  # fmt: skip
+    sap = (1 << 31) | (1 << 28)  # starts with a sync sample (SAP type 1)
+    body += b"".join(struct.pack(">III", f.size, d, sap) for f, d in zip(fragments, spans,
+                                                                        strict=True))  # fmt: skip
+    return struct.pack(">I4s", 8 + len(body), b"sidx") + body
+
+
+def write_index(path: Path, reserved_at: int, reserved: int, scales: Mapping[int, int]) -> bool:
+    """Write a sidx per track into the ``free`` box reserved at ``reserved_at`` (its size
+    ``reserved``); False, leaving it free, when the fragments do not fit in it."""
+    with open(path, "r+b") as handle:
+        handle.seek(0, 2)
+        fragments = _fragments(handle, reserved_at + reserved, handle.tell())
+        tracks = sorted(t for t in scales if fragments and all(t in f.starts for f in fragments))
+        if not fragments or not tracks:
+            return False
+        sizes = [_SIDX_HEAD + _SIDX_REFERENCE * len(fragments) for _ in tracks]
+        left = reserved - sum(sizes)
+        if left != 0 and left < _FREE_HEAD:
+            return False
+        # What is left stays free *before* the index, which then ends where the first
+        # fragment starts (Chromium ignored an index followed by free space).
+        written = struct.pack(">I4s", left, b"free") + bytes(left - _FREE_HEAD) if left else b""
+        for index, track in enumerate(tracks):  # offsets count from each box's end
+            written += _sidx(track, scales[track], fragments, sum(sizes[index + 1 :]))
+        handle.seek(reserved_at)
+        handle.write(written)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
 def _ticks(seconds: Fraction, timescale: int) -> int:
     return math.floor(seconds * timescale + Fraction(1, 2))
 
 
-__all__ += ["ASSEMBLY_MOVFLAGS", "appended"]
+__all__ += ["ASSEMBLY_MOVFLAGS", "appended", "index_reservation", "write_index"]

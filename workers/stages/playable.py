@@ -99,7 +99,11 @@ def _assembled(
         "video_codec": codec,
         "fallback_reason": None,
         "assembly_fallback": None,
-        "assembled": {"pieces": done.pieces, "appended_while_recording": done.appended_before},
+        "assembled": {
+            "pieces": done.pieces,
+            "appended_while_recording": done.appended_before,
+            "indexed": done.indexed,
+        },
     }
 
 
