@@ -39,7 +39,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from shared.atomicfile import temp_path
 from shared.segments import SegmentKind
@@ -54,9 +54,10 @@ from workers.media.assemble import (
     mux_piece,
     write_index,
 )
-from workers.media.fragment import FragmentError, timescales
+from workers.media.fragment import FragmentError, boxes, timescales
 from workers.media.probe import open_input
 from workers.media.timeline import PlacedSegment, Timeline
+from workers.stages.audio import audio_chunk_store
 from workers.stages.context import SessionSnapshot
 
 log = logging.getLogger(__name__)
@@ -301,8 +302,6 @@ def _append(
 
 
 def _moofs(media: bytes) -> Iterator[int]:
-    from workers.media.fragment import boxes
-
     for box in boxes(media):
         if box.type == "moof":
             yield box.start
@@ -316,17 +315,18 @@ def _config_json(config: AacConfig | None) -> dict[str, Any] | None:
 
 
 # -- audio for the pieces -----------------------------------------------------------------------
-class _AudioSource:
-    """Where a piece's AAC packets come from."""
+class _AudioSource(Protocol):
+    """Where a piece's AAC packets come from: the stored chunks while recording
+    (:class:`_ChunkAudio`), the finished track at the end (:class:`_TrackAudio`)."""
 
     def config(self) -> AacConfig | None:
-        raise NotImplementedError
+        """The stream's configuration; None without audio."""
 
     def packets(self, piece: PlannedPiece) -> list[tuple[int, int, bytes]] | None:
-        raise NotImplementedError
+        """The piece's (pts, duration, payload); None while they are not final."""
 
     def signatures(self, piece: PlannedPiece) -> list[str] | None:
-        raise NotImplementedError
+        """Signatures of the chunks its audio comes from (what must not have changed)."""
 
 
 def _in(piece: PlannedPiece, pts: int) -> bool:
@@ -335,13 +335,11 @@ def _in(piece: PlannedPiece, pts: int) -> bool:
     return low <= pts < high
 
 
-class _ChunkAudio(_AudioSource):
+class _ChunkAudio:
     """While recording: the stored (settled) chunks; None while one is missing."""
 
     def __init__(self, settings: Settings, snapshot: SessionSnapshot, storage: Storage,
                  timeline: Timeline, identities: dict[str, str]) -> None:  # fmt: skip
-        from workers.stages.audio import audio_chunk_store
-
         self.rate = settings.audio_sample_rate
         self.bitrate = settings.audio_bitrate
         self.has_audio = timeline.has_audio
@@ -387,7 +385,7 @@ class _ChunkAudio(_AudioSource):
         return found
 
 
-class _TrackAudio(_AudioSource):
+class _TrackAudio:
     """At the end: the finished audio track's packets (the chunks' very packets)."""
 
     def __init__(self, settings: Settings, snapshot: SessionSnapshot, storage: Storage,
