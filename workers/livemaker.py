@@ -7,6 +7,9 @@ import json
 import os
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
 from shared import models
 from shared.atomicfile import temp_path
 from shared.db import session_scope
@@ -14,8 +17,8 @@ from shared.segments import SegmentKind
 from shared.settings import Settings
 from shared.storage import Storage
 from workers.live import DESCRIPTION_SUFFIX, INIT_SUFFIX, MEDIA_SUFFIX, SEQUENCE_STEP, live_key
-from workers.media.aacchunk import ChunkStore, encode_chunk, encoder_params
-from workers.media.aacplan import ChunkGrid, plan_audio, plan_chunks
+from workers.media.aacchunk import ChunkStore, EncodedChunk, encode_chunk, encoder_params
+from workers.media.aacplan import AAC_FRAME, Chunk, ChunkGrid, plan_audio, plan_chunks
 from workers.media.fragment import (
     AudioPackets,
     LiveFragment,
@@ -37,6 +40,8 @@ def make(settings: Settings, session_id: str, segment_file: str) -> str:
             return f"skipped: unknown session {session_id!r}"
         if session.status == models.SessionStatus.FAILED.value:
             return "skipped: the session failed"
+        if session.status != models.SessionStatus.RECORDING.value and _merging(db, session_id):
+            return "skipped: the playable MP4 is being made"
         snapshot = load_snapshot(db, session)
     ref = next((s for s in snapshot.segments if s.file == segment_file), None)
     if ref is None:
@@ -66,6 +71,18 @@ def make(settings: Settings, session_id: str, segment_file: str) -> str:
     return f"made {fragment.start:.3f}-{fragment.end:.3f} s"
 
 
+def _merging(db: DbSession, session_id: str) -> bool:
+    """The merge stage has its job: the page switches to the MP4 within seconds."""
+    return (
+        db.execute(
+            select(models.Job.id).where(
+                models.Job.session_id == session_id, models.Job.stage == "merge"
+            )
+        ).first()
+        is not None
+    )
+
+
 def _audio_packets(
     settings: Settings,
     timeline: Timeline,
@@ -87,18 +104,28 @@ def _audio_packets(
     store: ChunkStore = audio_chunk_store(snapshot, storage)
     packets: list[tuple[int, int, bytes]] = []
     extradata = b""
+    covered = lo  # stored (settled) chunks first: the finished track's very packets
     for chunk in plan_chunks(plan, grid, params):
-        if chunk.end <= lo or chunk.start >= hi:
+        if chunk.end <= covered or chunk.start >= hi:
             continue
-        encoded = store.load(chunk) or encode_chunk(plan, chunk, params)
+        stored = store.load(chunk) if chunk.start <= covered else None
+        if stored is None:
+            break
+        extradata = stored.extradata
+        packets.extend(_within(stored, covered, hi))
+        covered = min(hi, chunk.end)
+    if covered < hi:  # the rest is not settled yet: encode just that stretch, not stored
+        start = covered - covered % AAC_FRAME
+        end = -(-hi // AAC_FRAME) * AAC_FRAME  # on the frame grid, as chunks end
+        last = end >= plan.total
+        end = plan.total if last else end
+        stretch = Chunk(
+            index=-1, start=start, end=end, feed_start=max(0, start - grid.preroll),
+            feed_end=min(plan.total, end + grid.postroll), last=last, signature="",
+        )  # fmt: skip
+        encoded = encode_chunk(plan, stretch, params)
         extradata = encoded.extradata
-        packets.extend(
-            (pts, duration, payload)
-            for pts, duration, payload in zip(
-                encoded.pts, encoded.durations, encoded.payloads, strict=True
-            )
-            if lo <= pts < hi
-        )
+        packets.extend(_within(encoded, covered, hi))
     if not packets:
         return None
     return AudioPackets(
@@ -108,6 +135,17 @@ def _audio_packets(
         extradata=extradata,
         packets=packets,
     )
+
+
+def _within(encoded: EncodedChunk, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
+    """The chunk's packets whose timestamps fall in [lo, hi)."""
+    return [
+        (pts, duration, payload)
+        for pts, duration, payload in zip(
+            encoded.pts, encoded.durations, encoded.payloads, strict=True
+        )
+        if lo <= pts < hi
+    ]
 
 
 def _store(folder: Path, stem: str, segment_file: str, fragment: LiveFragment) -> None:
