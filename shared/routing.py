@@ -36,6 +36,9 @@ TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
 TASK_TRANSCRIPT_PIECES: Final = "sessionpipe.transcript_pieces"
 # A video segment sampled for chapters while the session records (workers/chapterparts.py).
 TASK_CHAPTER_SAMPLES: Final = "sessionpipe.chapter_samples"
+# One video segment's fragment of the live view (workers/live.py): a remux of well under a
+# second, on the audio queue beside the audio chunks so it never waits behind a transcode.
+TASK_LIVE_FRAGMENT: Final = "sessionpipe.live_fragment"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -51,8 +54,8 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
     TASK_TRANSCRIPT_PIECES: {"queue": QUEUE_ENRICH},
     TASK_CHAPTER_SAMPLES: {"queue": QUEUE_ENRICH},
+    TASK_LIVE_FRAGMENT: {"queue": QUEUE_AUDIO},
 }
-
 
 
 class Priority(StrEnum):

@@ -54,6 +54,18 @@ class Settings(BaseSettings):
         "copy is a join of parts when the session ends instead of a re-encode of it all "
         "(workers.parts).",
     )
+    playable_assembly: bool = Field(
+        default=True,
+        description="Append each video segment's piece of the playable MP4 (a fragmented "
+        "MP4) while the session records, so only the last pieces are left when it ends "
+        "(workers.assembly); off, the MP4 is muxed in one run after the end.",
+    )
+    live_view: bool = Field(
+        default=True,
+        description="Remux each video segment as it is stored into a fragment of the live "
+        "view (an HLS stream the status API serves while the session records; "
+        "workers.live). A remux and a few hundred ms of audio encoding per segment.",
+    )
     keep_originals_days: float | None = Field(
         default=None,
         ge=0,

@@ -27,6 +27,7 @@ from shared.routing import (
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
     TASK_INGEST_EVENT,
+    TASK_LIVE_FRAGMENT,
     TASK_MERGE,
     TASK_SUMMARY,
     TASK_TRANSCRIPT,
@@ -34,9 +35,11 @@ from shared.routing import (
     TASK_WEBHOOK,
 )
 from shared.settings import get_settings
-from workers import audiochunks, chapterparts, parts, transcriptparts
+from workers import audiochunks, chapterparts, livemaker, parts, transcriptparts
 from workers.app import app
 from workers.ingest import ingest
+from workers.media import MediaError
+from workers.media.videocopy import CopyNotExact
 from workers.pipeline import Stage
 from workers.retry import is_transient, retry_delay_seconds, will_retry
 from workers.runner import run_stage
@@ -134,6 +137,22 @@ def compress_part(self: PipelineTask, session_id: str, segment_file: str) -> str
     )
     if outcome.startswith("failed"):
         log.warning("part %s of %s %s", segment_file, session_id, outcome)
+    return outcome
+
+
+@_task(TASK_LIVE_FRAGMENT)
+def live_fragment(self: PipelineTask, session_id: str, segment_file: str) -> str:
+    """Write one video segment's fragment of the live view (workers.live).
+
+    A view only: a segment that cannot be read is logged (the stages report it), a
+    transient failure is retried like any task.
+    """
+    validate_session_id(session_id)
+    try:
+        outcome = livemaker.make(get_settings(), session_id, segment_file)
+    except (MediaError, CopyNotExact) as exc:
+        outcome = f"failed: {exc}"
+        log.warning("live fragment %s of %s %s", segment_file, session_id, outcome)
     return outcome
 
 
