@@ -146,7 +146,7 @@ def _settle_one(
     if due:
         send_all(app, settings.database_url, session, due)
     if policy == "fail":
-        parts.discard(Storage(settings.storage), session_id)
+        parts.discard_all(Storage(settings.storage), session_id)
         live.discard(Storage(settings.storage), session_id)
         assembly.discard(Storage(settings.storage), session_id)
     webhook.send(app, settings.database_url, [d for d in hooks if d is not None])

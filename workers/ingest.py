@@ -22,17 +22,20 @@ from shared.diagnostics import describe, describe_invalid, quoted
 from shared.events import Event, SessionStartedPayload
 from shared.ids import InvalidNameError
 from shared.models import SessionStatus
+from shared.options import SessionOptions
 from shared.receipts import write_receipt
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
+    TASK_CHAPTER_SAMPLES,
     TASK_COMPRESS_PART,
     TASK_LIVE_FRAGMENT,
+    TASK_TRANSCRIPT_PIECES,
     background_priority,
     priority_value,
 )
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
-from workers import audiochunks, parts
+from workers import audiochunks, chapterparts, parts, transcriptparts
 from workers.dispatch import send_all
 from workers.jobs import insert_ignore
 from workers.media import MediaError
@@ -59,6 +62,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         return reason
     chunk_request: int | None = None
     part_wanted = live_wanted = False
+    pieces_wanted = samples_wanted = False
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
         session = lock_session(db, parsed.session_id)
@@ -79,6 +83,12 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
                 segment = parsed.segment()
                 part_wanted = parts.request(db, session.id, segment.file, segment.sha256)
             live_wanted = settings.live_view and wants_part(session, parsed)
+            if wants_pieces(session, parsed):  # some audio may have settled
+                options = SessionOptions.from_json(session.options)
+                pieces_wanted = transcriptparts.wanted(settings, options)
+            if wants_part(session, parsed):  # a video segment: its chapter samples
+                options = SessionOptions.from_json(session.options)
+                samples_wanted = chapterparts.wanted(settings, options)
         if ready_to_process(db, session):
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
@@ -103,6 +113,24 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             )
         except Exception as exc:
             log.warning("could not request the part of %s: %s", session.id, describe(exc))
+    if pieces_wanted:  # a lost message costs only time: the next one or the stage covers it
+        try:
+            app.send_task(
+                TASK_TRANSCRIPT_PIECES,
+                args=[session.id],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request transcript pieces of %s: %s", session.id, describe(exc))
+    if samples_wanted:  # a lost message costs only time: the stage samples the segment
+        try:
+            app.send_task(
+                TASK_CHAPTER_SAMPLES,
+                args=[session.id, parsed.segment().file],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request chapter samples of %s: %s", session.id, describe(exc))
     if due:
         send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all
@@ -251,6 +279,15 @@ def wants_chunk_pass(settings: Settings, session: models.Session, event: Event) 
     if event.segment().kind == "audio":
         return settings.audio_incremental or settings.playable_assembly
     return settings.playable_assembly
+
+
+def wants_pieces(session: models.Session, event: Event) -> bool:
+    """A fresh audio segment of a session still recording: a transcript piece may have
+    settled (``workers.transcriptparts``); once processing has started the transcript stage
+    makes the rest."""
+    if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
+        return False
+    return event.segment().kind == "audio"
 
 
 def wants_part(session: models.Session, event: Event) -> bool:

@@ -228,7 +228,7 @@ def run_stage(
                     discard = True
                 log.error("%s for %s failed: %s", stage.value, session_id, describe(exc))
         if discard:  # the session failed: its scratch files go (a retry makes them again)
-            parts.discard(ctx.storage, session_id)
+            parts.discard_all(ctx.storage, session_id)
             live.discard(ctx.storage, session_id)
             assembly.discard(ctx.storage, session_id)
         if due and session is not None:
