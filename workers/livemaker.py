@@ -18,7 +18,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 from workers.live import DESCRIPTION_SUFFIX, INIT_SUFFIX, MEDIA_SUFFIX, SEQUENCE_STEP, live_key
 from workers.media.aacchunk import ChunkStore, EncodedChunk, encode_chunk, encoder_params
-from workers.media.aacplan import AAC_FRAME, Chunk, ChunkGrid, plan_audio, plan_chunks
+from workers.media.aacplan import ChunkGrid, plan_audio, plan_chunks
 from workers.media.fragment import (
     AudioPackets,
     LiveFragment,
@@ -104,28 +104,15 @@ def _audio_packets(
     store: ChunkStore = audio_chunk_store(snapshot, storage)
     packets: list[tuple[int, int, bytes]] = []
     extradata = b""
-    covered = lo  # stored (settled) chunks first: the finished track's very packets
+    # Grid chunks, stored ones as they are and the rest encoded the same way (the encoder is
+    # deterministic): where the audio does not change any more, these are the finished
+    # track's very packets.
     for chunk in plan_chunks(plan, grid, params):
-        if chunk.end <= covered or chunk.start >= hi:
+        if chunk.end <= lo or chunk.start >= hi:
             continue
-        stored = store.load(chunk) if chunk.start <= covered else None
-        if stored is None:
-            break
-        extradata = stored.extradata
-        packets.extend(_within(stored, covered, hi))
-        covered = min(hi, chunk.end)
-    if covered < hi:  # the rest is not settled yet: encode just that stretch, not stored
-        start = covered - covered % AAC_FRAME
-        end = -(-hi // AAC_FRAME) * AAC_FRAME  # on the frame grid, as chunks end
-        last = end >= plan.total
-        end = plan.total if last else end
-        stretch = Chunk(
-            index=-1, start=start, end=end, feed_start=max(0, start - grid.preroll),
-            feed_end=min(plan.total, end + grid.postroll), last=last, signature="",
-        )  # fmt: skip
-        encoded = encode_chunk(plan, stretch, params)
+        encoded = store.load(chunk) or encode_chunk(plan, chunk, params)
         extradata = encoded.extradata
-        packets.extend(_within(encoded, covered, hi))
+        packets.extend(_within(encoded, lo, hi))
     if not packets:
         return None
     return AudioPackets(
