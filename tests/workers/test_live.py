@@ -13,6 +13,7 @@ timestamps, of the one-run merge of the same session.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from tests.support.shipping import SessionShipper
 from tests.support.waiting import wait_for
 from workers import live
 from workers.api.app import create_app
-from workers.assembly import ASSEMBLY_DIR
+from workers.assembly import ASSEMBLY_DIR, DESCRIPTION_NAME, folder
 from workers.media.merge import mux_copied
 from workers.snapshot import load_snapshot
 from workers.stages.context import build_timeline
@@ -72,6 +73,15 @@ def _timed(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:
     with av.open(str(path)) as container:
         stream = next(s for s in container.streams if s.type == kind)
         return [(p.pts, p.dts, bytes(p)) for p in container.demux(stream) if p.size]
+
+
+def _assembled_pieces(storage: Storage, session_id: str) -> int:
+    """Pieces the assembly's description records (0 before it exists)."""
+    try:
+        text = (folder(storage, session_id) / DESCRIPTION_NAME).read_text()
+    except FileNotFoundError:
+        return 0
+    return len(json.loads(text)["pieces"])
 
 
 def _top_level(path: Path) -> list[str]:
@@ -140,6 +150,10 @@ def test_the_live_view_grows_while_recording_and_matches_the_outputs(
     for hostile in ("..%2F..%2Fsession.json", "media.m3u8.json", "x.mp4"):
         assert client.get(f"{base}/live/{hostile}").status_code == 404
 
+    wait_for(
+        lambda: _assembled_pieces(storage, session_id) >= 1,
+        LIVE_TIMEOUT_S, "a piece of the playable MP4 assembled while recording",
+    )  # fmt: skip
     shipper.end()
     jobs = {j.stage: j for j in wait_for_session(settings.database_url, session_id, system.worker)}
     assert {j.status for j in jobs.values()} == {"succeeded"}

@@ -44,6 +44,8 @@ import av.container
 from shared.segments import SegmentKind
 
 from .fragment import (
+    AUDIO_LEAD_S,
+    AacInterleaver,
     Box,
     FragmentError,
     boxes,
@@ -63,7 +65,6 @@ __all__ = ["AacConfig", "Piece", "mux_piece", "piece_offsets"]
 ASSEMBLY_MOVFLAGS = "empty_moov+delay_moov+default_base_moof+frag_keyframe"
 VIDEO_TRACK = 1
 AUDIO_TRACK = 2
-AUDIO_LEAD_S = 0.5  # audio muxed this far ahead of the video it goes with, to interleave
 
 
 @dataclass(frozen=True)
@@ -122,27 +123,15 @@ def mux_piece(
             output_url(tmp), "w", format="mp4", container_options={"movflags": ASSEMBLY_MOVFLAGS}
         ) as container:
             video = _Recording(alone, container)
-            stream = None
-            if audio is not None:
-                stream = container.add_stream("aac", rate=audio.rate, layout=audio.layout)
-                stream.codec_context.bit_rate = audio.bitrate
-                stream.codec_context.extradata = audio.extradata
-            time_base = Fraction(1, audio.rate) if audio is not None else Fraction(1)
-            queue = list(reversed(packets)) if stream is not None else []
-
-            def mux_audio_until(seconds: float) -> None:
-                while queue and queue[-1][0] * time_base < seconds:
-                    pts, duration, payload = queue.pop()
-                    assert stream is not None  # the queue is empty without audio
-                    packet = av.Packet(payload)
-                    packet.pts = packet.dts = pts
-                    packet.duration = duration
-                    packet.time_base = time_base
-                    packet.stream = stream
-                    container.mux(packet)
-
-            video.run(lambda seconds: mux_audio_until(seconds + AUDIO_LEAD_S))
-            mux_audio_until(math.inf)
+            aac = (
+                AacInterleaver(container, audio.rate, audio.layout, audio.bitrate,
+                               audio.extradata, packets)  # fmt: skip
+                if audio is not None
+                else None
+            )
+            video.run(lambda seconds: aac.until(seconds + AUDIO_LEAD_S) if aac else None)
+            if aac is not None:
+                aac.until(math.inf)
         data = tmp.read_bytes()
     finally:
         tmp.unlink(missing_ok=True)

@@ -285,6 +285,38 @@ class LiveFragment:
     codecs: str  # RFC 6381, for MSE and HLS
 
 
+class AacInterleaver:
+    """Muxes AAC packets ((pts, duration, payload) in samples, in order) as a new stream of
+    ``container``, up to a time at each call: interleaved with the video the caller muxes."""
+
+    def __init__(
+        self,
+        container: av.container.OutputContainer,
+        rate: int,
+        layout: str,
+        bitrate: int,
+        extradata: bytes,
+        packets: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        self._container = container
+        self._stream = container.add_stream("aac", rate=rate, layout=layout)
+        self._stream.codec_context.bit_rate = bitrate
+        self._stream.codec_context.extradata = extradata
+        self._time_base = Fraction(1, rate)
+        self._queue = list(reversed(packets))
+
+    def until(self, seconds: float) -> None:
+        """Mux every packet not muxed yet that starts before ``seconds``."""
+        while self._queue and self._queue[-1][0] * self._time_base < seconds:
+            pts, duration, payload = self._queue.pop()
+            packet = av.Packet(payload)
+            packet.pts = packet.dts = pts
+            packet.duration = duration
+            packet.time_base = self._time_base
+            packet.stream = self._stream
+            self._container.mux(packet)
+
+
 class _FirstPts(VideoCopier):
     """A VideoCopier that remembers when its first packet is presented (its time base).
 
@@ -380,33 +412,13 @@ def _mux_fragment(
         output_url(tmp), "w", format="mp4", container_options={"movflags": FRAGMENT_MOVFLAGS}
     ) as container:
         video = _FirstPts(alone, container)
-        stream = None
-        if audio is not None and wanted:
-            stream = container.add_stream("aac", rate=audio.rate, layout=audio.layout)
-            stream.codec_context.bit_rate = audio.bitrate
-            stream.codec_context.extradata = audio.extradata
-        time_base = Fraction(1, audio.rate) if audio is not None else Fraction(1)
-        pending = iter(wanted)
-        held: list[tuple[int, int, bytes]] = []
-
-        def mux_audio_until(seconds: float) -> None:
-            if stream is None:
-                return
-            while True:
-                item = held.pop() if held else next(pending, None)
-                if item is None:
-                    return
-                pts, duration, payload = item
-                if pts * time_base >= seconds:
-                    held.append(item)
-                    return
-                packet = av.Packet(payload)
-                packet.pts = packet.dts = pts
-                packet.duration = duration
-                packet.time_base = time_base
-                packet.stream = stream
-                container.mux(packet)
-
-        video.run(lambda seconds: mux_audio_until(seconds + AUDIO_LEAD_S))
-        mux_audio_until(math.inf)
+        aac = (
+            AacInterleaver(container, audio.rate, audio.layout, audio.bitrate,
+                           audio.extradata, wanted)  # fmt: skip
+            if audio is not None and wanted
+            else None
+        )
+        video.run(lambda seconds: aac.until(seconds + AUDIO_LEAD_S) if aac else None)
+        if aac is not None:
+            aac.until(math.inf)
     return video, audio_first
