@@ -7,9 +7,9 @@ from sqlalchemy import inspect
 
 from shared.db import make_engine
 from shared.migrate import downgrade, upgrade
-from shared.models import Base
+from shared.models import Base, described_by_models
 
-TABLES = {"sessions", "segments", "jobs", "events", "alembic_version"}
+TABLES = {"sessions", "segments", "jobs", "events", "search_moments", "alembic_version"}
 
 
 def _roundtrip(url: str) -> None:
@@ -18,7 +18,10 @@ def _roundtrip(url: str) -> None:
     try:
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            context = MigrationContext.configure(
+                conn, opts={"include_object": described_by_models}
+            )
+            diff = compare_metadata(context, Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         downgrade(url)
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
