@@ -21,8 +21,8 @@ own queue. The rule for handing on, which makes a lost or doubled hand-on harmle
   (transcript, chapters, summary) succeeds anew after it ran (an operator re-ran
   enrichment): that fresh success makes its finished job pending again, once the stages it
   runs after are settled (so a bulk requeue of transcript and summary indexes once, after
-  the summary). Only a fresh success does this (:func:`hand_on` with ``fresh``), never the
-  re-send of a hand-on by a repeated task.
+  the summary). Only a fresh success does this (:func:`hand_on` with ``fresh``); the
+  re-sent hand-on of a repeated task sends such a stage again only while it is pending.
 - A session is *playable* once its merge succeeded, *completed* when every required stage
   succeeded and every optional one has finished (succeeded, skipped or failed), *failed*
   when a required stage failed or was cancelled.
@@ -185,16 +185,21 @@ def start(db: DbSession, session_id: str) -> list[Stage]:
 REFRESHABLE: Final = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 
 
-def _refresh(db: DbSession, session_id: str, stage: Stage, done: set[str]) -> list[Stage]:
-    """The finished stages that ``stage``'s fresh success makes pending again."""
+def _refresh(
+    db: DbSession, session_id: str, stage: Stage, done: set[str], *, fresh: bool
+) -> list[Stage]:
+    """The stages ``stage`` refreshes (``StageSpec.refresh_after``) that are to be sent: made
+    pending again by its fresh success, or (a re-sent hand-on) still pending from it."""
     due = []
     for spec in GRAPH:
         if stage not in spec.refresh_after or not all(p.value in done for p in spec.after):
             continue
-        job = get_job(db, session_id, spec.stage.value)
-        if job is not None and reset_for_retry(
-            db, session_id, spec.stage.value, from_statuses=REFRESHABLE
-        ):
+        name = spec.stage.value
+        if fresh and reset_for_retry(db, session_id, name, from_statuses=REFRESHABLE):
+            due.append(spec.stage)
+            continue
+        job = get_job(db, session_id, name)
+        if job is not None and job.status == JobStatus.PENDING.value:
             due.append(spec.stage)
     return due
 
@@ -208,7 +213,7 @@ def hand_on(db: DbSession, session_id: str, stage: Stage, *, fresh: bool = False
     """
     statuses = _statuses(db, session_id)
     done = settled(statuses)
-    refreshed = _refresh(db, session_id, stage, done) if fresh else []
+    refreshed = _refresh(db, session_id, stage, done, fresh=fresh)
     if refreshed:
         statuses = _statuses(db, session_id)
     if outcome(statuses) == "completed":
