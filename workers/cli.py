@@ -130,7 +130,9 @@ def show(
 
 @cli.command()
 def search(
-    query: Annotated[str, typer.Argument(help='Words, "a phrase", or a prefix*.')],
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help='Words, "a phrase", or a prefix*.')
+    ],
     session_id: Annotated[
         str | None, typer.Option("--session", help="Only this session's moments.")
     ] = None,

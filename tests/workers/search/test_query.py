@@ -64,7 +64,10 @@ def test_hostile_text_only_ever_becomes_quoted_tokens(hostile: str) -> None:
         ("", "nothing to search for"),
         ("  \x00 ?! -- ", "nothing to search for"),
         ("x" * (MAX_QUERY_CHARS + 1), f"at most {MAX_QUERY_CHARS}"),
-        (" ".join(f"w{k}" for k in range(MAX_TERMS + 1)), f"{MAX_TERMS + 1} terms; at most {MAX_TERMS}"),
+        (
+            " ".join(f"w{k}" for k in range(MAX_TERMS + 1)),
+            f"{MAX_TERMS + 1} terms; at most {MAX_TERMS}",
+        ),
     ],
 )
 def test_unsearchable_queries_are_clear_errors(text: str, message: str) -> None:
