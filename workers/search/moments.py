@@ -42,6 +42,11 @@ class Moment:
     end: float
     text: str
     words: tuple[tuple[float, str], ...] | None = None  # spoken: (start, word) of each word
+    terms: str = ""  # the text as the index sees it (workers.search.text.terms)
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            object.__setattr__(self, "terms", terms(self.text))
 
     def row(self, session_id: str) -> dict[str, Any]:
         """The ``search_moments`` row of this moment."""
@@ -51,7 +56,7 @@ class Moment:
             "start_s": self.start,
             "end_s": self.end,
             "text": self.text,
-            "terms": terms(self.text),
+            "terms": self.terms,
             "words": [list(w) for w in self.words] if self.words is not None else None,
         }
 
@@ -61,11 +66,12 @@ def _moment(
 ) -> Moment | None:
     body = " ".join(str(text or "").split()) if kind != KIND_SCREEN else str(text or "").strip()
     body = body[:MAX_MOMENT_CHARS]
-    if not tokens(body):
+    indexed = terms(body)
+    if not indexed:
         return None
     a = round(max(0.0, float(start)), TIME_DECIMALS)
     b = round(max(a, float(end)), TIME_DECIMALS)
-    return Moment(kind, a, b, body, words)
+    return Moment(kind, a, b, body, words, indexed)
 
 
 def _spoken(transcript: dict[str, Any]) -> list[Moment]:
@@ -126,7 +132,7 @@ def build_moments(
     if summary:
         whole = _moment(KIND_SUMMARY, 0.0, end, summary.get("summary", ""))
         said = [
-            (m, tokens(m.text))
+            (m, m.terms.split())
             for m in sorted(moments, key=lambda m: m.start)
             if m.kind in (KIND_SPOKEN, KIND_SCREEN)
         ]

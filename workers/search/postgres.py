@@ -10,7 +10,7 @@ configuration, the index's own: ``'a' & 'b'`` for words, ``'a' <-> 'b'`` for a p
 from __future__ import annotations
 
 from workers.search.query import Query, Term
-from workers.search.ranking import density_sql, weight_sql
+from workers.search.ranking import CANDIDATES, density_sql, weight_sql
 
 CONFIG = "simple"
 
@@ -30,21 +30,26 @@ def tsquery(query: Query) -> str:
 
 def statement(*, by_session: bool, since: bool) -> str:
     """The search SQL; binds ``:tsquery``, ``:limit`` and, when asked, ``:session_id`` and
-    ``:since``. Only the hits kept are joined back for their text."""
+    ``:since``. Unnarrowed, only the ``CANDIDATES`` most relevant matches are weighed
+    (``workers.search.ranking``); only the hits kept are joined back for their text."""
     filters = ""
     if by_session:
         filters += " AND m.session_id = :session_id"
     if since:
         filters += " AND m.session_id IN (SELECT id FROM sessions WHERE created_at >= :since)"
+    cap = "" if filters else f"ORDER BY relevance DESC, m.id LIMIT {CANDIDATES}"
     return f"""
 WITH q AS (SELECT to_tsquery('{CONFIG}', :tsquery) AS q),
 matches AS (
-    SELECT m.id, m.session_id, ts_rank_cd(m.tsv, q.q, 1) * {weight_sql("m.kind")} AS rank
+    SELECT m.id, m.session_id, m.kind, ts_rank_cd(m.tsv, q.q, 1) AS relevance
     FROM search_moments m, q
     WHERE m.tsv @@ q.q{filters}
+    {cap}
 ),
 counted AS (
-    SELECT id, rank, count(*) OVER (PARTITION BY session_id) AS n FROM matches
+    SELECT id, relevance * {weight_sql("kind")} AS rank,
+           count(*) OVER (PARTITION BY session_id) AS n
+    FROM matches
 ),
 top AS (
     SELECT id, rank * {density_sql("n")} AS score FROM counted

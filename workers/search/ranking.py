@@ -9,6 +9,13 @@ the session that matched, so of two sessions that both mention the words, the on
 they come up again and again ranks first (the factor grows from 1 towards
 ``1 + DENSITY_GAIN``, half way at ``DENSITY_HALF`` matches). Scores compare hits of one
 query on one database; they are not comparable between the two.
+
+Words common enough to match a large part of the index would make every query rank all of
+them twice over: the kind weights and the densities are worked out for the
+``CANDIDATES`` moments of best relevance only (both databases pick those from their index
+and their relevance alone: FTS5 ``ORDER BY rank``, ``ts_rank_cd`` in PostgreSQL), so ``n``
+counts a session's moments among those. A query narrowed to a session or a time
+(``--session``, ``--since``) ranks all its matches: it has to look at them anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ KIND_WEIGHTS: Final[dict[str, float]] = {KIND_CHAPTER: 2.0, KIND_KEYWORD: 1.5, K
 DEFAULT_WEIGHT: Final = 1.0  # spoken and screen
 DENSITY_GAIN: Final = 2.0
 DENSITY_HALF: Final = 4.0
+#: Moments of best relevance that weights and densities are worked out for.
+CANDIDATES: Final = 1000
 
 
 def weight_sql(column: str) -> str:

@@ -10,7 +10,7 @@ AND "b"`` for words, ``"a b"`` for a phrase, ``"migr"*`` for a prefix. FTS5's ow
 from __future__ import annotations
 
 from workers.search.query import Query, Term
-from workers.search.ranking import density_sql, weight_sql
+from workers.search.ranking import CANDIDATES, density_sql, weight_sql
 
 
 def _term(term: Term) -> str:
@@ -25,16 +25,20 @@ def match(query: Query) -> str:
 
 def statement(*, by_session: bool, since: bool) -> str:
     """The search SQL; binds ``:match``, ``:limit`` and, when asked, ``:session_id`` and
-    ``:since``. ``bm25`` is read in the query that holds the ``MATCH``, as FTS5 requires."""
+    ``:since``. ``rank`` (FTS5's ``bm25``) is read in the query that holds the ``MATCH``,
+    as FTS5 requires; unnarrowed, only the ``CANDIDATES`` most relevant matches are weighed
+    (``workers.search.ranking``), which FTS5 picks without SQL sorting them."""
     filters = ""
     if by_session:
         filters += " AND m.session_id = :session_id"
     if since:
         filters += " AND m.session_id IN (SELECT id FROM sessions WHERE created_at >= :since)"
+    cap = "" if filters else f"ORDER BY rank LIMIT {CANDIDATES}"
     return f"""
 WITH matches AS (
-    SELECT rowid AS id, bm25(search_moments_fts) AS bm
+    SELECT rowid AS id, rank AS bm
     FROM search_moments_fts WHERE search_moments_fts MATCH :match
+    {cap}
 ),
 ranked AS (
     SELECT x.id, m.session_id, -x.bm * {weight_sql("m.kind")} AS rank

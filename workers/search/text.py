@@ -25,9 +25,11 @@ TOKEN: Final = re.compile(r"[^\W_]+")
 MAX_TOKEN_CHARS: Final = 100
 
 
-def fold(word: str) -> str:
-    """``word`` case folded, accents removed (NFKD without combining marks)."""
-    decomposed = unicodedata.normalize("NFKD", word.casefold())
+def fold(text: str) -> str:
+    """``text`` case folded, accents removed (NFKD without combining marks)."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
@@ -41,8 +43,8 @@ def spans(text: str) -> Iterator[tuple[int, int, str]]:
 
 
 def tokens(text: str) -> list[str]:
-    """The folded tokens of ``text``."""
-    return [token for _, _, token in spans(unicodedata.normalize("NFC", text))]
+    """The folded tokens of ``text`` (those of :func:`spans`, folded all at once)."""
+    return [t for t in TOKEN.findall(fold(text)) if len(t) <= MAX_TOKEN_CHARS]
 
 
 def terms(text: str) -> str:
