@@ -13,7 +13,7 @@ query on one database; they are not comparable between the two.
 Words common enough to match a large part of the index would make every query rank all of
 them twice over: the kind weights and the densities are worked out for the
 ``CANDIDATES`` moments of best relevance only (both databases pick those from their index
-and their relevance alone: FTS5 ``ORDER BY rank``, ``ts_rank_cd`` in PostgreSQL), so ``n``
+and their relevance alone: ``bm25`` in SQLite, ``ts_rank_cd`` in PostgreSQL), so ``n``
 counts a session's moments among those. A query narrowed to a session or a time
 (``--session``, ``--since``) ranks all its matches: it has to look at them anyway.
 """
