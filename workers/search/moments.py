@@ -57,7 +57,7 @@ class Moment:
             "end_s": self.end,
             "text": self.text,
             "terms": self.terms,
-            "words": [list(w) for w in self.words] if self.words is not None else None,
+            "words": self.words,  # (seconds, word) pairs: JSON arrays
         }
 
 
