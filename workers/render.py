@@ -65,7 +65,7 @@ def print_enrichment(document: dict[str, Any], *, excerpt_segments: int = 0) -> 
     for warning in document["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     for stage, state in document["stages"].items():
-        if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary"):
+        if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary", "index"):
             console.print(f"{stage} skipped: {state['skipped']}", soft_wrap=True)
 
 
