@@ -18,6 +18,12 @@ folded: ``workers.search.text``), so both databases index the very same words:
 Neither object is in the models (alembic's comparison leaves them out:
 ``shared.models.described_by_models``).
 
+Sessions processed before this revision get their ``index`` job here, pending (where their
+``summary`` job has finished, as the stage graph would have made it): the workers' sweeper
+sends them (``workers.dispatch``), so upgrading indexes what is there, and an earlier
+session is not left looking unfinished for want of a stage it never had. A downgrade
+deletes the ``index`` jobs with the index.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-02
@@ -45,6 +51,14 @@ SQLITE_FTS = [
     f"INSERT INTO {FTS}({FTS}, rowid, terms) VALUES ('delete', old.id, old.terms); "
     f"INSERT INTO {FTS}(rowid, terms) VALUES (new.id, new.terms); END",
 ]
+#: The index jobs of the sessions whose summary finished before this revision.
+BACKFILL_JOBS = """
+INSERT INTO jobs (session_id, stage, status, attempts, progress, created_at, updated_at)
+SELECT s.session_id, 'index', 'pending', 0, 0.0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP
+FROM jobs s
+WHERE s.stage = 'summary' AND s.status IN ('succeeded', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM jobs i WHERE i.session_id = s.session_id AND i.stage = 'index')
+"""
 POSTGRES_TSV = [
     "ALTER TABLE search_moments ADD COLUMN tsv tsvector "
     "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, terms)) STORED",
@@ -77,9 +91,11 @@ def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     for statement in SQLITE_FTS if dialect == "sqlite" else POSTGRES_TSV:
         op.execute(statement)
+    op.execute(BACKFILL_JOBS)
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM jobs WHERE stage = 'index'")
     if op.get_bind().dialect.name == "sqlite":
         for trigger in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS {FTS}_{trigger}")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -38,3 +40,31 @@ def test_migrations_roundtrip_on_sqlite(tmp_path: pytest.TempPathFactory) -> Non
 @pytest.mark.integration
 def test_migrations_roundtrip_on_postgresql(pg_url: str) -> None:
     _roundtrip(pg_url)
+
+
+def test_upgrading_gives_finished_sessions_their_index_job(tmp_path: Path) -> None:
+    """0009: a session whose summary finished before search existed gets a pending index
+    job (the sweeper sends it); one still summarising gets it from the graph as usual."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path}/b.db"
+    upgrade(url, "0008")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sid, summary in (("done", "succeeded"), ("failed", "failed"), ("busy", "running")):
+                conn.execute(text("INSERT INTO sessions (id, name, status, priority) "
+                                  "VALUES (:s, '', 'completed', 'normal')"), {"s": sid})
+                conn.execute(text("INSERT INTO jobs (session_id, stage, status, attempts, "
+                                  "progress) VALUES (:s, 'summary', :st, 1, 1.0)"),
+                             {"s": sid, "st": summary})  # fmt: skip
+        upgrade(url)
+        jobs = "SELECT session_id, status, dispatched_at FROM jobs WHERE stage = 'index'"
+        with engine.connect() as conn:
+            rows = sorted(tuple(r) for r in conn.execute(text(jobs)))
+        assert rows == [("done", "pending", None), ("failed", "pending", None)]
+        downgrade(url, "0008")
+        with engine.connect() as conn:
+            assert list(conn.execute(text(jobs))) == []
+    finally:
+        engine.dispose()
