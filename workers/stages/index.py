@@ -14,15 +14,25 @@ from __future__ import annotations
 
 from collections import Counter
 
+from shared.options import ENRICH_STAGES
 from workers.enrichment import KIND_CHAPTERS, KIND_SUMMARY, KIND_TRANSCRIPT
 from workers.search.moments import build_moments
-from workers.stages.context import StageContext, StageOutput
+from workers.stages.context import NOT_ASKED, StageContext, StageOutput
 
 STAGE = "index"
 NOTHING_TO_INDEX = "nothing to index: no transcript, chapters or summary"
 
 
+def _nothing(reason: str) -> StageOutput:
+    """Skipped, and whatever was indexed before goes (the documents it came from did)."""
+    out = StageOutput.skipped(reason)
+    out.moments = []
+    return out
+
+
 def build_index(ctx: StageContext) -> StageOutput:
+    if not any(ctx.options.runs(stage) for stage in ENRICH_STAGES):
+        return _nothing(NOT_ASKED)  # no enrichment asked for: nothing to search
     documents = ctx.documents
     duration = ctx.results.get("merge", {}).get("duration")
     moments = build_moments(
@@ -32,10 +42,8 @@ def build_index(ctx: StageContext) -> StageOutput:
         duration=float(duration) if isinstance(duration, int | float) else None,
     )
     ctx.progress(1.0)
-    if not moments:  # whatever was indexed before goes: the documents it came from did
-        out = StageOutput.skipped(NOTHING_TO_INDEX)
-        out.moments = []
-        return out
+    if not moments:
+        return _nothing(NOTHING_TO_INDEX)
     kinds = Counter(m.kind for m in moments)
     return StageOutput(
         output_key=None,

@@ -17,6 +17,7 @@ from shared import models
 from shared.clock import utcnow
 from shared.db import session_scope
 from shared.migrate import upgrade
+from shared.options import ENRICH_STAGES, SessionOptions
 from shared.settings import Settings
 from shared.storage import Storage
 from tests.support.services import create_database, drop_database
@@ -57,10 +58,13 @@ def _session(url: str, session_id: str) -> None:
         db.add(models.Session(id=session_id, name="", status="completed", priority="normal"))
 
 
-def _index(url: str, tmp_path: Path, session_id: str, documents: dict[str, Any]) -> int:
+def _index(
+    url: str, tmp_path: Path, session_id: str, documents: dict[str, Any], *, enrich: bool = True
+) -> int:
     """What the runner does with the index stage: its work, then its moments stored."""
+    asked = SessionOptions(enrich=ENRICH_STAGES if enrich else ())
     ctx = StageContext(
-        snapshot=SessionSnapshot(id=session_id, started_at=None, segments=()),
+        snapshot=SessionSnapshot(id=session_id, started_at=None, segments=(), options=asked),
         storage=Storage(tmp_path / "storage"),
         settings=Settings(home=tmp_path),
         progress=lambda _fraction: None,
@@ -186,9 +190,13 @@ def test_indexing_again_leaves_the_same_rows(lecture: str, tmp_path: Path) -> No
     assert len(first) == _index(lecture, tmp_path, SESSION, lecture_text.documents())
     assert _rows(lecture) == first
     assert [h.kind for h in _find(lecture, "kubernetes")] == ["screen"]  # not twice
-    # a re-run without the documents (enrichment gone) empties the session's index
+    # a re-run without the documents (enrichment gone) empties the session's index, and so
+    # does one of a session asking for no enrichment
     assert _index(lecture, tmp_path, SESSION, {}) == 0
     assert _rows(lecture) == [] and _find(lecture, "kubernetes") == []
+    _index(lecture, tmp_path, SESSION, lecture_text.documents())
+    assert _index(lecture, tmp_path, SESSION, lecture_text.documents(), enrich=False) == 0
+    assert _rows(lecture) == []
 
 
 def test_a_deleted_session_leaves_nothing_in_the_index(lecture: str) -> None:
