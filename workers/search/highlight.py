@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any, Final
 
-from workers.search.query import Query, Term
+from workers.search.query import Query
 from workers.search.text import spans, tokens
 
 #: Marks around a matched word in a snippet (the web page shows them as <mark>; the text
@@ -30,25 +30,23 @@ SNIPPET_TOKENS: Final = 32
 SNIPPET_LEAD_TOKENS: Final = 8
 
 
-def _term_at(words: Sequence[str], k: int, term: Term) -> bool:
-    n = len(term.tokens)
-    if k + n > len(words):
-        return False
-    for m, token in enumerate(term.tokens):
-        word = words[k + m]
-        last = m == n - 1
-        if not (word == token or (last and term.prefix and word.startswith(token))):
-            return False
-    return True
+def _starts(word: str, token: str, prefix: bool) -> bool:
+    return word == token or (prefix and word.startswith(token))
 
 
 def matched(words: Sequence[str], query: Query) -> list[int]:
     """Indices of the tokens of ``words`` that some term of ``query`` matched, in order."""
     hit: set[int] = set()
     for term in query.terms:
-        for k in range(len(words)):
-            if _term_at(words, k, term):
-                hit.update(range(k, k + len(term.tokens)))
+        tokens, n = term.tokens, len(term.tokens)
+        first = tokens[0]
+        for k in range(len(words) - n + 1):
+            if words[k] != first and not (n == 1 and term.prefix and words[k].startswith(first)):
+                continue
+            if all(
+                _starts(words[k + m], tokens[m], term.prefix and m == n - 1) for m in range(1, n)
+            ):
+                hit.update(range(k, k + n))
     return sorted(hit)
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final
 
-from sqlalchemy import JSON, DateTime, bindparam, delete, insert, text
+from sqlalchemy import JSON, DateTime, TextClause, bindparam, delete, insert, text
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.sql.selectable import TextualSelect
 
 from shared.clock import as_utc
 from shared.db import read_scope
@@ -64,6 +66,23 @@ def delete_session(db: DbSession, session_id: str) -> None:
     db.execute(delete(SearchMoment).where(SearchMoment.session_id == session_id))
 
 
+@lru_cache(maxsize=8)
+def _statement(dialect: str, by_session: bool, since: bool) -> TextualSelect:
+    """The search statement of a dialect and a shape, made once: SQLAlchemy then finds its
+    compiled form at once (made anew on every query, it cost more than the query itself on
+    PostgreSQL: bench/bench_search.py)."""
+    if dialect == "postgresql":
+        sql = postgres.statement(by_session=by_session, since=since)
+    elif dialect == "sqlite":
+        sql = sqlite.statement(by_session=by_session, since=since)
+    else:  # pragma: no cover - only PostgreSQL and SQLite are supported
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    clause: TextClause = text(sql)
+    if since:
+        clause = clause.bindparams(bindparam("since", type_=DateTime(timezone=True)))
+    return clause.columns(words=JSON)
+
+
 def search(
     database_url: str,
     query: Query,
@@ -80,18 +99,13 @@ def search(
         params["session_id"] = session_id
     if since is not None:
         params["since"] = as_utc(since)
-    shape = {"by_session": session_id is not None, "since": since is not None}
     with read_scope(database_url) as db:
         dialect = db.get_bind().dialect.name
         if dialect == "postgresql":
-            sql, params["tsquery"] = postgres.statement(**shape), postgres.tsquery(query)
-        elif dialect == "sqlite":
-            sql, params["match"] = sqlite.statement(**shape), sqlite.match(query)
-        else:  # pragma: no cover - only PostgreSQL and SQLite are supported
-            raise RuntimeError(f"unsupported database dialect {dialect}")
-        stmt = text(sql).columns(words=JSON)
-        if since is not None:
-            stmt = stmt.bindparams(bindparam("since", type_=DateTime(timezone=True)))
+            params["tsquery"] = postgres.tsquery(query)
+        else:
+            params["match"] = sqlite.match(query)
+        stmt = _statement(dialect, session_id is not None, since is not None)
         rows = db.execute(stmt, params).all()
     hits = []
     for row in rows:
