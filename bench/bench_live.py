@@ -33,8 +33,9 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,23 +48,27 @@ from bench.replay import (  # noqa: E402
     DEFAULT_SPEED,
     LiveResult,
     LiveSystem,
+    ReplayRecord,
     describe,
     fresh_database,
     replay_live,
 )
 from shared.sessiondir import MANIFEST_NAME, Manifest, ManifestSegment, write_manifest  # noqa: E402
+from shared.storage import Storage  # noqa: E402
 from synthetic.ffmpeg_session import (  # noqa: E402
     SESSION_START,
     SessionSpec,
     SynthSession,
     ensure_session,
 )
+from workers import live  # noqa: E402
 
 DEFAULT_MINUTES = (5, 30, 120)
 DEFAULT_CACHE = ROOT / "var" / "bench-cache"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/4"
 #: Segment length of the recorder, both tracks, in seconds.
 SEGMENT_S = 10
+LIVE_POLL_S = 0.1  # how often the live view's fragments are looked at while replaying
 #: The generated minute every session repeats: six 10 s segments per track.
 POOL_MINUTES = 1
 POOL = SessionSpec(
@@ -157,8 +162,9 @@ def run_one(
                 enrich=enrich,
             )
             agent = system.agent(work / "watched")
+            watcher = LiveWatcher(Storage(work / "home" / "storage"), session_id)
             try:
-                _, _, result = replay_live(
+                record, _, result = replay_live(
                     source,
                     agent=agent,
                     watched=work / "watched",
@@ -170,9 +176,14 @@ def run_one(
                     alive=system.assert_alive,
                 )
             finally:
+                watcher.stop()
                 agent.stop()
                 system.stop()
+            result = watcher.measure(record, result)
         print(f"  {describe(result)}", flush=True)
+        print(f"  live view: worst {_s(result.live_lag_s, 2)} s behind the recorder "
+              f"({_s(result.live_lag_segments, 2)} segment), whole recording listed "
+              f"{_s(result.end_to_live_s, 2)} s after the end", flush=True)
         # other work on the machine moves these figures: say how busy it was
         print(f"  load average at the finish: {[round(x, 2) for x in os.getloadavg()]}")
         return result
@@ -181,6 +192,47 @@ def run_one(
             print(f"  kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class LiveWatcher:
+    """Polls the session's live fragments while it replays: when each one was first listed."""
+
+    def __init__(self, storage: Storage, session_id: str) -> None:
+        self.storage, self.session_id = storage, session_id
+        self.seen: dict[str, datetime] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(LIVE_POLL_S):
+            listed = live.contiguous(live.fragments(self.storage, self.session_id))
+            for info in listed:
+                self.seen.setdefault(info.segment, datetime.now(UTC))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def measure(self, record: ReplayRecord, result: LiveResult) -> LiveResult:
+        segment_s = SEGMENT_S / record.speed
+        lags = [
+            (self.seen[w.file] - w.closed).total_seconds()
+            for w in record.segments
+            if w.kind == "video" and w.closed is not None and w.file in self.seen
+        ]
+        last = max(self.seen.values(), default=None)
+        videos = sum(1 for w in record.segments if w.kind == "video")
+        return replace(
+            result,
+            live_lag_s=max(lags) if lags and len(lags) == videos else None,
+            live_lag_segments=max(lags) / segment_s if lags and len(lags) == videos else None,
+            end_to_live_s=(
+                (last - record.ended).total_seconds()
+                if last is not None and record.ended is not None and len(lags) == videos
+                else None
+            ),
+        )
 
 
 def _verdict(value: float | None, target: float) -> str:
@@ -198,9 +250,10 @@ def print_table(results: list[LiveResult]) -> None:
         f"| recorded min | media workers | end->seen s | end->playable s "
         f"(target {PLAYABLE_TARGET_S:g}) | end->compressed s (target {COMPRESSED_TARGET_S:g}) "
         "| end->complete s | merge job s | compress job s "
-        "| compressed copy, recorded min / wall min |"
+        "| compressed copy, recorded min / wall min "
+        "| live view behind the recorder, worst s (segments) | end->live complete s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = sorted(results, key=lambda r: (r.media_workers, r.recorded_s))
     for r in results:
         rate = r.compress_minutes_per_minute
@@ -211,7 +264,8 @@ def print_table(results: list[LiveResult]) -> None:
             f"| {_s(r.end_to_compressed_s)} "
             f"({_verdict(r.end_to_compressed_s, COMPRESSED_TARGET_S)}) "
             f"| {_s(r.end_to_complete_s)} | {_s(r.merge_run_s, 2)} | {_s(r.compress_run_s)} "
-            f"| {'-' if rate is None else f'{rate:.2f}'} |"
+            f"| {'-' if rate is None else f'{rate:.2f}'} "
+            f"| {_s(r.live_lag_s, 2)} ({_s(r.live_lag_segments, 2)}) | {_s(r.end_to_live_s, 2)} |"
         )
     same = [r for r in results if r.media_workers == results[0].media_workers]
     if len(same) > 1:

@@ -415,6 +415,12 @@ class LiveResult:
     merge_run_s: float | None  # the merge job's own run time
     max_lag_s: float
     failed: tuple[str, ...]
+    # The live view (workers/live.py), watched by bench/bench_live.py: how long after a video
+    # segment was closed its fragment was listed (worst), in seconds and in segments at this
+    # speed, and when the whole recording was listed after the end marker.
+    live_lag_s: float | None = None
+    live_lag_segments: float | None = None
+    end_to_live_s: float | None = None
 
     @property
     def compress_minutes_per_minute(self) -> float | None:

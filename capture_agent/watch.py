@@ -14,7 +14,10 @@ Rules:
   ``MANIFEST_SETTLE_S`` of being modified is taken as half-written and retried quietly.
 * A listed segment is handed to the agent once it is complete: closed after writing
   (inotify ``IN_CLOSE_WRITE``, on Linux) and unchanged for ``CLOSE_SETTLE_S`` since, or its
-  size and mtime unchanged for ``stable_seconds`` (the only signal on macOS).
+  size and mtime unchanged for ``stable_seconds`` (the only signal on macOS). Once
+  ``session.json`` says the session is over, a segment last modified before it is complete
+  at once: a recorder writes that end marker last (the README's session format), so the
+  last segment ships without waiting, and the session's end reaches the workers sooner.
 * A session is ended (``end_session``) once every listed segment has been handed over and
   ``session.json`` says it is over: an ``"ended_at"`` time, or ``"complete": true``.
 * What was handed over is remembered in ``<state_dir>/watch/<root-hash>.state.json`` so a
@@ -322,11 +325,13 @@ class SessionWatcher:
 
         waiting = []
         shipped = set(done.shipped)
+        # Files written before the end marker are final (see the module's rules).
+        final_before = st.st_mtime_ns if (ended_at is not None or complete) else None
         for segment in manifest.segments:
             if segment.file in shipped:
                 continue
             path = segment_file(folder, segment)
-            state = self._completeness(path)
+            state = self._completeness(path, final_before)
             if state is not True:
                 if state is False:
                     waiting.append(segment.file)
@@ -364,8 +369,11 @@ class SessionWatcher:
             segment_file(folder, segment)  # refuses symlinks leading out before any is read
         return manifest, manifest.ended_at, manifest.complete
 
-    def _completeness(self, path: Path) -> bool | str | None:
-        """True when complete, False while waiting, a message when the entry is unusable."""
+    def _completeness(self, path: Path, final_before: int | None = None) -> bool | str | None:
+        """True when complete, False while waiting, a message when the entry is unusable.
+
+        ``final_before``: the end marker's mtime (ns); a file not modified since is complete.
+        """
         try:
             st = path.lstat()
         except FileNotFoundError:
@@ -385,6 +393,8 @@ class SessionWatcher:
             tracker = self._trackers[path] = _Tracker(signature, now)
         if st.st_size == 0:
             return False
+        if final_before is not None and st.st_mtime_ns <= final_before:
+            return True
         with self._lock:
             closed = self._closed.get(path)
         if closed is not None and closed[0] == signature and now - closed[1] >= CLOSE_SETTLE_S:

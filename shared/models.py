@@ -280,8 +280,11 @@ class AudioChunkState(Base):
 
 
 class Part(Base):
-    """Work done on one stored segment while its session records, for a stage to join at the
-    end (``workers.parts``): today the compressed copy's part of each video segment.
+    """Work done while its session records, for a stage to use at the end
+    (``workers.parts``): per ``kind``, the compressed copy's part of each video segment
+    ("compressed"), a transcript piece ("transcript", ``segment_file`` names the piece,
+    its transcript in ``result``: ``workers.transcriptparts``), a video segment's chapter
+    samples ("scenes": ``workers.chapterparts``).
 
     One row per (session, kind, segment file): the idempotency key of that work. Every
     transition is a conditional UPDATE; a running part has an owner and a lease it renews.

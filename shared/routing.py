@@ -33,6 +33,14 @@ TASK_WEBHOOK: Final = "sessionpipe.webhook"  # completion webhooks (workers/webh
 # The compressed copy's part of one video segment, made while the session records
 # (workers/parts.py); background work: one priority step below its session's stages.
 TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
+# The transcript pieces whose audio has settled, transcribed while the session records
+# (workers/transcriptparts.py); background work like the parts, on the enrich queue.
+TASK_TRANSCRIPT_PIECES: Final = "sessionpipe.transcript_pieces"
+# A video segment sampled for chapters while the session records (workers/chapterparts.py).
+TASK_CHAPTER_SAMPLES: Final = "sessionpipe.chapter_samples"
+# One video segment's fragment of the live view (workers/live.py): a remux of well under a
+# second, on the audio queue beside the audio chunks so it never waits behind a transcode.
+TASK_LIVE_FRAGMENT: Final = "sessionpipe.live_fragment"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
@@ -47,8 +55,10 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INDEX: {"queue": QUEUE_ENRICH},
     TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
     TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
+    TASK_TRANSCRIPT_PIECES: {"queue": QUEUE_ENRICH},
+    TASK_CHAPTER_SAMPLES: {"queue": QUEUE_ENRICH},
+    TASK_LIVE_FRAGMENT: {"queue": QUEUE_AUDIO},
 }
-
 
 
 class Priority(StrEnum):

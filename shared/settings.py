@@ -54,6 +54,18 @@ class Settings(BaseSettings):
         "copy is a join of parts when the session ends instead of a re-encode of it all "
         "(workers.parts).",
     )
+    playable_assembly: bool = Field(
+        default=True,
+        description="Append each video segment's piece of the playable MP4 (a fragmented "
+        "MP4) while the session records, so only the last pieces are left when it ends "
+        "(workers.assembly); off, the MP4 is muxed in one run after the end.",
+    )
+    live_view: bool = Field(
+        default=True,
+        description="Remux each video segment as it is stored into a fragment of the live "
+        "view (an HLS stream the status API serves while the session records; "
+        "workers.live). A remux and a few hundred ms of audio encoding per segment.",
+    )
     keep_originals_days: float | None = Field(
         default=None,
         ge=0,
@@ -155,6 +167,25 @@ class Settings(BaseSettings):
         description="Beam search width: 5 heard 0.91 of the demo narration's words where 1 "
         "(greedy) heard 0.87, for 1.35x the time (bench/RESULTS.md).",
     )
+    transcript_pieces: bool = Field(
+        default=True,
+        description="Transcribe the audio in pieces while the session records, so after its "
+        "end the transcript stage transcribes only the last piece and stitches "
+        "(workers.transcriptparts).",
+    )
+    transcript_piece_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="Seconds of audio per transcript piece (its core, without the overlap).",
+    )
+    transcript_overlap_s: float = Field(
+        default=8.0,
+        ge=2,
+        le=60,
+        description="Seconds each transcript piece reaches into its neighbours: the pieces "
+        "are joined at a pause in there, so no word is cut or doubled.",
+    )
     chapter_min_s: float = Field(
         default=10.0,
         gt=0,
@@ -167,6 +198,12 @@ class Settings(BaseSettings):
         description="Pictures compared per second where keyframes are sparse (every keyframe "
         "is compared where they are at most 2.5 s apart); a change is then placed to its "
         "frame.",
+    )
+    chapter_samples: bool = Field(
+        default=True,
+        description="Sample each video segment for chapters as it is stored, so after the "
+        "session's end the chapters stage only compares the samples, places the changes and "
+        "reads the titles (workers.chapterparts).",
     )
     summary_sentences: int = Field(
         default=3, ge=1, le=50, description="Sentences of the offline (extractive) summary."

@@ -41,9 +41,14 @@ from shared.clock import as_utc
 from shared.db import session_scope
 from shared.models import AudioChunkState, Session
 from shared.settings import Settings
+from shared.storage import Storage, StorageError
+from workers import assembly
 from workers.jobs import affected, insert_ignore, now
+from workers.media import IncrementalResult, MediaError
+from workers.media.videocopy import CopyNotExact
 from workers.snapshot import load_snapshot, remember_probes
 from workers.stages.audio import encode_audio_chunks
+from workers.stages.context import SessionSnapshot, build_timeline
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +220,13 @@ def run_passes(settings: Settings, session_id: str, wanted: int, *, owner: str) 
 
         probed: dict[str, float] = {}
         try:
-            result = encode_audio_chunks(snapshot, settings, keep_going, probed)
+            result = (
+                encode_audio_chunks(snapshot, settings, keep_going, probed)
+                if settings.audio_incremental
+                else IncrementalResult(settled=0, chunks=0, reused=0, encoded=0, stopped=False)
+            )
+            if settings.playable_assembly and not result.stopped:
+                _assemble(settings, snapshot, keep_going, probed)
         except BaseException:
             with session_scope(url) as db:
                 release(db, session_id, owner, covered=None, encoded=0)
@@ -227,6 +238,29 @@ def run_passes(settings: Settings, session_id: str, wanted: int, *, owner: str) 
         if not again or result.stopped:
             break
     return f"encoded {encoded} chunk(s)"
+
+
+def _assemble(
+    settings: Settings,
+    snapshot: SessionSnapshot,
+    keep_going: Callable[[], bool],
+    probed: dict[str, float],
+) -> None:
+    """Append the playable MP4's pieces that are final now (``workers.assembly``).
+
+    An optimisation like the chunks: what it cannot do (a segment whose packets cannot be
+    copied exactly, a broken file) the merge stage does, and reports.
+    """
+    storage = Storage(settings.storage)
+    try:
+        timeline = build_timeline(snapshot, storage, cut_pauses=settings.cut_pauses,
+                                  probed=probed)  # fmt: skip
+        appended = assembly.append_ready(settings, snapshot, timeline, keep_going)
+    except (MediaError, CopyNotExact, StorageError) as exc:
+        log.info("playable MP4 of %s not assembled while recording: %s", snapshot.id, exc)
+        return
+    if appended:
+        log.info("playable MP4 of %s: %d piece(s) appended", snapshot.id, appended)
 
 
 def take_over(database_url: str, session_id: str) -> Callable[[], None]:

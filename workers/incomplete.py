@@ -37,7 +37,7 @@ from shared import models
 from shared.db import session_scope
 from shared.settings import Settings
 from shared.storage import Storage
-from workers import parts, webhook
+from workers import assembly, live, parts, webhook
 from workers.dispatch import send_all
 from workers.jobs import now
 
@@ -146,6 +146,8 @@ def _settle_one(
     if due:
         send_all(app, settings.database_url, session, due)
     if policy == "fail":
-        parts.discard(Storage(settings.storage), session_id)
+        parts.discard_all(Storage(settings.storage), session_id)
+        live.discard(Storage(settings.storage), session_id)
+        assembly.discard(Storage(settings.storage), session_id)
     webhook.send(app, settings.database_url, [d for d in hooks if d is not None])
     return Settled(session_id, policy, reason)

@@ -22,16 +22,20 @@ from shared.diagnostics import describe, describe_invalid, quoted
 from shared.events import Event, SessionStartedPayload
 from shared.ids import InvalidNameError
 from shared.models import SessionStatus
+from shared.options import SessionOptions
 from shared.receipts import write_receipt
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
+    TASK_CHAPTER_SAMPLES,
     TASK_COMPRESS_PART,
+    TASK_LIVE_FRAGMENT,
+    TASK_TRANSCRIPT_PIECES,
     background_priority,
     priority_value,
 )
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
-from workers import audiochunks, parts
+from workers import audiochunks, chapterparts, parts, transcriptparts
 from workers.dispatch import send_all
 from workers.jobs import insert_ignore
 from workers.media import MediaError
@@ -57,7 +61,8 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
         log.error("%s", reason)
         return reason
     chunk_request: int | None = None
-    part_wanted = False
+    part_wanted = live_wanted = False
+    pieces_wanted = samples_wanted = False
     due: list[Stage] = []
     with session_scope(settings.database_url) as db:
         session = lock_session(db, parsed.session_id)
@@ -72,16 +77,33 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
                         "processed without it: it is in storage, not in the outputs")  # fmt: skip
                 session.warnings = [*(session.warnings or []), note]
                 log.warning("session %s: %s", session.id, note)
-            if settings.audio_incremental and wants_audio_chunks(session, parsed):
+            if wants_chunk_pass(settings, session, parsed):
                 chunk_request = audiochunks.request(db, session.id)
             if settings.compress and settings.compress_parts and wants_part(session, parsed):
                 segment = parsed.segment()
                 part_wanted = parts.request(db, session.id, segment.file, segment.sha256)
+            live_wanted = settings.live_view and wants_part(session, parsed)
+            if wants_pieces(session, parsed):  # some audio may have settled
+                options = SessionOptions.from_json(session.options)
+                pieces_wanted = transcriptparts.wanted(settings, options)
+            if wants_part(session, parsed):  # a video segment: its chapter samples
+                options = SessionOptions.from_json(session.options)
+                samples_wanted = chapterparts.wanted(settings, options)
         if ready_to_process(db, session):
             due = start_processing(db, session)
     if parsed.type == "segment.stored":
         confirm_segment(settings, parsed)
         probe_segment(settings, parsed)
+    if live_wanted:  # a lost message leaves a hole in the live view, not in the outputs
+        try:
+            app.send_task(
+                TASK_LIVE_FRAGMENT,
+                args=[session.id, parsed.segment().file],
+                priority=priority_value(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request the live fragment of %s: %s", session.id,
+                        describe(exc))  # fmt: skip
     if part_wanted:  # a lost message costs only time: the compress stage makes the part
         try:
             app.send_task(
@@ -91,6 +113,24 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             )
         except Exception as exc:
             log.warning("could not request the part of %s: %s", session.id, describe(exc))
+    if pieces_wanted:  # a lost message costs only time: the next one or the stage covers it
+        try:
+            app.send_task(
+                TASK_TRANSCRIPT_PIECES,
+                args=[session.id],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request transcript pieces of %s: %s", session.id, describe(exc))
+    if samples_wanted:  # a lost message costs only time: the stage samples the segment
+        try:
+            app.send_task(
+                TASK_CHAPTER_SAMPLES,
+                args=[session.id, parsed.segment().file],
+                priority=background_priority(session.priority),
+            )
+        except Exception as exc:
+            log.warning("could not request chapter samples of %s: %s", session.id, describe(exc))
     if due:
         send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all
@@ -227,11 +267,24 @@ def apply_event(db: DbSession, session: models.Session, event: Event) -> None:
     # session.paused / session.resumed / heartbeat are kept in the events table only.
 
 
-def wants_audio_chunks(session: models.Session, event: Event) -> bool:
-    """A fresh audio segment of a session still recording: some audio may have settled.
+def wants_chunk_pass(settings: Settings, session: models.Session, event: Event) -> bool:
+    """A fresh segment of a session still recording: some audio may have settled (an audio
+    segment), or a piece of the playable MP4 may be final (either kind: a piece waits for
+    the next video segment and for its audio; ``workers.assembly``).
 
-    Once processing has started the concat_audio stage encodes everything left itself.
+    Once processing has started the concat_audio and merge stages do everything left.
     """
+    if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
+        return False
+    if event.segment().kind == "audio":
+        return settings.audio_incremental or settings.playable_assembly
+    return settings.playable_assembly
+
+
+def wants_pieces(session: models.Session, event: Event) -> bool:
+    """A fresh audio segment of a session still recording: a transcript piece may have
+    settled (``workers.transcriptparts``); once processing has started the transcript stage
+    makes the rest."""
     if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
         return False
     return event.segment().kind == "audio"

@@ -33,7 +33,14 @@ work; every transition is a conditional UPDATE, as for jobs::
 - A part task finding the session's compress stage already started does nothing (the stage
   has it), so no part is made twice but where a maker died; nor for a failed session.
 - Part files are scratch: :func:`discard` deletes them once the compressed copy is
-  recorded (``finalize``) or the session failed (a retry makes them again).
+  recorded (``finalize``), :func:`discard_all` (every kind's) once the session failed (a
+  retry makes them again).
+
+Other kinds of work made while recording use the same rows and transitions, with a
+``kind`` of their own and :func:`collect` as the stage's (and a background pass's) way to
+them: ``workers.transcriptparts`` (a transcript piece per minute of audio; its
+``segment_file`` is the piece's name and its ``source_sha256`` the signature of the audio it
+hears) and ``workers.chapterparts`` (a video segment's chapter samples).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as DbSession
@@ -72,6 +79,13 @@ WAIT_POLL_S: Final = 0.2
 #: A claim's lease when the caller gives none (the settings' job_lease_s default).
 LEASE: Final = timedelta(seconds=120)
 PARTS_DIR: Final = "parts"
+#: Folders of other kinds' part files, each deleted by the stage that uses them
+#: (``workers.chapterparts``: the chapters stage), and all of them when the session fails.
+SAMPLES_DIR: Final = "chapter-samples"
+SCRATCH_DIRS: Final = (SAMPLES_DIR,)
+
+
+_T = TypeVar("_T")
 
 
 class PartFailed(MediaError):
@@ -92,12 +106,21 @@ class PartState:
 
 
 def discard(storage: Storage, session_id: str) -> None:
-    """Delete a session's part files: once its compressed copy is recorded (``finalize``),
-    or once it failed (a retry makes them again)."""
+    """Delete a session's compressed part files: once its compressed copy is recorded
+    (``finalize``)."""
     shutil.rmtree(storage.path(storage.derived_key(session_id, PARTS_DIR)), ignore_errors=True)
 
 
-def _lease(settings: Settings) -> timedelta:
+def discard_all(storage: Storage, session_id: str) -> None:
+    """Delete every part file of a session, whatever its kind: once it failed (a retry
+    makes them again)."""
+    discard(storage, session_id)
+    for folder in SCRATCH_DIRS:
+        shutil.rmtree(storage.path(storage.derived_key(session_id, folder)), ignore_errors=True)
+
+
+def lease_of(settings: Settings) -> timedelta:
+    """A claim's lease: the jobs' ``job_lease_s``."""
     return timedelta(seconds=settings.job_lease_s)
 
 
@@ -112,15 +135,18 @@ def part_key(storage: Storage, session_id: str, segment_file: str) -> str:
 
 
 # -- transitions ------------------------------------------------------------------------------
-def request(db: DbSession, session_id: str, segment_file: str, sha256: str) -> bool:
+def request(
+    db: DbSession, session_id: str, segment_file: str, sha256: str, *, kind: str = KIND_COMPRESSED
+) -> bool:
     """In the ingest transaction: the part of a stored video segment is wanted; True when
-    newly recorded (send its task after the commit)."""
+    newly recorded (send its task after the commit). Another ``kind`` names other work
+    (``workers.transcriptparts``: a transcript piece, ``segment_file`` its name)."""
     return insert_ignore(
         db,
         models.Part,
         {
             "session_id": session_id,
-            "kind": KIND_COMPRESSED,
+            "kind": kind,
             "segment_file": segment_file,
             "source_sha256": sha256,
             "status": PENDING,
@@ -130,9 +156,11 @@ def request(db: DbSession, session_id: str, segment_file: str, sha256: str) -> b
     )
 
 
-def state(database_url: str, session_id: str, segment_file: str) -> PartState | None:
+def state(
+    database_url: str, session_id: str, segment_file: str, *, kind: str = KIND_COMPRESSED
+) -> PartState | None:
     with session_scope(database_url) as db:
-        part = _get(db, session_id, segment_file)
+        part = _get(db, session_id, segment_file, kind)
         if part is None:
             return None
         lease = as_utc(part.lease_until) if part.lease_until is not None else None
@@ -149,11 +177,11 @@ def state(database_url: str, session_id: str, segment_file: str) -> PartState | 
         )
 
 
-def _get(db: DbSession, session_id: str, segment_file: str) -> models.Part | None:
+def _get(db: DbSession, session_id: str, segment_file: str, kind: str) -> models.Part | None:
     return db.execute(
         select(models.Part).where(
             models.Part.session_id == session_id,
-            models.Part.kind == KIND_COMPRESSED,
+            models.Part.kind == kind,
             models.Part.segment_file == segment_file,
         )
     ).scalar_one_or_none()
@@ -210,8 +238,10 @@ def renew(database_url: str, part_id: int, owner: str, *, lease: timedelta = LEA
 
 
 def finish(
-    database_url: str, part_id: int, owner: str, output_key: str, result: dict[str, Any]
+    database_url: str, part_id: int, owner: str, output_key: str | None, result: dict[str, Any]
 ) -> bool:
+    """running -> succeeded with its file (``output_key``) or, for a part that is all result
+    (a transcript piece), none."""
     return _if_held(database_url, part_id, owner, {
         "status": SUCCEEDED, "owner": None, "lease_until": None, "output_key": output_key,
         "result": result,
@@ -284,7 +314,7 @@ def make(
     key = part_key(storage, source.session_id, source.file)
 
     def report(fraction: float) -> None:
-        if not renew(settings.database_url, part_id, owner, lease=_lease(settings)):
+        if not renew(settings.database_url, part_id, owner, lease=lease_of(settings)):
             raise Cancelled(f"part of {source.file} was taken over")
         if progress is not None:
             progress(fraction)
@@ -374,10 +404,10 @@ def _step(
         reopen(settings.database_url, part.id, part.output_key)
         return None, 0
     if part.status == FAILED:  # failed on content the segment no longer has
-        _reopen_failed(settings.database_url, part.id)
+        reopen_failed(settings.database_url, part.id)
         return None, 0
     if part.live or not claim(
-        settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)
+        settings.database_url, part.id, owner, source.sha256, lease=lease_of(settings)
     ):
         return None, 0
     made = make(
@@ -387,7 +417,8 @@ def _step(
     return made, 1
 
 
-def _reopen_failed(database_url: str, part_id: int) -> None:
+def reopen_failed(database_url: str, part_id: int) -> None:
+    """failed -> pending: it failed on content its input no longer has."""
     with session_scope(database_url) as db:
         db.execute(
             update(models.Part)
@@ -424,7 +455,7 @@ def make_in_background(settings: Settings, session_id: str, segment_file: str, *
         return "skipped: not requested"
     if usable(part, source, storage) is not None:
         return "done already"
-    if not claim(settings.database_url, part.id, owner, source.sha256, lease=_lease(settings)):
+    if not claim(settings.database_url, part.id, owner, source.sha256, lease=lease_of(settings)):
         return "held by another worker"
     try:
         key = make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
@@ -445,3 +476,88 @@ def _session_failed(db: DbSession, session_id: str) -> bool:
         select(models.Session.status).where(models.Session.id == session_id)
     ).scalar_one_or_none()
     return status == models.SessionStatus.FAILED.value
+
+
+# -- any kind of part: the look a stage or a background pass takes at each ---------------------
+@dataclass(frozen=True)
+class Wanted:
+    """A part a caller needs: its name (``segment_file``) and the signature of its input
+    (``source_sha256``: a segment's sha256, or a hash of whatever the part depends on)."""
+
+    name: str
+    signature: str
+
+
+@dataclass
+class Collected:
+    """What :func:`collect` found or made, by index into the wanted list."""
+
+    values: dict[int, Any]
+    made: int = 0
+    failed: dict[int, str] | None = None  # index -> reason (only when not waiting)
+
+
+def collect(
+    settings: Settings,
+    session_id: str,
+    kind: str,
+    wanted: list[Wanted],
+    *,
+    owner: str,
+    usable: Callable[[PartState], _T | None],
+    make: Callable[[int, int], _T],
+    wait: bool = True,
+    heartbeat: Callable[[float], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Collected:
+    """Every wanted part of ``kind``: done ones used (``usable(state)``, called only for a
+    part succeeded with the wanted signature), free ones claimed and made
+    (``make(index, part id)``, which finishes, fails or releases the claim as
+    :func:`make` does), and, with ``wait``, those another worker holds waited for.
+
+    With ``wait`` a part failed on its wanted input raises :class:`PartFailed` with its
+    reason; without (a background pass), held parts are left to their holder and failures
+    are returned in ``failed``. Parts made from other input are reopened and made again.
+    """
+    url, lease = settings.database_url, lease_of(settings)
+    with session_scope(url) as db:
+        for item in wanted:
+            request(db, session_id, item.name, item.signature, kind=kind)
+    out = Collected(values={}, failed={} if not wait else None)
+    waiting = list(range(len(wanted)))
+    while waiting:
+        progressed = False
+        for k in list(waiting):
+            item = wanted[k]
+            part = state(url, session_id, item.name, kind=kind)
+            assert part is not None  # requested above; rows go only with their session
+            same = part.source_sha256 == item.signature
+            value = usable(part) if part.status == SUCCEEDED and same else None
+            if value is None and part.status == FAILED and same:
+                reason = part.error or f"{kind} part {item.name} failed"
+                if out.failed is None:
+                    raise PartFailed(reason)
+                out.failed[k] = reason
+                waiting.remove(k)
+                continue
+            if value is None and part.status == SUCCEEDED:  # other input, or its file is gone
+                reopen(url, part.id, part.output_key)
+                part = state(url, session_id, item.name, kind=kind) or part
+            elif value is None and part.status == FAILED:  # failed on input it no longer has
+                reopen_failed(url, part.id)
+                part = state(url, session_id, item.name, kind=kind) or part
+            if value is None and not part.live and part.status in (PENDING, RUNNING) and claim(
+                url, part.id, owner, item.signature, lease=lease
+            ):
+                value = make(k, part.id)
+                out.made += 1
+            if value is not None:
+                out.values[k] = value
+                waiting.remove(k)
+                progressed = True
+            elif not wait:
+                waiting.remove(k)  # its holder makes it
+        if waiting and not progressed:
+            heartbeat(len(out.values) / len(wanted))
+            sleep(WAIT_POLL_S)
+    return out

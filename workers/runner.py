@@ -41,7 +41,7 @@ from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.settings import get_settings
 from shared.storage import Storage
-from workers import dispatch, enrichment, jobs, parts, pipeline, search, webhook
+from workers import assembly, dispatch, enrichment, jobs, live, parts, pipeline, search, webhook
 from workers.media import Cancelled
 from workers.pipeline import Stage
 from workers.retry import retry_delay_seconds, will_retry
@@ -234,7 +234,9 @@ def run_stage(
                     discard = True
                 log.error("%s for %s failed: %s", stage.value, session_id, describe(exc))
         if discard:  # the session failed: its scratch files go (a retry makes them again)
-            parts.discard(ctx.storage, session_id)
+            parts.discard_all(ctx.storage, session_id)
+            live.discard(ctx.storage, session_id)
+            assembly.discard(ctx.storage, session_id)
         if due and session is not None:
             dispatch.send_all(task.app, url, session, due)
         _send_webhooks(task, hooks)

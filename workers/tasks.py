@@ -20,6 +20,7 @@ from shared.diagnostics import describe
 from shared.ids import validate_session_id
 from shared.routing import (
     TASK_AUDIO_CHUNKS,
+    TASK_CHAPTER_SAMPLES,
     TASK_CHAPTERS,
     TASK_COMPRESS,
     TASK_COMPRESS_PART,
@@ -27,15 +28,19 @@ from shared.routing import (
     TASK_FINALIZE,
     TASK_INDEX,
     TASK_INGEST_EVENT,
+    TASK_LIVE_FRAGMENT,
     TASK_MERGE,
     TASK_SUMMARY,
     TASK_TRANSCRIPT,
+    TASK_TRANSCRIPT_PIECES,
     TASK_WEBHOOK,
 )
 from shared.settings import get_settings
-from workers import audiochunks, parts
+from workers import audiochunks, chapterparts, livemaker, parts, transcriptparts
 from workers.app import app
 from workers.ingest import ingest
+from workers.media import MediaError
+from workers.media.videocopy import CopyNotExact
 from workers.pipeline import Stage
 from workers.retry import is_transient, retry_delay_seconds, will_retry
 from workers.runner import run_stage
@@ -138,6 +143,48 @@ def compress_part(self: PipelineTask, session_id: str, segment_file: str) -> str
     )
     if outcome.startswith("failed"):
         log.warning("part %s of %s %s", segment_file, session_id, outcome)
+    return outcome
+
+
+@_task(TASK_LIVE_FRAGMENT)
+def live_fragment(self: PipelineTask, session_id: str, segment_file: str) -> str:
+    """Write one video segment's fragment of the live view (workers.live).
+
+    A view only: a segment that cannot be read is logged (the stages report it), a
+    transient failure is retried like any task.
+    """
+    validate_session_id(session_id)
+    try:
+        outcome = livemaker.make(get_settings(), session_id, segment_file)
+    except (MediaError, CopyNotExact) as exc:
+        outcome = f"failed: {exc}"
+        log.warning("live fragment %s of %s %s", segment_file, session_id, outcome)
+    return outcome
+
+
+@_task(TASK_TRANSCRIPT_PIECES)
+def transcript_pieces(self: PipelineTask, session_id: str) -> str:
+    """Transcribe the session's settled transcript pieces while it records
+    (workers.transcriptparts). Background work the transcript stage would otherwise do: a
+    bad input is only logged (the stage reports it), a transient failure is retried."""
+    validate_session_id(session_id)
+    outcome = transcriptparts.transcribe_while_recording(
+        get_settings(), session_id, owner=f"pieces:{self.request.id}"[:64]
+    )
+    log.info("transcript pieces of %s: %s", session_id, outcome)
+    return outcome
+
+
+@_task(TASK_CHAPTER_SAMPLES)
+def chapter_samples(self: PipelineTask, session_id: str, segment_file: str) -> str:
+    """Sample one video segment for chapters while its session records
+    (workers.chapterparts); a bad segment is only logged (the stage reports it)."""
+    validate_session_id(session_id)
+    outcome = chapterparts.sample_while_recording(
+        get_settings(), session_id, segment_file, owner=f"samples:{self.request.id}"[:64]
+    )
+    if outcome.startswith("failed"):
+        log.warning("chapter samples %s of %s %s", segment_file, session_id, outcome)
     return outcome
 
 

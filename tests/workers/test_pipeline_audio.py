@@ -118,19 +118,20 @@ def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
     chunk_dir = storage.path(storage.derived_key(SESSION, AUDIO_CHUNKS_DIR))
 
     passes = 0
-    for event in recording:  # a chunk pass runs after each audio segment, as on the queue
+    for event in recording:  # a chunk pass runs after each segment, as on the queue
         harness.ingest(event)
         for args in harness.take(TASK_AUDIO_CHUNKS):
             assert tasks.audio_chunks.apply(args=args).get().startswith("encoded")
             passes += 1
-    audio_segments = sum(1 for e in recording if e.payload.get("kind") == "audio")
-    assert passes == audio_segments == 4
+    # audio segments settle audio; video ones may complete a piece of the playable MP4
+    segments = sum(1 for e in recording if e.type == "segment.stored")
+    assert passes == segments == 8
     stored = sorted(p.name for p in chunk_dir.iterdir())
     assert len(stored) >= 5, "most of the 8 s must settle before the session ends"
     with session_scope(harness.settings.database_url) as db:
         state = db.get(AudioChunkState, SESSION)
         assert state is not None
-        assert (state.requested, state.covered, state.closed) == (4, 4, False)
+        assert (state.requested, state.covered, state.closed) == (8, 8, False)
         assert state.owner is None and state.chunks_encoded == len(stored)
         # the passes probed every file once; the stages after the end will not
         probed = db.query(Segment.probed_duration).filter_by(session_id=SESSION).all()
@@ -151,7 +152,8 @@ def test_chunks_are_encoded_while_recording_and_reused_by_concat_audio(
         assert state is not None and state.closed
     assert chunks["reused"] == len(stored)
     assert chunks["encoded"] >= 1 and chunks["total"] == chunks["reused"] + chunks["encoded"]
-    assert sorted(p.name for p in output.parent.iterdir()) == ["audio.m4a"]  # chunks removed
+    # the chunks removed; the playable MP4's assembly is the merge stage's
+    assert sorted(p.name for p in output.parent.iterdir()) == ["assembly", "audio.m4a"]
 
     # same markers as the one-pass reference encode of the same timeline
     from workers.media.audio import render_audio as reference
@@ -183,10 +185,10 @@ def test_concat_audio_waits_for_a_running_chunk_pass(harness: Harness, tmp_path:
     for event in harness.emitted:  # all events arrive before any chunk task runs
         harness.ingest(event)
     late = harness.take(TASK_AUDIO_CHUNKS)
-    assert len(late) == 4
+    assert len(late) == 8  # one per segment
     # a pass (on another worker) holds the lock for another second
     with session_scope(harness.settings.database_url) as db:
-        assert acquire(db, SESSION, "elsewhere", lease=timedelta(seconds=1)) == 4
+        assert acquire(db, SESSION, "elsewhere", lease=timedelta(seconds=1)) == 8
         assert busy(db, SESSION)
     (concat_args,) = harness.take("sessionpipe.concat_audio")
     assert tasks.concat_audio.apply(args=concat_args).get() == "concat_audio succeeded"

@@ -12,6 +12,10 @@ server-sent events (``workers.api.events``) and ``/ui/`` is the web page
 - File paths never leave the server: a session's outputs are links to
   ``/sessions/{id}/media/{playable|compressed}``, which serves the finished file with HTTP
   Range (Starlette's FileResponse: 206 with Content-Range, 416 for a range past the end).
+- While a session records, ``/sessions/{id}/live.m3u8`` is its live view: an HLS master
+  playlist whose media playlist (``live/media.m3u8``) lists the fragments written so far
+  and whose files (``live/<name>``, names checked against ``workers.live.SERVED_NAME``)
+  are served like the media (``workers.live``). 404 until the first fragment exists.
 - Retry and cancel go through the functions ``sessionpipe jobs retry|cancel`` use
   (``workers.jobs.reopen``/``cancel``, ``workers.dispatch.send_all``). On the embedded
   default the retried stage's message waits in the embedded broker for the next embedded
@@ -40,6 +44,7 @@ from shared.diagnostics import describe, quoted
 from shared.ids import InvalidNameError, validate_session_id
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, StorageError
+from workers import live
 from workers.api import events, pages
 from workers.api.auth import BearerTokenMiddleware
 from workers.api.metrics import Metrics
@@ -59,6 +64,9 @@ MAX_PAGE_SIZE: Final = 200
 #: The finished files served, by the name in the URL: the stage whose output each is.
 MEDIA_STAGES: Final = {"playable": Stage.MERGE, "compressed": Stage.COMPRESS}
 MP4_MEDIA_TYPE: Final = "video/mp4"
+HLS_MEDIA_TYPE: Final = "application/vnd.apple.mpegurl"
+#: Playlists change with every fragment: never cached.
+NO_STORE: Final = {"Cache-Control": "no-store"}
 #: What retry resets, as ``sessionpipe jobs retry``: a stage that ended unsuccessfully.
 RETRYABLE: Final = (models.JobStatus.FAILED, models.JobStatus.CANCELLED)
 CHECK_OK: Final = "ok"
@@ -273,6 +281,35 @@ class Api:
             return _error(404, f"session {session_id!r}'s {kind} file is gone")
         return FileResponse(path, media_type=MP4_MEDIA_TYPE, filename=path.name)
 
+    def _live(self, request: Request) -> tuple[str, live.LiveState]:
+        session_id = _session_id(request)
+        state = live.live_state(self.settings, session_id)
+        if state is None:
+            raise UnknownSessionError(f"unknown session {session_id!r}")
+        return session_id, state
+
+    def get_live(self, request: Request) -> Response:
+        """The live view's HLS master playlist (one variant, with its codecs)."""
+        session_id, state = self._live(request)
+        if not state.listed:
+            return _error(404, f"session {session_id!r} has no live view (yet)")
+        body = live.master_playlist(state.listed, f"{live.LIVE_DIR}/media.m3u8")
+        return Response(body, media_type=HLS_MEDIA_TYPE, headers=NO_STORE)
+
+    def get_live_file(self, request: Request) -> Response:
+        """The media playlist, an init segment or a media segment of the live view."""
+        session_id, state = self._live(request)
+        name = request.path_params["name"]
+        if name == "media.m3u8":
+            if not state.listed:
+                return _error(404, f"session {session_id!r} has no live view (yet)")
+            body = live.media_playlist(state.listed, ended=state.ended)
+            return Response(body, media_type=HLS_MEDIA_TYPE, headers=NO_STORE)
+        path = live.served_file(self.settings, session_id, name)
+        if path is None:
+            return _error(404, f"session {session_id!r} has no live file {quoted(name)}")
+        return FileResponse(path, media_type=MP4_MEDIA_TYPE)
+
     def retry(self, request: Request) -> JSONResponse:
         """Run a failed or cancelled stage again (``sessionpipe jobs retry``): 202, or 409
         when the stage has no failed or cancelled job."""
@@ -399,6 +436,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route(f"{session}/events", api.get_events),
             Route(f"{session}/enrichment", api.get_enrichment),
             Route(f"{session}/media/{{kind}}", api.get_media, methods=["GET", "HEAD"]),
+            Route(f"{session}/live.m3u8", api.get_live),
+            Route(f"{session}/live/{{name}}", api.get_live_file, methods=["GET", "HEAD"]),
             Route(f"{session}/stages/{{stage}}/retry", api.retry, methods=["POST"]),
             Route(f"{session}/stages/{{stage}}/cancel", api.cancel, methods=["POST"]),
             *pages.routes(settings.database_url),

@@ -29,13 +29,14 @@ ASSETS: Final = {
     "app.css": "text/css; charset=utf-8",
     "common.js": "text/javascript; charset=utf-8",
     "list.js": "text/javascript; charset=utf-8",
+    "live.js": "text/javascript; charset=utf-8",
     "session.js": "text/javascript; charset=utf-8",
 }
 HTML: Final = "text/html; charset=utf-8"
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'; form-action 'self'"
     ),
     "X-Content-Type-Options": "nosniff",

@@ -21,15 +21,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from workers.enrich.documents import Chapter, Screen, Transcript
-from workers.enrich.frames import SAMPLE_FPS, Video, open_video
+from workers.enrich.frames import SAMPLE_FPS, Video, VideoIndex, open_video
 from workers.enrich.ocr import ScreenText, check_ocr, read_screen
 from workers.enrich.scenes import (
     MIN_CHAPTER_S,
     Change,
+    Sample,
     chapter_spans,
     detect_changes,
     locate_change,
@@ -40,6 +42,7 @@ from workers.enrich.screentext import MIN_NEW_WORDS, TextWatch, pick_times
 __all__ = [
     "MIN_CHAPTER_S",
     "REPRESENTATIVE_DELAY_S",
+    "Sampled",
     "TRANSCRIPT_TITLE_WORDS",
     "detect_chapters",
     "transcript_title",
@@ -56,6 +59,20 @@ TRANSCRIPT_TITLE_WORDS = 8
 _SAMPLING_SHARE, _REFINE_SHARE = 0.6, 0.1
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A video's samples taken elsewhere: (output seconds, HxW uint8 luma) in time order, as
+    :meth:`workers.enrich.frames.Video.samples` gives them, with the video's duration and
+    full picture size."""
+
+    samples: Iterable[Sample]
+    duration: float
+    width: int
+    height: int
+    # change_score of two of them, known already (``detect_changes``' ``scorer``)
+    scorer: Callable[[Sample, Sample], float] | None = None
 
 
 def transcript_title(
@@ -139,25 +156,38 @@ def detect_chapters(
     sample_fps: float = SAMPLE_FPS,
     ocr: bool = True,
     progress: Callable[[float], None] | None = None,
+    sampled: Sampled | None = None,
 ) -> list[Chapter]:
     """The chapters of the screen recording ``video`` (seconds on its clock), covering it.
 
     ``min_chapter_s``: shortest chapter in seconds (shorter ones merge into a neighbour).
     ``sample_fps``: samples per second where the video's keyframes are sparse.
     ``ocr=False`` skips the screen text (titles from the transcript, or "Chapter N").
-    ``progress`` is called with 0..1. Raises :class:`EnrichError` naming the file if it
-    cannot be read, :class:`EnrichUnavailable` (before decoding anything) if OCR is asked
-    for and tesseract is missing.
+    ``progress`` is called with 0..1. ``sampled``: the video's samples taken already (the
+    segments' while the session recorded, ``workers.chapterparts``) with its duration and
+    picture size; the file is then only read to place the changes and for OCR. Raises
+    :class:`EnrichError` naming the file if it cannot be read, :class:`EnrichUnavailable`
+    (before decoding anything) if OCR is asked for and tesseract is missing.
     """
     report = progress if progress is not None else (lambda _fraction: None)
     if ocr:
         check_ocr()
     report(0.0)
-    with open_video(video) as clip:
+    index = None
+    if sampled is not None:
+        index = VideoIndex(duration=sampled.duration, keyframes=(), frames=0,
+                           width=sampled.width, height=sampled.height, fps=None)  # fmt: skip
+    with open_video(video, index) as clip:
         duration = clip.index.duration
-        samples = clip.samples(sample_fps, progress=lambda f: report(_SAMPLING_SHARE * f))
+        samples = (
+            clip.samples(sample_fps, progress=lambda f: report(_SAMPLING_SHARE * f))
+            if sampled is None
+            else sampled.samples
+        )
         watch = TextWatch()
-        found = detect_changes(watch.observe(samples))
+        found = detect_changes(
+            watch.observe(samples), scorer=sampled.scorer if sampled is not None else None
+        )
         placed: list[Change] = []
         for k, change in enumerate(found):
             placed.append(_refine(clip, change))

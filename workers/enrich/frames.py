@@ -90,13 +90,13 @@ def _sample_height(width: int, src_w: int, src_h: int) -> int:
 class Video:
     """One video file opened for sampling; use :func:`open_video` (a context manager)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], index: VideoIndex | None = None) -> None:
         try:
             self.path = local_path(path)
         except MediaError as exc:
             raise EnrichError(str(exc)) from exc
         self._seeker: av.container.InputContainer | None = None
-        self.index = self._guard(self._scan)
+        self.index = index if index is not None else self._guard(self._scan)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -311,7 +311,9 @@ class Video:
         return self._guard(run)
 
 
-def open_video(path: str | os.PathLike[str] | Path) -> Video:
+def open_video(path: str | os.PathLike[str] | Path, index: VideoIndex | None = None) -> Video:
     """Open ``path`` for sampling (demuxes it once to index it); EnrichError naming the file
-    if it is missing, not a video, truncated or undecodable."""
-    return Video(path)
+    if it is missing, not a video, truncated or undecodable. With ``index`` (known already:
+    its samples were taken elsewhere) nothing is demuxed: only single frames and short
+    spans are read then (:meth:`Video.frames`, :meth:`Video.frame_at`)."""
+    return Video(path, index)

@@ -30,13 +30,14 @@ two together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "CHANGE_SCORE",
+    "COMPARED_SPAN_S",
     "MIN_CHAPTER_S",
     "STILL_SCORE",
     "Change",
@@ -103,6 +104,9 @@ ROW_MIN_CHANGE = 0.05
 #: Scores under this are returned as they are, without looking for a scroll (which can
 #: only lower them): far under anything the decisions compare with.
 SCROLL_CHECK_ABOVE = 0.15
+#: Longest time between two samples :func:`detect_changes` compares with the default
+#: windows (blips aside): the comparison window, the transition and the persistence check.
+COMPARED_SPAN_S = WINDOW_S + MAX_TRANSITION_S + PERSIST_S
 #: Default shortest chapter, seconds: shorter ones are merged into a neighbour.
 MIN_CHAPTER_S = 10.0
 
@@ -307,6 +311,10 @@ def text_change(a: np.ndarray, b: np.ndarray) -> float:
     return float((changed & content).sum()) / max(float(content.sum()), 1.0)
 
 
+def _change_score(a: Sample, b: Sample) -> float:
+    return change_score(a[1], b[1])
+
+
 def locate_change(before: np.ndarray, after: np.ndarray, frames: Sequence[Sample]) -> float | None:
     """Time of the first of ``frames`` (in time order, all between the two pictures) that
     is closer to ``after`` than to ``before`` (mean absolute difference): the cut of a cut,
@@ -379,9 +387,16 @@ def detect_changes(
     window_s: float = WINDOW_S,
     persist_s: float = PERSIST_S,
     max_transition_s: float = MAX_TRANSITION_S,
+    scorer: Callable[[Sample, Sample], float] | None = None,
 ) -> list[Change]:
     """The persistent changes of picture in ``samples`` ((seconds, HxW uint8) in time order,
-    all one size). Reads the samples once and keeps only a few seconds of them."""
+    all one size). Reads the samples once and keeps only a few seconds of them.
+
+    ``scorer(earlier, later)``: :func:`change_score` of two samples' pictures, or the same
+    number known already (scores computed while the session recorded). Every pair it is
+    asked for lies within ``COMPARED_SPAN_S`` seconds of each other, but after a change that
+    went away (a blip), whose samples are skipped."""
+    scored = scorer if scorer is not None else _change_score
     buf = _Buffer(samples)
     changes: list[Change] = []
     last = 0  # first sample of the current picture: nothing before it is compared
@@ -401,20 +416,20 @@ def detect_changes(
                 nxt += 1
         buf.drop_before(a)
         t_a, f_a = buf[a]
-        score = change_score(f_a, f_i)
+        score = scored(buf[a], buf[i])
         if score < change_at:
             i += 1
             continue
         j = i  # the transition lasts while consecutive samples still differ
         while buf.has(j + 1) and buf[j + 1][0] - t_i <= max_transition_s:
-            if change_score(buf[j][1], buf[j + 1][1]) < still_below:
+            if scored(buf[j], buf[j + 1]) < still_below:
                 break
             j += 1
         t_j, f_j = buf[j]
         k = j + 1
         persists = True
         while buf.has(k) and buf[k][0] - t_j <= persist_s:
-            if change_score(f_a, buf[k][1]) < change_at:
+            if scored(buf[a], buf[k]) < change_at:
                 persists = False
                 break
             k += 1

@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_LANGUAGE",
     "WHISPER_SAMPLE_RATE",
     "transcribe",
+    "transcribe_samples",
 ]
 
 #: Language of the speech (ISO 639-1) unless the session says otherwise; None = detect.
@@ -141,7 +142,36 @@ def transcribe(
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     speech_model = load_model() if model is None else model
     _check_language(speech_model, language)
-    samples = _decode(Path(audio))
+    return transcribe_samples(
+        _decode(Path(audio)),
+        model=speech_model,
+        language=language,
+        beam_size=beam_size,
+        vad=vad,
+        condition_on_previous_text=condition_on_previous_text,
+        progress=progress,
+        name=str(audio),
+    )
+
+
+def transcribe_samples(
+    samples: Any,
+    *,
+    model: SpeechModel,
+    language: str | None = DEFAULT_LANGUAGE,
+    beam_size: int = DEFAULT_BEAM_SIZE,
+    vad: bool = True,
+    condition_on_previous_text: bool = DEFAULT_CONDITION_ON_PREVIOUS_TEXT,
+    progress: Callable[[float], None] | None = None,
+    name: str = "audio",
+) -> Transcript:
+    """:func:`transcribe` of audio already decoded: ``samples`` are mono float32 at
+    ``WHISPER_SAMPLE_RATE`` (a transcript piece's window); times from its first sample.
+    ``name`` names the audio in the log."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    speech_model = model
+    _check_language(speech_model, language)
     duration = samples.shape[0] / WHISPER_SAMPLE_RATE
     if samples.shape[0] == 0 or not math.isfinite(duration):
         if progress is not None:
@@ -173,7 +203,7 @@ def transcribe(
         log.warning(
             "no speech transcribed in %s: %.1f s of audio at RMS %.4f, %.1f s kept by the "
             "voice-activity filter, language %s",
-            audio, duration, level, float(getattr(info, "duration_after_vad", duration)),
+            name, duration, level, float(getattr(info, "duration_after_vad", duration)),
             info.language,
         )  # fmt: skip
     return transcript

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.clock import utcnow
 from shared.storage import Storage, sha256_file
-from workers import parts
+from workers import live, parts
 from workers.media import probe
 from workers.stages.context import StageContext, StageOutput
 
@@ -47,6 +47,7 @@ def write_manifest(ctx: StageContext) -> StageOutput:
         Path(tmp).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     # The compressed copy's parts (workers.parts) are scratch once the copy is recorded.
     parts.discard(storage, ctx.snapshot.id)
+    live.discard(storage, ctx.snapshot.id)
     return StageOutput(
         output_key=merged_key, result={"manifest": key, "duration": outputs["mp4"]["duration"]}
     )

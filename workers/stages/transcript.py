@@ -1,20 +1,25 @@
 """The ``transcript`` stage: speech to text of the session's audio track, with word times.
 
-It transcribes the ``concat_audio`` output, which is already on the output timeline (the
-playable MP4's audio, pauses cut and holes filled), so every time in the transcript is a
-time in the MP4. Writes ``<id>.transcript.json`` and ``<id>.vtt`` next to the MP4 and the
+Its audio is on the output timeline (the playable MP4's audio, pauses cut and holes filled),
+so every time in the transcript is a time in the MP4: the pieces transcribed while the session
+recorded, the rest of them transcribed now, stitched (``workers.transcriptparts``); or, when
+pieces cannot serve (``pieces_fallback`` in the result says why), the ``concat_audio`` output
+transcribed whole. Writes ``<id>.transcript.json`` and ``<id>.vtt`` next to the MP4 and the
 transcript document to the database.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
-from workers.enrich.documents import EnrichUnavailable
+from workers import parts, transcriptparts
+from workers.enrich.documents import EnrichError, EnrichUnavailable
 from workers.enrich.transcribe import transcribe
 from workers.enrich.webvtt import to_webvtt
-from workers.enrich.whispermodel import load_model
 from workers.enrichment import KIND_TRANSCRIPT
+from workers.media import MediaError
 from workers.stages.context import NOT_ASKED, StageContext, StageOutput
 
 STAGE = "transcript"
@@ -36,20 +41,30 @@ def build_transcript(ctx: StageContext) -> StageOutput:
     if audio_key is None:
         return StageOutput.skipped("session has no audio")
     try:
-        model = load_model(
-            settings.whisper_model_dir,
-            sha256=settings.whisper_model_sha256,
-            cpu_threads=settings.whisper_threads,
-        )
+        recognizer = transcriptparts.load_recognizer(settings, options)
     except EnrichUnavailable as exc:  # faster-whisper or the model package is missing
         return StageOutput.skipped(str(exc))
-    transcript = transcribe(
-        ctx.storage.path(audio_key),
-        model=model,
-        language=options.language,
-        beam_size=settings.whisper_beam_size,
-        progress=ctx.progress,
-    )
+    began = time.monotonic()
+    pieces: dict[str, Any] | None = None
+    try:
+        assembled = transcriptparts.assemble(
+            settings, ctx.storage, ctx.snapshot, recognizer,
+            owner=parts.new_owner(f"transcript:{session_id}"[:40]),
+            probed=ctx.probed, progress=ctx.progress,
+        )  # fmt: skip
+    except (MediaError, EnrichError) as exc:  # a piece's audio could not be read
+        assembled = f"a piece could not be made: {exc}"
+    if isinstance(assembled, str):
+        fallback: str | None = assembled
+        transcript = transcribe(
+            ctx.storage.path(audio_key),
+            model=recognizer.model,
+            language=recognizer.language,
+            beam_size=recognizer.beam_size,
+            progress=ctx.progress,
+        )
+    else:
+        fallback, transcript, pieces = None, assembled.stitched.transcript, assembled.summary()
     document = transcript.to_json()
     key = ctx.write_text(transcript_name(session_id), json.dumps(document))
     vtt_key = ctx.write_text(subtitles_name(session_id), to_webvtt(transcript))
@@ -61,6 +76,9 @@ def build_transcript(ctx: StageContext) -> StageOutput:
             "words": sum(len(s.words) for s in transcript.segments),
             "model": transcript.model,
             "subtitles": vtt_key,
+            "pieces": pieces,
+            "pieces_fallback": fallback,
+            "seconds": round(time.monotonic() - began, 3),
         },
         documents={KIND_TRANSCRIPT: document},
     )

@@ -51,13 +51,18 @@ def write_file(path: Path, size: int = 3 * CHUNK_BYTES) -> None:
 
 @contextmanager
 def watching(
-    root: Path, agent: FakeAgent, state_dir: Path, *, use_observer: bool = True
+    root: Path,
+    agent: FakeAgent,
+    state_dir: Path,
+    *,
+    use_observer: bool = True,
+    stable_seconds: float = STABLE_S,
 ) -> Iterator[SessionWatcher]:
     watcher = SessionWatcher(
         root,
         agent,
         state_dir=state_dir,
-        stable_seconds=STABLE_S,
+        stable_seconds=stable_seconds,
         rescan_seconds=RESCAN_S,
         use_observer=use_observer,
     )
@@ -113,6 +118,32 @@ def test_a_file_still_being_written_is_not_shipped(tmp_path: Path, use_observer:
     assert shipped[0].kwargs["duration"] == 1.0
     assert shipped[0].monotonic - finished < STABLE_S + 2 * RESCAN_S + 1.0
     assert agent.names() == ["begin_session", "add_segment", "end_session"]
+
+
+#: Longer than any test waits: a file can only ship sooner by the end-marker rule.
+NEVER_STABLE_S = 3600.0
+
+
+def test_files_written_before_the_end_marker_ship_at_once(tmp_path: Path) -> None:
+    root, agent = tmp_path / "Recorder", FakeAgent()
+    folder = root / "s1"
+    folder.mkdir(parents=True)
+    write_file(folder / "screen-0000.mp4")
+    write_file(folder / "screen-0001.mp4")
+    write_manifest(folder, "s1", ["screen-0000.mp4", "screen-0001.mp4"])
+    with watching(root, agent, tmp_path / "state", use_observer=False,
+                  stable_seconds=NEVER_STABLE_S):  # fmt: skip
+        wait_for(lambda: agent.names() == ["begin_session"], 5, "begin_session")
+        time.sleep(3 * RESCAN_S)
+        assert agent.files() == []  # still recording: nothing is known to be complete
+        late = folder / "screen-0001.mp4"
+        write_manifest(folder, "s1", ["screen-0000.mp4", "screen-0001.mp4"], complete=True)
+        os.utime(late, ns=(time.time_ns(), (folder / "session.json").stat().st_mtime_ns + 10**9))
+        wait_for(lambda: agent.files() == ["screen-0000.mp4"], 5, "the file older than the end")
+        time.sleep(3 * RESCAN_S)
+        # one modified after the end marker waits for the usual rules
+        assert agent.files() == ["screen-0000.mp4"]
+        assert "end_session" not in agent.names()
 
 
 HOSTILE: dict[str, tuple[dict[str, Any], str]] = {

@@ -6,7 +6,10 @@ every enrichment stage; ``sessionpipe show --json`` must then give chapters at t
 changes titled with the slides, a transcript of the narration with word times on the MP4's
 clock, keywords naming the topics and a summary (``lecture_checks``); search finds a word
 at the second it was said, a word only shown on the slide from the slide's start, and a line
-that came into view only when the slide scrolled from then on. A second session asks
+that came into view only when the slide scrolled from then on. The first is shipped
+while it records: its transcript pieces (20 s here) and chapter samples are made by background
+tasks before it ends, so after the end the transcript stage transcribes only the last piece
+and the chapters stage samples nothing. A second session, shipped at once, asks
 for its transcript only, in its session.json: the other enrichment stages are skipped and
 say so, and the session still completes.
 """
@@ -22,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from capture_agent.emit import EventEmitter
+from shared import models
+from shared.db import session_scope
 from shared.options import SessionOptions
-from shared.sessiondir import load_manifest, write_manifest
+from shared.sessiondir import load_manifest, segment_file, write_manifest
 from shared.settings import Settings
 from shared.storage import Storage
 from synthetic.lecture import DEMO_LECTURE
@@ -34,7 +40,8 @@ from synthetic.session import record_synthetic_session
 from synthetic.slides import SCROLL_DELAY_S
 from tests.support import ROOT
 from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
-from tests.support.shipping import ship_session_dir
+from tests.support.shipping import SessionShipper, ship_session_dir
+from tests.support.waiting import wait_for
 from tests.workers.enrich.lecture_checks import check_chapters, check_summary, check_transcript
 from workers.enrichment import enrichment_document
 from workers.search import parse_query, search
@@ -56,6 +63,9 @@ SPEC = SyntheticSpec(
 ENRICHMENT = ("transcript", "chapters", "summary")
 #: How close to the known time a search hit must start (seconds).
 HIT_TOLERANCE_S = 1.0
+#: Transcript pieces of the minute: [0, 26] and [14, 46] s are made while recording.
+PIECE_S, OVERLAP_S = 20.0, 6.0
+MADE_WHILE_RECORDING_TIMEOUT_S = 120.0
 
 
 @pytest.fixture
@@ -65,9 +75,22 @@ def enriching_worker(
     home = tmp_path / "home"
     env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
     env["SESSIONPIPE_ENRICH"] = "all"
+    env["SESSIONPIPE_TRANSCRIPT_PIECE_S"] = str(PIECE_S)
+    env["SESSIONPIPE_TRANSCRIPT_OVERLAP_S"] = str(OVERLAP_S)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker, env
     worker.stop()
+
+
+def _made(database_url: str, session_id: str) -> dict[str, int]:
+    """Parts succeeded so far, by kind."""
+    with session_scope(database_url) as db:
+        rows = db.execute(
+            select(models.Part.kind, func.count()).where(
+                models.Part.session_id == session_id, models.Part.status == "succeeded"
+            ).group_by(models.Part.kind)
+        ).all()
+    return {kind: count for kind, count in rows if kind != "compressed"}
 
 
 def record(tmp_path: Path, session_id: str) -> Path:
@@ -92,10 +115,26 @@ def test_a_lecture_is_enriched_by_a_real_worker(
 ) -> None:
     settings, worker, env = enriching_worker
     folder = record(tmp_path, "lecture-1")
-    ship_session_dir(folder, Storage(settings.storage), EventEmitter(settings))
+    manifest = load_manifest(folder)
+    shipper = SessionShipper(Storage(settings.storage), EventEmitter(settings), "lecture-1")
+    shipper.start(name="lecture-1", started_at=manifest.started_at)
+    for segment in manifest.segments:
+        shipper.ship_segment(segment_file(folder, segment), kind=segment.kind, file=segment.file,
+                             started_at=segment.started_at, duration=segment.duration)  # fmt: skip
+    videos = sum(1 for s in manifest.segments if s.kind == "video")
+    wait_for(
+        lambda: _made(settings.database_url, "lecture-1") == {"transcript": 2, "scenes": videos},
+        MADE_WHILE_RECORDING_TIMEOUT_S, "pieces and samples made while the session records",
+    )  # fmt: skip
+    shipper.end()
     jobs = wait_for_session(settings.database_url, "lecture-1", worker)
     statuses = {j.stage: (j.status, (j.result or {}).get("skipped")) for j in jobs}
     assert all(s == ("succeeded", None) for s in statuses.values()), statuses
+    results = {j.stage: j.result or {} for j in jobs}
+    pieces = results["transcript"]["pieces"]
+    assert (pieces["total"], pieces["reused"], pieces["transcribed"]) == (3, 2, 1)
+    samples = results["chapters"]["samples"]
+    assert (samples["segments"], samples["made_by_stage"]) == (videos, 0)
 
     document = show_json(env, "lecture-1")
     assert document == enrichment_document(settings.database_url, "lecture-1")

@@ -38,8 +38,28 @@
   });
   player.addEventListener("timeupdate", () => mark(player.currentTime));
 
+  let shown = null; // "live" or "playable"
+  sp.liveView = null;
+
+  // While the session records (and until its MP4 exists): the live view, if the browser
+  // can play it. The MP4 then takes over at the same moment of the recording.
+  function showLive() {
+    if (shown) return;
+    sp.liveView = sp.startLive(player, base);
+    if (!sp.liveView) return;
+    shown = "live";
+    player.hidden = false;
+    document.getElementById("waiting").textContent = "Live: the recording so far.";
+  }
+
   function showVideo() {
-    if (player.src) return;
+    if (shown === "playable") return;
+    if (sp.liveView) {
+      sp.liveView.stop();
+      if (player.currentTime > 0) pendingSeek = player.currentTime;
+      sp.liveView = null;
+    }
+    shown = "playable";
     player.src = `${base}/media/playable`;
     player.hidden = false;
     document.getElementById("waiting").hidden = true;
@@ -88,6 +108,7 @@
     renderStages(snapshot);
     renderDownloads(snapshot);
     if (snapshot.playable) showVideo();
+    else if (!snapshot.outcome) showLive();
     // Read the enrichment again whenever one of its stages (or playability) changes.
     const key = JSON.stringify([
       snapshot.playable,
