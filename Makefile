@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 LOCK_VENV := .venv-constraints
 
-.PHONY: up demo test test-unit test-integration test-faults install install-up install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-api bench-events bench-live clean
+.PHONY: up demo test test-unit test-integration test-faults install install-up install-dev constraints services packages lint bench bench-embedded bench-enrich bench-load bench-api bench-events bench-live bench-search clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,11 @@ bench-api: install-dev services
 LIVE_MINUTES ?= 5 30 120
 bench-live: install-dev services
 	$(BIN)/python bench/bench_live.py --minutes $(LIVE_MINUTES) --json bench/out/live.json
+
+# Search over 1,000 text-made 30-minute sessions on PostgreSQL and SQLite: query latency
+# p50/p99 of two-word queries and the time to index one session (bench/RESULTS.md).
+bench-search: install-dev services
+	$(BIN)/python bench/bench_search.py --sessions 1000 --json bench/out/search.json
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache

@@ -1,7 +1,7 @@
 """The status API's latency: ``GET /sessions/{id}`` and ``GET /sessions`` over 10,000 jobs.
 
 A fresh PostgreSQL database on 127.0.0.1:5432 (migrated to head, dropped afterwards) is
-seeded with N sessions (default 1,430) x the 7 stages = ~10,000 job rows, in realistic
+seeded with N sessions (default 1,250) x the 8 stages = 10,000 job rows, in realistic
 states: most completed (some enrichment skipped), some failed with an error, some processing
 (a stage running at some progress, the rest pending), a few still recording; each with
 its segments (a 30-minute session in 30 s video and 15 s audio segments has 180 of them),
@@ -53,7 +53,7 @@ from tests.support.cli import clean_env  # noqa: E402
 from tests.support.services import create_database, drop_database  # noqa: E402
 from workers.pipeline import STAGES, Stage  # noqa: E402
 
-DEFAULT_SESSIONS: Final = 1430  # x 7 stages = 10,010 jobs
+DEFAULT_SESSIONS: Final = 1250  # x 8 stages = 10,000 jobs
 DEFAULT_REQUESTS: Final = 2000
 DEFAULT_LIST_REQUESTS: Final = 500
 WARMUP_REQUESTS: Final = 200
@@ -125,6 +125,7 @@ def _result(stage: Stage, minutes: float, rng: random.Random) -> dict[str, Any]:
                            "words": int(minutes * 140)},
         Stage.CHAPTERS: {"chapters": rng.randint(1, 12), "ocr": True},
         Stage.SUMMARY: {"keywords": 10, "sentences": 3, "provider": "offline"},
+        Stage.INDEX: {"moments": int(minutes * 17), "kinds": {"spoken": int(minutes * 14)}},
     }  # fmt: skip
     return results.get(stage, {})
 
@@ -170,7 +171,9 @@ def seed(database_url: str, storage: Storage, sessions: int, rng: random.Random)
             }.get(stage)  # fmt: skip
             key = storage.derived_key(sid, output) if output else None
             result: dict[str, Any] | None = _result(stage, minutes, rng)
-            if skip_enrichment and stage in (Stage.TRANSCRIPT, Stage.CHAPTERS, Stage.SUMMARY):
+            if skip_enrichment and stage in (
+                Stage.TRANSCRIPT, Stage.CHAPTERS, Stage.SUMMARY, Stage.INDEX
+            ):  # fmt: skip
                 result, key = {"skipped": "not asked for"}, None
             row: tuple[str, int, float, str | None, datetime | None, datetime | None,
                        str | None, dict[str, Any] | None]

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import pool
 
 from shared.db import make_engine
-from shared.models import Base
+from shared.models import Base, described_by_models
 from shared.settings import get_settings
 
 config = context.config
@@ -19,7 +19,11 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        include_object=described_by_models,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -35,6 +39,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=url.startswith("sqlite"),
+            include_object=described_by_models,
         )
         with context.begin_transaction():
             context.run_migrations()

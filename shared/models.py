@@ -3,6 +3,12 @@
 Plus each session's enrichment documents (``enrichment_documents``).
 
 Plus the per-session state of the incremental audio encoder (``audio_chunk_state``).
+
+Plus the search index: each session's *moments* (``search_moments``, ``workers.search``).
+Its full-text index is the database's own and is made by the migration (0009), not
+described here: a ``tsvector`` column with a GIN index on PostgreSQL, an FTS5 table kept
+in step by triggers on SQLite (:data:`FULL_TEXT_OBJECTS`, which alembic's comparison of
+models and schema leaves out: :func:`described_by_models`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,26 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: The search index's backend-specific objects (migration 0009), made and dropped by the
+#: migration only: the FTS5 table (and its shadow tables and triggers, whose names start
+#: with it) on SQLite, the ``tsvector`` column and its GIN index on PostgreSQL.
+SEARCH_FTS_TABLE = "search_moments_fts"
+SEARCH_TSV_COLUMN = "tsv"
+SEARCH_TSV_INDEX = "ix_search_moments_tsv"
+FULL_TEXT_OBJECTS = frozenset({SEARCH_TSV_COLUMN, SEARCH_TSV_INDEX})
+
+
+def described_by_models(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """alembic's ``include_object``: False for the full-text objects the models leave out."""
+    if name is None:
+        return True
+    if type_ == "table" and name.startswith(SEARCH_FTS_TABLE):
+        return False
+    return not (type_ in ("column", "index") and name in FULL_TEXT_OBJECTS)
 
 
 class Base(DeclarativeBase):
@@ -288,3 +314,30 @@ class Part(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
+
+
+class SearchMoment(Base):
+    """One searchable moment of a session (``workers.search``) (0009): what was said (a
+    transcript segment), shown (the text on screen from one time to another), a chapter's
+    title, its keywords, or the summary, with its span on the output timeline.
+
+    Written by the ``index`` stage, all of a session's rows at once (deleted and inserted in
+    the transaction that marks the stage succeeded); they go with the session (ON DELETE
+    CASCADE, and ``jobs purge`` deletes them explicitly). ``terms`` is ``text`` as the
+    index sees it (``workers.search.text.terms``): the full-text index is built from it.
+    """
+
+    __tablename__ = "search_moments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    start_s: Mapped[float] = mapped_column(Float, nullable=False)
+    end_s: Mapped[float] = mapped_column(Float, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    terms: Mapped[str] = mapped_column(Text, nullable=False)
+    # A spoken moment's words and their start times ([[seconds, word], ...]): a hit starts at
+    # the word that matched, not at the start of the sentence. NULL for the other kinds.
+    words: Mapped[list[Any] | None] = mapped_column(JSON)

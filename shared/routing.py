@@ -14,7 +14,8 @@ QUEUE_MEDIA: Final = "media"  # heavy video decode/encode, one task per worker p
 # work each, and the finished audio is promised within seconds of the session's end, so it
 # has its own queue and worker instead of waiting behind a 30-minute video transcode.
 QUEUE_AUDIO: Final = "audio"
-QUEUE_ENRICH: Final = "enrich"  # transcripts, summaries, chapters: never waits behind a transcode
+# Transcripts, chapters, summaries, the search index: never waits behind a transcode.
+QUEUE_ENRICH: Final = "enrich"
 QUEUE_DEFAULT: Final = "default"  # event ingest and bookkeeping
 QUEUES: Final = (QUEUE_MEDIA, QUEUE_AUDIO, QUEUE_ENRICH, QUEUE_DEFAULT)
 
@@ -27,6 +28,7 @@ TASK_AUDIO_CHUNKS: Final = "sessionpipe.audio_chunks"  # incremental audio while
 TASK_TRANSCRIPT: Final = "sessionpipe.transcript"
 TASK_CHAPTERS: Final = "sessionpipe.chapters"
 TASK_SUMMARY: Final = "sessionpipe.summary"
+TASK_INDEX: Final = "sessionpipe.index"  # the search index of a session (workers.search)
 TASK_WEBHOOK: Final = "sessionpipe.webhook"  # completion webhooks (workers/webhook.py)
 # The compressed copy's part of one video segment, made while the session records
 # (workers/parts.py); background work: one priority step below its session's stages.
@@ -50,6 +52,7 @@ TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_TRANSCRIPT: {"queue": QUEUE_ENRICH},
     TASK_CHAPTERS: {"queue": QUEUE_ENRICH},
     TASK_SUMMARY: {"queue": QUEUE_ENRICH},
+    TASK_INDEX: {"queue": QUEUE_ENRICH},
     TASK_WEBHOOK: {"queue": QUEUE_DEFAULT},
     TASK_COMPRESS_PART: {"queue": QUEUE_MEDIA},
     TASK_TRANSCRIPT_PIECES: {"queue": QUEUE_ENRICH},

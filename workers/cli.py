@@ -10,19 +10,23 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from shared.clock import as_utc
 from shared.diagnostics import redact
+from shared.ids import validate_session_id
 from shared.settings import Settings, get_settings, reset_settings
 from workers.render import (
     console,
     err,
     print_doctor,
     print_enrichment,
+    print_hits,
     print_purge,
     print_report,
     print_requeued,
@@ -122,6 +126,55 @@ def show(
         sys.stdout.write(json.dumps(document) + "\n")
     else:
         print_enrichment(document)
+
+
+@cli.command()
+def search(
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help='Words, "a phrase", or a prefix*.')
+    ],
+    session_id: Annotated[
+        str | None, typer.Option("--session", help="Only this session's moments.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only sessions created at or after this ISO 8601 time.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Most hits shown.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='{"query", "hits": [{"session_id", "start", ...}]}')
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Find the moments where something was said or shown, best first (workers.search)."""
+    from shared.ids import InvalidNameError
+    from workers.search import QueryError, parse_query
+    from workers.search import search as run_search
+
+    try:
+        parsed = parse_query(query)
+        if session_id is not None:
+            validate_session_id(session_id)
+        when = _since_or_error(since)
+    except (QueryError, InvalidNameError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    url = settings_for(home).database_url
+    hits = [h.to_json() for h in run_search(url, parsed, session_id=session_id, since=when,
+                                            limit=limit)]  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps({"query": query, "hits": hits}) + "\n")
+    else:
+        print_hits(query, hits)
+
+
+def _since_or_error(since: str | None) -> datetime | None:
+    """``--since`` as an aware time (ValueError naming it)."""
+    if since is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(since))
+    except ValueError:
+        raise ValueError(f"--since {since!r} is not an ISO 8601 time") from None
 
 
 @jobs_cli.command("list")

@@ -16,6 +16,13 @@ own queue. The rule for handing on, which makes a lost or doubled hand-on harmle
   cancelled never fails the session, and the stages after it run with what there is (the
   summary of a session whose transcript failed is made from its chapters). A failed
   optional stage hands on like a succeeded one.
+- The ``index`` stage (search: ``workers.search``) runs after the summary, and so after
+  everything it indexes, and *again* whenever one of its ``refresh_after`` stages
+  (transcript, chapters, summary) succeeds anew after it ran (an operator re-ran
+  enrichment): that fresh success makes its finished job pending again, once the stages it
+  runs after are settled (so a bulk requeue of transcript and summary indexes once, after
+  the summary). Only a fresh success does this (:func:`hand_on` with ``fresh``); the
+  re-sent hand-on of a repeated task sends such a stage again only while it is pending.
 - A session is *playable* once its merge succeeded, *completed* when every required stage
   succeeded and every optional one has finished (succeeded, skipped or failed), *failed*
   when a required stage failed or was cancelled.
@@ -37,11 +44,12 @@ from shared.routing import (
     TASK_COMPRESS,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
+    TASK_INDEX,
     TASK_MERGE,
     TASK_SUMMARY,
     TASK_TRANSCRIPT,
 )
-from workers.jobs import ensure_job
+from workers.jobs import ensure_job, get_job, reset_for_retry
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ class Stage(StrEnum):
     TRANSCRIPT = "transcript"
     CHAPTERS = "chapters"
     SUMMARY = "summary"
+    INDEX = "index"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,11 @@ class StageSpec:
     urgent: bool = False
     # Enrichment: failing never fails the session, and its successors still run.
     optional: bool = False
+    # Runs again when one of these succeeds anew after it finished (see the module's rules).
+    refresh_after: tuple[Stage, ...] = ()
+    # Its work reads the session's enrichment documents from the database (the runner
+    # loads them into the StageContext).
+    reads_documents: bool = False
 
 
 GRAPH: Final[tuple[StageSpec, ...]] = (
@@ -78,6 +92,15 @@ GRAPH: Final[tuple[StageSpec, ...]] = (
     StageSpec(Stage.CHAPTERS, TASK_CHAPTERS, after=(Stage.MERGE,), optional=True),
     StageSpec(Stage.COMPRESS, TASK_COMPRESS, after=(Stage.MERGE,)),
     StageSpec(Stage.SUMMARY, TASK_SUMMARY, after=(Stage.TRANSCRIPT, Stage.CHAPTERS), optional=True),
+    # Search: what the enrichment stages found, indexed (workers.search).
+    StageSpec(
+        Stage.INDEX,
+        TASK_INDEX,
+        after=(Stage.SUMMARY,),
+        optional=True,
+        refresh_after=(Stage.TRANSCRIPT, Stage.CHAPTERS, Stage.SUMMARY),
+        reads_documents=True,
+    ),
     StageSpec(Stage.FINALIZE, TASK_FINALIZE, after=(Stage.MERGE, Stage.COMPRESS), urgent=True),
 )
 SPECS: Final[dict[Stage, StageSpec]] = {spec.stage: spec for spec in GRAPH}
@@ -157,18 +180,48 @@ def start(db: DbSession, session_id: str) -> list[Stage]:
     return _pending(db, session_id, ROOTS)
 
 
-def hand_on(db: DbSession, session_id: str, stage: Stage) -> list[Stage]:
+#: What a refresh (``StageSpec.refresh_after``) makes pending again: a finished job. A
+#: cancelled one stays cancelled (an operator stopped it).
+REFRESHABLE: Final = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+def _refresh(
+    db: DbSession, session_id: str, stage: Stage, done: set[str], *, fresh: bool
+) -> list[Stage]:
+    """The stages ``stage`` refreshes (``StageSpec.refresh_after``) that are to be sent: made
+    pending again by its fresh success, or (a re-sent hand-on) still pending from it."""
+    due = []
+    for spec in GRAPH:
+        if stage not in spec.refresh_after or not all(p.value in done for p in spec.after):
+            continue
+        name = spec.stage.value
+        if fresh and reset_for_retry(db, session_id, name, from_statuses=REFRESHABLE):
+            due.append(spec.stage)
+            continue
+        job = get_job(db, session_id, name)
+        if job is not None and job.status == JobStatus.PENDING.value:
+            due.append(spec.stage)
+    return due
+
+
+def hand_on(db: DbSession, session_id: str, stage: Stage, *, fresh: bool = False) -> list[Stage]:
     """After ``stage`` succeeded, or failed as an optional stage (session row locked): the
-    successors to send.
+    successors to send; with ``fresh`` (this execution's own success, not a re-sent
+    hand-on) also the stages it refreshes.
 
     Marks the session completed once every stage is done (:func:`outcome`).
     """
     statuses = _statuses(db, session_id)
+    done = settled(statuses)
+    refreshed = _refresh(db, session_id, stage, done, fresh=fresh)
+    if refreshed:
+        statuses = _statuses(db, session_id)
     if outcome(statuses) == "completed":
         session = db.get(Session, session_id)
         if session is not None:
             session.status = SessionStatus.COMPLETED.value
-    return _pending(db, session_id, ready_after(stage, settled(statuses)))
+    due = _pending(db, session_id, ready_after(stage, done))
+    return due + [s for s in refreshed if s not in due]
 
 
 def session_outcome(jobs: list[Job]) -> str | None:

@@ -19,7 +19,8 @@ session, and only one every check of ``sessionpipe doctor`` stays true without:
 A session that is old and settled but still has files is listed as *kept*, with the reason.
 What goes, in one transaction per session with its row locked (as hand-ons, ingest and
 ``workers.jobs.reopen`` lock it, so none of them interleaves): its jobs, segments,
-enrichment documents, webhook deliveries, audio chunk state, then the session row. Its
+enrichment documents, webhook deliveries, audio chunk state, parts, search moments (its
+index: ``workers.search``; the foreign key would cascade too), then the session row. Its
 ``events`` rows stay: they are the ingest's memory of what it received, so a late re-sent
 event is still recognised as a duplicate and applies nothing.
 """
@@ -59,6 +60,7 @@ SESSION_TABLES: Final = (
     models.WebhookDelivery,
     models.AudioChunkState,
     models.Part,
+    models.SearchMoment,
 )
 
 PURGED: Final = "purged"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -64,7 +65,7 @@ def print_enrichment(document: dict[str, Any], *, excerpt_segments: int = 0) -> 
     for warning in document["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     for stage, state in document["stages"].items():
-        if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary"):
+        if state["status"] == "skipped" and stage in ("transcript", "chapters", "summary", "index"):
             console.print(f"{stage} skipped: {state['skipped']}", soft_wrap=True)
 
 
@@ -158,3 +159,23 @@ def print_purge(rows: list[dict[str, Any]], cutoff: str) -> None:
     for row in rows:
         counts[row["action"]] = counts.get(row["action"], 0) + 1
     console.print(", ".join(f"{action} {n} session(s)" for action, n in sorted(counts.items())))
+
+
+def print_hits(query: str, hits: list[dict[str, Any]]) -> None:
+    """``sessionpipe search``: one row per moment, matched words in bold."""
+    from workers.search.highlight import HIGHLIGHT_END, HIGHLIGHT_START
+
+    if not hits:
+        console.print(f"no moment matches {escape(query)!r}")
+        return
+    table = Table("session", "at", "kind", "text", "score")
+    for hit in hits:
+        text = escape(hit["text"]).replace(HIGHLIGHT_START, "[bold]")
+        table.add_row(
+            escape(hit["session_id"]),
+            _clock(hit["start"]),
+            hit["kind"],
+            text.replace(HIGHLIGHT_END, "[/bold]"),
+            f"{hit['score']:.3f}",
+        )
+    console.print(table)

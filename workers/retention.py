@@ -1,5 +1,10 @@
 """Retention of originals: a session's segments are deleted only once its compressed copy
-exists and ``keep_originals_days`` have passed since it was finalized. Off by default."""
+exists and ``keep_originals_days`` have passed since it was finalized. Off by default.
+
+Only originals go: the derived outputs stay (the playable MP4, the compressed copy, the
+enrichment), and so does the session's search index (``workers.search``): its moments are
+times in the playable MP4, which a hit still opens. The index goes with the session's rows
+(``jobs purge``)."""
 
 from __future__ import annotations
 

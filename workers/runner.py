@@ -11,7 +11,9 @@
    execution's (an operator cancelled it, or it was taken over after its lease).
 3. Success: lock the session, mark the job succeeded and create the ready successors' job
    rows (``workers.pipeline.hand_on``) in one transaction, then send their tasks.
-   The stage's enrichment documents are stored in that transaction too.
+   The stage's enrichment documents and search moments (``workers.search.replace``:
+   the session's old ones deleted, the new ones inserted) are stored in that transaction
+   too.
    Failure: the job records the reason, as failed when the retry policy
    (``workers.retry``) gives up, else pending again with its retry due (the sweeper sends
    it if the retry message is lost); the exception goes on to the task, whose base class
@@ -39,7 +41,7 @@ from shared.ids import validate_session_id
 from shared.models import JobStatus, SessionStatus
 from shared.settings import get_settings
 from shared.storage import Storage
-from workers import assembly, dispatch, enrichment, jobs, live, parts, pipeline, webhook
+from workers import assembly, dispatch, enrichment, jobs, live, parts, pipeline, search, webhook
 from workers.media import Cancelled
 from workers.pipeline import Stage
 from workers.retry import retry_delay_seconds, will_retry
@@ -184,6 +186,9 @@ def run_stage(
             snapshot = load_snapshot(db, session)
             outputs = {job.stage: job.output_key for job in session.jobs}
             results = {job.stage: dict(job.result or {}) for job in session.jobs}
+            documents = (
+                enrichment.load(db, session_id) if pipeline.SPECS[stage].reads_documents else {}
+            )
     if claimed is None:
         dispatch.send_all(task.app, url, session, due)
         return f"skipped: {stage.value} is {status}"
@@ -198,6 +203,7 @@ def run_stage(
         progress=progress,
         outputs=outputs,
         results=results,
+        documents=documents,
         last_try=retries >= task.retry_limit(),
     )
     try:
@@ -244,7 +250,9 @@ def run_stage(
         )
         if won:
             enrichment.store(db, session_id, out.documents)
-            due = pipeline.hand_on(db, session_id, stage)
+            if out.moments is not None:
+                search.replace(db, session_id, out.moments)
+            due = pipeline.hand_on(db, session_id, stage, fresh=True)
             hooks = _webhooks(db, settings, session_id, stage)
     if session is not None:
         dispatch.send_all(task.app, url, session, due)

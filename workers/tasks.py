@@ -26,6 +26,7 @@ from shared.routing import (
     TASK_COMPRESS_PART,
     TASK_CONCAT_AUDIO,
     TASK_FINALIZE,
+    TASK_INDEX,
     TASK_INGEST_EVENT,
     TASK_LIVE_FRAGMENT,
     TASK_MERGE,
@@ -122,6 +123,11 @@ def chapters(self: PipelineTask, session_id: str) -> str:
 @_task(TASK_SUMMARY)
 def summary(self: PipelineTask, session_id: str) -> str:
     return run_stage(self, session_id, Stage.SUMMARY)
+
+
+@_task(TASK_INDEX)
+def index(self: PipelineTask, session_id: str) -> str:
+    return run_stage(self, session_id, Stage.INDEX)
 
 
 @_task(TASK_COMPRESS_PART)

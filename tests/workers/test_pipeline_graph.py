@@ -49,7 +49,12 @@ def test_the_graph_is_topological_and_finalize_waits_for_both_outputs() -> None:
     # enrichment never waits for the compressed copy, and finalize never waits for it
     assert pipeline.successors(Stage.CONCAT_AUDIO) == (Stage.MERGE, Stage.TRANSCRIPT)
     assert pipeline.SPECS[Stage.SUMMARY].after == (Stage.TRANSCRIPT, Stage.CHAPTERS)
-    assert {"transcript", "chapters", "summary"} == pipeline.OPTIONAL
+    assert {"transcript", "chapters", "summary", "index"} == pipeline.OPTIONAL
+    # search indexes what every enrichment stage found: it runs after the summary
+    assert pipeline.successors(Stage.SUMMARY) == (Stage.INDEX,)
+    assert pipeline.SPECS[Stage.INDEX].refresh_after == (
+        Stage.TRANSCRIPT, Stage.CHAPTERS, Stage.SUMMARY
+    )  # fmt: skip
 
 
 def test_a_stage_with_two_predecessors_is_sent_once_both_succeeded(url: str) -> None:
@@ -65,7 +70,9 @@ def test_a_stage_with_two_predecessors_is_sent_once_both_succeeded(url: str) -> 
         assert _succeed(db, Stage.FINALIZE) == []
         session = db.get(models.Session, SESSION)
         assert session is not None and session.status == "processing"  # summary still runs
-        assert _succeed(db, Stage.SUMMARY) == []
+        assert _succeed(db, Stage.SUMMARY) == [Stage.INDEX]
+        assert session is not None and session.status == "processing"  # the index still runs
+        assert _succeed(db, Stage.INDEX) == []
         assert session is not None and session.status == "completed"
         rows = list(db.query(models.Job).filter_by(session_id=SESSION))
     assert sorted(job.stage for job in rows) == sorted(s.value for s in STAGES)
@@ -115,12 +122,62 @@ def test_a_failed_enrichment_stage_hands_on_and_never_fails_the_session(url: str
         assert _succeed(db, Stage.CHAPTERS) == [Stage.SUMMARY]  # runs on the chapters alone
         _succeed(db, Stage.COMPRESS)
         _succeed(db, Stage.FINALIZE)
-        assert _fail(db, Stage.SUMMARY) == []
+        assert _fail(db, Stage.SUMMARY) == [Stage.INDEX]  # indexes what there is
+        assert _fail(db, Stage.INDEX) == []
         session = db.get(models.Session, SESSION)
         assert session is not None and session.status == "completed"
         db.expire_all()  # the job rows were changed by UPDATE statements
         rows = list(db.query(models.Job).filter_by(session_id=SESSION))
     assert pipeline.session_outcome(rows) == "completed"
+
+
+def _run_all(db: DbSession) -> None:
+    pipeline.start(db, SESSION)
+    for stage in STAGES:
+        _succeed(db, stage)
+
+
+def _rerun(db: DbSession, stage: Stage) -> list[Stage]:
+    """An operator's re-run of a stage (``jobs requeue``), then its fresh success."""
+    assert jobs.reopen(db, SESSION, stage.value, from_statuses=(JobStatus.SUCCEEDED,))
+    claim = jobs.claim(db, SESSION, stage.value, f"again-{stage.value}", lease=LEASE)
+    assert claim is not None
+    pipeline.lock_session(db, SESSION)
+    assert jobs.succeed(db, claim.job_id, claim.owner, output_key=None, result={})
+    return pipeline.hand_on(db, SESSION, stage, fresh=True)
+
+
+def test_re_running_enrichment_re_runs_the_index(url: str) -> None:
+    with session_scope(url) as db:
+        _run_all(db)
+        assert _rerun(db, Stage.TRANSCRIPT) == [Stage.INDEX]  # the summary is not re-run
+        index = jobs.get_job(db, SESSION, Stage.INDEX.value)
+        assert index is not None and index.status == JobStatus.PENDING.value
+        session = db.get(models.Session, SESSION)
+        assert session is not None and session.status == "processing"
+        # a re-sent hand-on (a repeated task) of the transcript sends what is pending, and
+        # a repeated one after the index ran again re-runs nothing
+        assert pipeline.hand_on(db, SESSION, Stage.TRANSCRIPT) == [Stage.INDEX]
+        assert _succeed(db, Stage.INDEX) == []
+        assert pipeline.hand_on(db, SESSION, Stage.TRANSCRIPT) == []
+        assert session.status == "completed"
+        assert _rerun(db, Stage.CHAPTERS) == [Stage.INDEX]  # the summary is ready, not re-run
+        _succeed(db, Stage.INDEX)
+        assert _rerun(db, Stage.SUMMARY) == [Stage.INDEX]
+
+
+def test_the_index_waits_for_a_summary_re_run_along_with_the_transcript(url: str) -> None:
+    with session_scope(url) as db:
+        _run_all(db)
+        assert jobs.reopen(db, SESSION, Stage.SUMMARY.value, from_statuses=(JobStatus.SUCCEEDED,))
+        # the summary is pending (and sent again): the index waits for it
+        assert _rerun(db, Stage.TRANSCRIPT) == [Stage.SUMMARY]
+        index = jobs.get_job(db, SESSION, Stage.INDEX.value)
+        assert index is not None and index.status == JobStatus.SUCCEEDED.value
+        claim = jobs.claim(db, SESSION, Stage.SUMMARY.value, "summary-again", lease=LEASE)
+        assert claim is not None
+        assert jobs.succeed(db, claim.job_id, claim.owner, output_key=None, result={})
+        assert pipeline.hand_on(db, SESSION, Stage.SUMMARY, fresh=True) == [Stage.INDEX]
 
 
 def test_a_failed_media_stage_fails_the_session_while_enrichment_runs(url: str) -> None:

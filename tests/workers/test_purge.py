@@ -22,8 +22,9 @@ from shared.settings import Settings
 from shared.storage import Storage
 from tests.support.cli import clean_env, run
 from tests.support.services import create_database, drop_database
-from workers import doctor, jobs, purge
+from workers import doctor, jobs, purge, search
 from workers.pipeline import STAGES
+from workers.search.moments import Moment
 
 LEASE = timedelta(seconds=60)
 AGE = timedelta(days=40)
@@ -81,6 +82,8 @@ def seed(settings: Settings) -> None:
                               storage_key="sessions/old-done/segments/a.m4a", sha256="0" * 64,
                               size=1))  # fmt: skip
         db.add(models.EnrichmentDocument(session_id="old-done", kind="summary", document={}))
+        for sid in ("old-done", "new-done"):  # both indexed for search
+            search.replace(db, sid, [Moment("spoken", 1.0, 2.0, "purged words")])
         db.add(models.WebhookDelivery(session_id="old-done", event="complete",
                                       idempotency_key="old-done:complete", attempts=1,
                                       delivered_at=jobs.now() - AGE))  # fmt: skip
@@ -115,7 +118,7 @@ def rows_of(url: str, session_id: str) -> dict[str, int]:
                 select(func.count()).select_from(table).where(table.session_id == session_id)
             ).scalar_one()
             for table in (models.Job, models.Segment, models.EnrichmentDocument,
-                          models.WebhookDelivery, models.Event)
+                          models.WebhookDelivery, models.Event, models.SearchMoment)
         }  # fmt: skip
 
 
@@ -169,9 +172,12 @@ def test_only_settled_old_sessions_without_files_go(database: str, tmp_path: Pat
     # every row of it went, but the ingest's memory of its events
     assert rows_of(database, "old-done") == {
         "jobs": 0, "segments": 0, "enrichment_documents": 0, "webhook_deliveries": 0,
-        "events": 1,
+        "events": 1, "search_moments": 0,
     }  # fmt: skip
     assert rows_of(database, "new-done")["jobs"] == len(STAGES)
+    # search finds only what is left (on SQLite, the FTS5 index lost the rows too)
+    hits = search.search(database, search.parse_query("purged words"))
+    assert [hit.session_id for hit in hits] == ["new-done"]
     report = doctor.check(settings)
     assert report.healthy, report.findings
     # nothing more to do: a second purge finds only the session it keeps

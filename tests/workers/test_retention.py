@@ -66,3 +66,21 @@ def test_retention_deletes_only_expired_compressed_sessions(
     assert not old.exists() and recent.exists() and uncompressed.exists()
     assert storage.exists(storage.derived_key("old", RETENTION_MARKER))
     assert apply_retention(sqlite_url, storage, keep_days=7, now=NOW) == []
+
+
+def test_retention_keeps_the_search_index(tmp_path: Path, sqlite_url: str) -> None:
+    """Only originals go: the session's moments (times in the playable MP4, which stays)
+    are still found."""
+    from workers import search
+    from workers.search.moments import Moment
+
+    storage = Storage(tmp_path / "storage")
+    old = _session(sqlite_url, storage, "old", finalized=NOW - timedelta(days=10), compressed=True)
+    with session_scope(sqlite_url) as db:
+        search.replace(db, "old", [Moment("spoken", 3.0, 6.0, "the rollback plan")])
+    assert [a.session_id for a in apply_retention(sqlite_url, storage, keep_days=7, now=NOW)] == [
+        "old"
+    ]
+    assert not old.exists()
+    hits = search.search(sqlite_url, search.parse_query("rollback plan"))
+    assert [(h.session_id, h.start) for h in hits] == [("old", 3.0)]

@@ -7,7 +7,8 @@ server-sent events (``workers.api.events``) and ``/ui/`` is the web page
 
 - Bad input is the client's error, never a 500: a hostile session id (``shared.ids``) or
   an unknown stage, status, time or page size is 400 naming it; an unknown session is 404
-  naming it; an unknown route is 404.
+  naming it; an unknown route is 404. A search query that cannot be searched (empty, no
+  letter or digit, too long, too many terms: ``workers.search.query``) is 422 naming why.
 - File paths never leave the server: a session's outputs are links to
   ``/sessions/{id}/media/{playable|compressed}``, which serves the finished file with HTTP
   Range (Starlette's FileResponse: 206 with Content-Range, 416 for a range past the end).
@@ -51,6 +52,9 @@ from workers.backlog import read_backlog
 from workers.config import celery_config
 from workers.enrichment import enrichment_document
 from workers.pipeline import PLAYABLE_STAGE, STAGES, Stage, outcome
+from workers.search import QueryError, parse_query, search
+from workers.search.store import DEFAULT_LIMIT as SEARCH_DEFAULT_LIMIT
+from workers.search.store import MAX_LIMIT as SEARCH_MAX_LIMIT
 from workers.status import UnknownSessionError, session_status
 
 log = logging.getLogger(__name__)
@@ -342,6 +346,23 @@ class Api:
             return _error(409, f"no pending or running {stage.value} job for {session_id!r}")
         return JSONResponse({"session_id": session_id, "stage": stage.value, "status": "cancelled"})
 
+    def search(self, request: Request) -> JSONResponse:
+        """``GET /search?q=&session=&since=&limit=``: the moments that match, best first;
+        what ``sessionpipe search --json`` prints."""
+        raw = request.query_params.get("q")
+        if raw is None:
+            raise BadRequestError("the query parameter q is required")
+        session_id = request.query_params.get("session")
+        if session_id is not None:
+            validate_session_id(session_id)
+        since = _since_param(request)
+        limit = _int_param(request, "limit", SEARCH_DEFAULT_LIMIT, 1, SEARCH_MAX_LIMIT)
+        query = parse_query(raw)  # QueryError: 422
+        hits = search(
+            self.settings.database_url, query, session_id=session_id, since=since, limit=limit
+        )
+        return JSONResponse({"query": raw, "hits": [hit.to_json() for hit in hits]})
+
     def metrics_text(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -387,6 +408,10 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return _error(400, str(exc))
 
 
+async def _unsearchable(request: Request, exc: Exception) -> Response:
+    return _error(422, str(exc))
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     return _error(404, str(exc.args[0]) if exc.args else "not found")
 
@@ -406,6 +431,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", api.healthz),
             Route("/metrics", api.metrics_text),
             Route("/sessions", api.list_sessions),
+            Route("/search", api.search),
             Route(session, api.get_session),
             Route(f"{session}/events", api.get_events),
             Route(f"{session}/enrichment", api.get_enrichment),
@@ -419,6 +445,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             InvalidNameError: _bad_request,
             BadRequestError: _bad_request,
+            QueryError: _unsearchable,
             UnknownSessionError: _not_found,
             HTTPException: _http_error,
         },

@@ -2,7 +2,8 @@
 
 Static files shipped in the package (``workers/api/static``), no CDN, no build step: the
 HTML is the same for every session and the browser's script reads everything through the
-API (``/sessions``, ``/sessions/{id}/events``, ``/sessions/{id}/enrichment``, the media),
+API (``/sessions``, ``/search``, ``/sessions/{id}/events``, ``/sessions/{id}/enrichment``,
+the media),
 with the login cookie (``workers.api.auth``). The server never puts data into HTML, and the
 script writes data only as text (never as markup), so a session's name or transcript cannot
 inject script; the Content-Security-Policy allows this origin's own files only.

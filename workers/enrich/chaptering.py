@@ -13,6 +13,9 @@
    its largest, top-most line (title_source ``"screen"``). A screen without usable text
    falls back on the transcript: the first sentence spoken in the chapter, cut to
    ``TRANSCRIPT_TITLE_WORDS`` words (``"transcript"``); else ``"Chapter N"`` (``"none"``).
+5. Read the screen again where its text changed later in the chapter (a document scrolled,
+   an editor filled: :mod:`workers.enrich.screentext`, watching the samples of step 1), so
+   the search index has the text a person saw (the chapter's ``screens``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.enrich.documents import Chapter, Transcript
+from workers.enrich.documents import Chapter, Screen, Transcript
 from workers.enrich.frames import SAMPLE_FPS, Video, VideoIndex, open_video
 from workers.enrich.ocr import ScreenText, check_ocr, read_screen
 from workers.enrich.scenes import (
@@ -34,6 +37,7 @@ from workers.enrich.scenes import (
     locate_change,
     merge_short,
 )
+from workers.enrich.screentext import MIN_NEW_WORDS, TextWatch, pick_times
 
 __all__ = [
     "MIN_CHAPTER_S",
@@ -106,16 +110,42 @@ def _representative_time(start: float, end: float, settled: float | None) -> flo
     return min(t, (start + end) / 2)
 
 
-def _read(video: Video, start: float, end: float, settled: float | None) -> ScreenText:
-    """OCR of the chapter's representative frame; of its middle too if that has no title."""
+def _read(
+    video: Video, start: float, end: float, settled: float | None
+) -> tuple[ScreenText, float]:
+    """OCR of the chapter's representative frame (of its middle too if that has no title),
+    and the time of the frame read."""
     first = _representative_time(start, end, settled)
     text = read_screen(video.frame_at(first))
     middle = (start + end) / 2
     if not text.title and middle - first >= REPRESENTATIVE_DELAY_S:
         later = read_screen(video.frame_at(middle))
         if later.title:
-            return later
-    return text
+            return later, middle
+    return text, first
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.casefold()) if len(w) > 1}
+
+
+def _more_screens(
+    video: Video, start: float, end: float, read_at: float, first: str, candidates: list[float]
+) -> tuple[Screen, ...]:
+    """The chapter's text read again where it changed (:mod:`workers.enrich.screentext`):
+    the frames that show at least ``MIN_NEW_WORDS`` words not shown before in it."""
+    seen = _words(first)
+    found: list[tuple[float, str]] = []
+    for t in pick_times(candidates, start, end, read_at):
+        text = read_screen(video.frame_at(t)).text
+        new = _words(text) - seen
+        if len(new) >= MIN_NEW_WORDS:
+            found.append((round(t, 3), text))
+            seen |= new
+    if not found:
+        return ()
+    ends = [t for t, _ in found[1:]] + [round(end, 3)]
+    return tuple(Screen(t, until, text) for (t, text), until in zip(found, ends, strict=True))
 
 
 def detect_chapters(
@@ -154,7 +184,10 @@ def detect_chapters(
             if sampled is None
             else sampled.samples
         )
-        found = detect_changes(samples, scorer=sampled.scorer if sampled is not None else None)
+        watch = TextWatch()
+        found = detect_changes(
+            watch.observe(samples), scorer=sampled.scorer if sampled is not None else None
+        )
         placed: list[Change] = []
         for k, change in enumerate(found):
             placed.append(_refine(clip, change))
@@ -165,7 +198,12 @@ def detect_chapters(
         chapters: list[Chapter] = []
         done = _SAMPLING_SHARE + _REFINE_SHARE
         for n, (start, end) in enumerate(spans, start=1):
-            screen = _read(clip, start, end, settled.get(start)) if ocr else None
+            screen, read_at = _read(clip, start, end, settled.get(start)) if ocr else (None, start)
+            screens = (
+                _more_screens(clip, start, end, read_at, screen.text, watch.times)
+                if screen is not None
+                else ()
+            )
             title, source = "", "none"
             if screen is not None and screen.title:
                 title, source = screen.title, "screen"
@@ -181,6 +219,7 @@ def detect_chapters(
                     title=title,
                     title_source=source,
                     screen_text=screen.text if screen is not None else "",
+                    screens=screens,
                 )
             )
             report(done + (1.0 - done) * n / len(spans))

@@ -96,6 +96,20 @@ class Transcript:
 
 
 @dataclass(frozen=True)
+class Screen:
+    """Text on screen within a chapter after its representative frame (a document scrolled,
+    an editor filled), shown from ``start`` to ``end`` (the next screen, or the chapter's
+    end)."""
+
+    start: float
+    end: float
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "text": self.text}
+
+
+@dataclass(frozen=True)
 class Chapter:
     start: float
     end: float
@@ -103,6 +117,7 @@ class Chapter:
     title_source: str = "none"  # one of TITLE_SOURCES
     screen_text: str = ""  # OCR of the representative frame
     keywords: tuple[str, ...] = ()
+    screens: tuple[Screen, ...] = ()  # where the screen's text changed later in the chapter
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +127,7 @@ class Chapter:
             "title_source": self.title_source,
             "screen_text": self.screen_text,
             "keywords": list(self.keywords),
+            "screens": [s.to_json() for s in self.screens],
         }
 
     @classmethod
@@ -123,6 +139,10 @@ class Chapter:
             title_source=str(data.get("title_source", "none")),
             screen_text=str(data.get("screen_text", "")),
             keywords=tuple(str(k) for k in data.get("keywords", ())),
+            screens=tuple(
+                Screen(float(s["start"]), float(s["end"]), str(s["text"]))
+                for s in data.get("screens", ())
+            ),
         )
 
 

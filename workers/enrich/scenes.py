@@ -47,6 +47,7 @@ __all__ = [
     "locate_change",
     "merge_short",
     "scroll_shift",
+    "text_change",
 ]
 
 #: Side of a comparison block, in pixels of the sample (8 px of a 320-px-wide sample is
@@ -295,6 +296,19 @@ def change_score(a: np.ndarray, b: np.ndarray) -> float:
     if raw < SCROLL_CHECK_ABOVE:
         return raw  # compensating a scroll can only lower it: not worth the search
     return score(_changed_pixels(a, b))
+
+
+def text_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How much of the content of two samples (HxW uint8, one size) changed in place, 0..1:
+    the share of blocks with content (in either) where enough pixels moved. Unlike
+    :func:`change_score`, a scroll counts (``workers.enrich.screentext``: text that moved is
+    other text on screen), and so does nothing on an empty screen."""
+    moved = np.abs(a.astype(np.int16) - b.astype(np.int16)) > PIXEL_DELTA
+    if not moved.any():
+        return 0.0
+    changed = _blocks(moved).sum(axis=(1, 3)) >= BLOCK_MIN_CHANGED_PX
+    content = _content(a) | _content(b)
+    return float((changed & content).sum()) / max(float(content.sum()), 1.0)
 
 
 def _change_score(a: Sample, b: Sample) -> float:

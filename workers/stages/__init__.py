@@ -22,6 +22,7 @@ from workers.stages.context import (
     build_timeline,
 )
 from workers.stages.finalize import write_manifest
+from workers.stages.index import build_index
 from workers.stages.playable import build_playable
 from workers.stages.summary import build_summary
 from workers.stages.transcript import build_transcript
@@ -36,6 +37,7 @@ WORK: Final[dict[Stage, StageWork]] = {
     Stage.TRANSCRIPT: build_transcript,
     Stage.CHAPTERS: build_chapters,
     Stage.SUMMARY: build_summary,
+    Stage.INDEX: build_index,
 }
 assert set(WORK) == set(Stage), "every stage of the graph has its work"
 

@@ -26,6 +26,7 @@ from shared.settings import Settings
 from shared.storage import Storage, StorageError
 from workers.media import MediaError, ProgressCallback, SegmentInput, Timeline, probe
 from workers.media import plan_timeline as plan
+from workers.search.moments import Moment
 
 #: Why an enrichment stage the session did not ask for (shared.options) did nothing.
 NOT_ASKED = "not asked for by this session"
@@ -65,6 +66,9 @@ class StageOutput:
     # Enrichment documents (kind -> JSON) the runner stores with the stage's success, in
     # the same transaction (workers.enrichment).
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The session's search moments (workers.search), which the runner writes in place of
+    # the ones indexed before, in the same transaction; None: the index is not touched.
+    moments: list[Moment] | None = None
 
     @classmethod
     def skipped(cls, reason: str) -> StageOutput:
@@ -82,6 +86,9 @@ class StageContext:
     outputs: Mapping[str, str | None] = field(default_factory=dict)
     # What every earlier stage recorded (its job's result), by stage name.
     results: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The session's enrichment documents (kind -> JSON, workers.enrichment) as stored, for
+    # a stage whose spec reads them (workers.pipeline.StageSpec.reads_documents).
+    documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Durations measured while planning (storage key -> seconds): the runner stores them so
     # later stages need not probe those files again.
     probed: dict[str, float] = field(default_factory=dict)

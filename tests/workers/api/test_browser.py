@@ -6,7 +6,9 @@ session whose stages wait; then the media, audio and enrichment worker starts an
 page (never reloaded) must follow every stage to the end through its event stream, show
 the video, and then the chapters and transcript: a click on a chapter moves the player to
 the chapter's time, the transcript's search finds a spoken word and a click on that line
-seeks there. The list page shows the session complete. Without the token, 401.
+seeks there. The list page shows the session complete, and its search box finds the
+moment "migrations" was said: the hit opens the session page with the player there.
+Without the token, 401.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def test_the_page_follows_a_session_live_and_seeks_the_player(
             _follow_live(driver, env, tmp_path)
             _chapters_and_transcript_seek(driver)
             _list_page(api, driver)
+            _search_opens_the_moment(api, driver)
             _refused_without_token(api, driver)
             assert TOKEN not in api.log.read_text()
     finally:
@@ -157,7 +160,8 @@ def _follow_live(driver: WebDriver, env: dict[str, str], tmp_path: Path) -> None
     bars = driver.find_elements(By.CSS_SELECTOR, "#stages li")
     final = {bar.get_attribute("data-stage"): bar.get_attribute("data-status") for bar in bars}
     assert final == dict.fromkeys(
-        ["concat_audio", "merge", "transcript", "chapters", "compress", "summary", "finalize"],
+        ["concat_audio", "merge", "transcript", "chapters", "compress", "summary", "index",
+         "finalize"],
         "succeeded",
     )
     assert "concat_audio:pending" in seen and "concat_audio:succeeded" in seen
@@ -211,12 +215,35 @@ def _list_page(api: ApiServer, driver: WebDriver) -> None:
         "the session's row, completed",
     )
     bars = row.find_elements(By.CSS_SELECTOR, "li.stage")
-    assert len(bars) == 7
+    assert len(bars) == 8
     assert {bar.get_attribute("data-status") for bar in bars} == {"succeeded"}
     assert "complete" in driver.find_element(By.ID, "indicator").text
     row.find_element(By.TAG_NAME, "a").click()
     wait_js(driver, f"return location.pathname === '/ui/sessions/{SESSION}'", PAGE_TIMEOUT_S,
             "the row's link to open the session page")  # fmt: skip
+
+
+def _search_opens_the_moment(api: ApiServer, driver: WebDriver) -> None:
+    driver.get(f"{api.base}/ui/")
+    driver.find_element(By.ID, "search-input").send_keys("migrations")
+    hits = wait_js(
+        driver,
+        "const hits = [...document.querySelectorAll('#hits li.hit')];"
+        "return hits.some(h => h.dataset.kind === 'spoken') && hits;",
+        PAGE_TIMEOUT_S,
+        "the search box to show where 'migrations' was said",
+    )
+    kinds = {hit.get_attribute("data-kind") for hit in hits}
+    assert {"spoken", "chapter"} <= kinds, kinds  # said, and the first slide's title
+    spoken = next(hit for hit in hits if hit.get_attribute("data-kind") == "spoken")
+    said_at = float(spoken.get_attribute("data-start") or "nan")
+    assert 0 < said_at < SLIDE_CHANGE_S  # "...the database migrations." on the first slide
+    assert spoken.find_element(By.TAG_NAME, "mark").text.lower() == "migrations"
+    spoken.find_element(By.TAG_NAME, "a").click()
+    wait_js(driver, f"return location.pathname === '/ui/sessions/{SESSION}' && "
+            "new URLSearchParams(location.search).has('t')", PAGE_TIMEOUT_S,
+            "the hit to open the session page at its moment")  # fmt: skip
+    _seeks_to(driver, said_at)
 
 
 def _refused_without_token(api: ApiServer, driver: WebDriver) -> None:

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from synthetic.lecture import DEMO_LECTURE, Lecture, Slide
-from synthetic.slides import SlideScene, random_lecture, write_lecture_video
+from synthetic.slides import (
+    SCROLL_DELAY_S,
+    SCROLL_DURATION_S,
+    SlideScene,
+    random_lecture,
+    write_lecture_video,
+)
 from synthetic.timecode import (
     TIMECODE_BLOCK_PX,
     TIMECODE_STRIP_WIDTH_PX,
@@ -29,7 +35,7 @@ from workers.enrich.documents import (
     Transcript,
     TranscriptSegment,
 )
-from workers.enrich.frames import SAMPLE_WIDTH_PX, open_video
+from workers.enrich.frames import MAX_KEYFRAME_GAP_S, SAMPLE_WIDTH_PX, open_video
 from workers.enrich.ocr import check_ocr, lines_from_data, pick_title, read_screen
 
 W, H, FPS = 640, 360, 15
@@ -88,6 +94,15 @@ def test_demo_lecture_chapters_at_the_slide_changes(demo_video: Path) -> None:
     assert_chapters_match(chapters, DEMO_LECTURE)
     assert seen[0] == 0.0 and seen[-1] == pytest.approx(1.0)
     assert seen == sorted(seen)
+    # the scrolled slide is read again once its body has scrolled: lines that came into
+    # view only then are screen text from then on; the typed and the clock slides are not
+    *still, scrolled = chapters
+    assert all(c.screens == () for c in still)
+    [later] = scrolled.screens
+    first_scroll_end = scrolled.start + SCROLL_DELAY_S + SCROLL_DURATION_S
+    assert first_scroll_end <= later.start <= first_scroll_end + 2 * MAX_KEYFRAME_GAP_S
+    assert later.end == scrolled.end
+    assert "Write the test first" in later.text and "Write the test" not in scrolled.screen_text
 
 
 def test_sparse_keyframes_and_fades_give_the_same_chapters(sparse_video: Path) -> None:

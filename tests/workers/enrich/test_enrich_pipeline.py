@@ -4,7 +4,9 @@ A lecture (slides with known titles, narration at known times, typing, a clock a
 scrolling inside the slides) is recorded, shipped as a recorder would and processed with
 every enrichment stage; ``sessionpipe show --json`` must then give chapters at the slide
 changes titled with the slides, a transcript of the narration with word times on the MP4's
-clock, keywords naming the topics and a summary (``lecture_checks``). The first is shipped
+clock, keywords naming the topics and a summary (``lecture_checks``); search finds a word
+at the second it was said, a word only shown on the slide from the slide's start, and a line
+that came into view only when the slide scrolled from then on. The first is shipped
 while it records: its transcript pieces (20 s here) and chapter samples are made by background
 tasks before it ends, so after the end the transcript stage transcribes only the last piece
 and the chapters stage samples nothing. A second session, shipped at once, asks
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -34,12 +37,14 @@ from shared.storage import Storage
 from synthetic.lecture import DEMO_LECTURE
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
+from synthetic.slides import SCROLL_DELAY_S
 from tests.support import ROOT
 from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
 from tests.support.shipping import SessionShipper, ship_session_dir
 from tests.support.waiting import wait_for
 from tests.workers.enrich.lecture_checks import check_chapters, check_summary, check_transcript
 from workers.enrichment import enrichment_document
+from workers.search import parse_query, search
 from workers.status import session_status
 
 pytestmark = pytest.mark.integration
@@ -56,6 +61,8 @@ SPEC = SyntheticSpec(
     lecture=DEMO_LECTURE,
 )
 ENRICHMENT = ("transcript", "chapters", "summary")
+#: How close to the known time a search hit must start (seconds).
+HIT_TOLERANCE_S = 1.0
 #: Transcript pieces of the minute: [0, 26] and [14, 46] s are made while recording.
 PIECE_S, OVERLAP_S = 20.0, 6.0
 MADE_WHILE_RECORDING_TIMEOUT_S = 120.0
@@ -148,6 +155,24 @@ def test_a_lecture_is_enriched_by_a_real_worker(
     saved = json.loads(Path(stages["transcript"]["output_path"]).read_text())
     assert saved["segments"] == document["transcript"]["segments"]  # type: ignore[index]
     assert mp4.parent == vtt.parent == Path(stages["transcript"]["output_path"]).parent
+    _search_finds_the_moments(settings.database_url, document)
+
+
+def _search_finds_the_moments(url: str, document: dict[str, Any]) -> None:
+    def hits(query: str, kind: str) -> list[float]:
+        found = search(url, parse_query(query), session_id="lecture-1", limit=50)
+        return [h.start for h in found if h.kind == kind]
+
+    words = [w for segment in document["transcript"]["segments"] for w in segment["words"]]
+    said = [float(w["start"]) for w in words if "migrations" in str(w["word"]).lower()]
+    assert said and any(abs(t - said[0]) <= HIT_TOLERANCE_S for t in hits("migrations", "spoken"))
+    slides = DEMO_LECTURE.slides
+    # never said: on the second slide, found on screen from the slide's start
+    assert any(abs(t - slides[1].start) <= HIT_TOLERANCE_S for t in hits("acknowledgement",
+                                                                          "screen"))  # fmt: skip
+    # in view only once the third slide's body scrolled: from then on, not from its start
+    scrolled = hits('"write the test first"', "screen")
+    assert scrolled and all(t >= slides[2].start + SCROLL_DELAY_S for t in scrolled), scrolled
 
 
 def test_a_session_asking_for_its_transcript_only(

@@ -20,6 +20,15 @@ sp.el = function el(tag, attrs, ...children) {
   return node;
 };
 
+// A search hit's snippet: the words between « and » (GET /search marks them) in <mark>.
+sp.marked = function marked(snippet) {
+  const parts = [];
+  for (const [k, piece] of String(snippet).split(/[«»]/).entries()) {
+    if (piece) parts.push(k % 2 ? sp.el("mark", {}, piece) : piece);
+  }
+  return parts;
+};
+
 // 75.2 -> "1:15", 3675 -> "1:01:15".
 sp.clock = function clock(seconds) {
   const total = Math.max(0, Math.floor(seconds || 0));
@@ -67,6 +76,7 @@ const LABELS = {
   transcript: "transcript",
   chapters: "chapters",
   summary: "summary",
+  index: "search index",
 };
 sp.stageLabel = (stage) => LABELS[stage] || stage;
 

@@ -1,5 +1,7 @@
 // The sessions, newest first, with a live bar per stage: the list is read again every
 // POLL_MS while the page is open (one small query; the session page streams instead).
+// The search box asks GET /search as one types (after TYPING_MS of quiet) or on Enter; each
+// hit opens its session's page with the player at the moment (?t=seconds).
 "use strict";
 
 (function () {
@@ -58,6 +60,66 @@
       sp.showError(error.message);
     }
   }
+
+  // -- search ----------------------------------------------------------------------------
+  const TYPING_MS = 300;
+  const HITS = 20;
+  const input = document.getElementById("search-input");
+  const hitList = document.getElementById("hits");
+  const status = document.getElementById("search-status");
+  let typing = null;
+  let asked = 0; // answers to older questions are dropped
+
+  function hit(h) {
+    const at = `/ui/sessions/${encodeURIComponent(h.session_id)}?t=${h.start}`;
+    return sp.el(
+      "li",
+      { class: "hit", "data-session": h.session_id, "data-start": h.start, "data-kind": h.kind },
+      sp.el(
+        "a",
+        { href: at },
+        sp.el("span", { class: "time" }, sp.clock(h.start)),
+        " ",
+        sp.el("span", { class: `badge k-${h.kind}` }, h.kind),
+        " ",
+        sp.el("span", { class: "session" }, h.session_id)
+      ),
+      sp.el("div", { class: "snippet" }, sp.marked(h.text))
+    );
+  }
+
+  async function find() {
+    const query = input.value.trim();
+    const mine = ++asked;
+    if (!query) {
+      hitList.hidden = status.hidden = true;
+      return;
+    }
+    try {
+      const { body } = await sp.api(`/search?q=${encodeURIComponent(query)}&limit=${HITS}`);
+      if (mine !== asked) return;
+      hitList.replaceChildren(...body.hits.map(hit));
+      hitList.hidden = body.hits.length === 0;
+      status.textContent = body.hits.length
+        ? `${body.hits.length} moment${body.hits.length === 1 ? "" : "s"}`
+        : "Nothing found.";
+    } catch (error) {
+      if (mine !== asked) return;
+      hitList.hidden = true;
+      status.textContent = error.message; // e.g. a query with no letters or digits
+    }
+    status.hidden = false;
+  }
+
+  input.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(find, TYPING_MS);
+  });
+  document.getElementById("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearTimeout(typing);
+    find();
+  });
 
   refresh();
   setInterval(refresh, POLL_MS);

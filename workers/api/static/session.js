@@ -1,6 +1,7 @@
 // One session: its stages live (server-sent events), the video as soon as it plays, then
 // chapters, transcript (searchable), summary and keywords; a click on a chapter or a line
-// of the transcript moves the player there.
+// of the transcript moves the player there. Opened with ?t=SECONDS (a search hit), the
+// player starts at that moment.
 "use strict";
 
 (function () {
@@ -16,6 +17,8 @@
   let enrichmentKey = null;
   let pendingSeek = null;
   let source = null;
+  const requested = parseFloat(new URLSearchParams(location.search).get("t"));
+  let startAt = Number.isFinite(requested) && requested >= 0 ? requested : null;
 
   // -- the player ------------------------------------------------------------------------
   sp.seek = function seek(seconds) {
@@ -60,6 +63,10 @@
     player.src = `${base}/media/playable`;
     player.hidden = false;
     document.getElementById("waiting").hidden = true;
+    if (startAt !== null) {
+      sp.seek(startAt); // applied once the metadata is in
+      startAt = null;
+    }
   }
 
   function mark(t) {
