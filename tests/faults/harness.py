@@ -19,9 +19,11 @@ tests it too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from shared import models
 from shared.atomicfile import LEGACY_PART_SUFFIX, TEMP_MARK
 from shared.db import session_scope
 from shared.migrate import upgrade
+from shared.sessiondir import MANIFEST_NAME, load_manifest, write_manifest
 from shared.storage import DERIVED_DIR, SESSIONS_DIR, Storage
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
@@ -70,13 +73,36 @@ OTHER_QUEUES = "audio,default,enrich"
 OTHER_OUTPUTS = ("manifest", "subtitles")
 
 
+def _record(dest: Path, session_id: str, spec: SyntheticSpec) -> Path:
+    return record_synthetic_session(
+        dest,
+        session_id=session_id,
+        name=session_id,
+        spec=spec,
+        started_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+    )
+
+
+def _template_name(spec: SyntheticSpec) -> str:
+    """A folder name for ``spec`` (its fields, hashed: a spec may hold a whole lecture)."""
+    return "spec-" + hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
 class Worker:
     """A real ``celery -A workers.app worker``, in its own process group so it can be
     killed whole (as a crashed machine or ``docker kill``) or in part (a pool child)."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, *, queues: str, concurrency: int = 1
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        queues: str,
+        concurrency: int = 1,
+        wait: bool = True,
     ) -> None:
+        """Start the worker; with ``wait`` (the default) return once it is ready, else
+        call :meth:`wait_ready` (workers started together get ready together)."""
         self.log_path = log_path
         self.name = f"{log_path.stem}-{uuid.uuid4().hex[:6]}@faults"
         with log_path.open("ab") as log:
@@ -92,6 +118,10 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         wait_for(self._ready, WORKER_START_TIMEOUT_S, f"worker {self.name} to be ready", 0.2)
 
     def _ready(self) -> bool:
@@ -134,12 +164,21 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def discard(self) -> None:
+        """Kill the whole worker and reap it (the scenario is over: nothing to finish)."""
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(WORKER_STOP_TIMEOUT_S)
+
 
 @dataclass
 class FaultSystem:
     root: Path
     database_url: str
     broker_url: str
+    #: Where recordings of the larger specs are kept, made once and copied for each session
+    #: (None: every session is recorded afresh).
+    templates: Path | None = None
     env: dict[str, str] = field(init=False)
     workers: list[Worker] = field(default_factory=list)
     agents: list[subprocess.Popen[str]] = field(default_factory=list)
@@ -165,36 +204,60 @@ class FaultSystem:
         upgrade(self.database_url)
 
     # -- processes ------------------------------------------------------------------------
-    def start_worker(self, name: str, *, queues: str, concurrency: int = 1) -> Worker:
+    def start_worker(
+        self, name: str, *, queues: str, concurrency: int = 1, wait: bool = True
+    ) -> Worker:
         worker = Worker(
-            self.env, self.root / f"worker-{name}.log", queues=queues, concurrency=concurrency
+            self.env,
+            self.root / f"worker-{name}.log",
+            queues=queues,
+            concurrency=concurrency,
+            wait=wait,
         )
         self.workers.append(worker)
         return worker
 
     def start_workers(self) -> tuple[Worker, Worker]:
-        """A media worker and one for everything else, as in docker-compose."""
-        return (
-            self.start_worker("media", queues=MEDIA_QUEUES),
-            self.start_worker("other", queues=OTHER_QUEUES, concurrency=2),
-        )
+        """A media worker and one for everything else, as in docker-compose (started at
+        once; returned when both are ready)."""
+        media = self.start_worker("media", queues=MEDIA_QUEUES, wait=False)
+        other = self.start_worker("other", queues=OTHER_QUEUES, concurrency=2, wait=False)
+        media.wait_ready()
+        other.wait_ready()
+        return media, other
 
     def stop_all(self) -> None:
+        """Stop every agent and worker: the scenario's checks are done, so they are killed
+        (a warm shutdown would only wait for work nobody looks at any more; scenario 7
+        tests the warm shutdown itself)."""
         for agent in self.agents:
             if agent.poll() is None:
                 agent.kill()
                 agent.communicate()
         for worker in self.workers:
-            worker.stop()
+            worker.discard()
 
     def record(self, session_id: str, spec: SyntheticSpec = QUICK) -> Path:
-        return record_synthetic_session(
-            self.root / "sessions" / session_id,
-            session_id=session_id,
-            name=session_id,
-            spec=spec,
-            started_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
-        )
+        """A recorded session folder ``session_id`` of ``spec``, ready to ship.
+
+        QUICK sessions are recorded each (a fraction of a second, content of their own).
+        Larger ones (SLOW_COMPRESS takes seconds to draw and encode, and most scenarios
+        need one) are recorded once into ``templates`` and copied under the session's id:
+        what a worker sees is the same, only the pictures do not depend on the id.
+        """
+        dest = self.root / "sessions" / session_id
+        if spec == QUICK or self.templates is None:
+            return _record(dest, session_id, spec)
+        template = self.templates / _template_name(spec)
+        if not (template / MANIFEST_NAME).is_file():
+            partial = template.with_name(f".{template.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            _record(partial, "template", spec)
+            os.replace(partial, template)
+        shutil.copytree(template, dest, copy_function=shutil.copy2)
+        manifest = load_manifest(dest).model_copy(update={"id": session_id, "name": session_id})
+        write_manifest(dest, manifest)
+        return dest
 
     def agent_env(self, agent: str) -> dict[str, str]:
         return {

@@ -142,9 +142,11 @@ def test_enrich_worker_killed_mid_transcript_then_restarted(system: FaultSystem)
     after the lease, the transcript is made once more and stored once, the rest of the
     session never waited for it, and every enrichment document is there at the end."""
     system.env["SESSIONPIPE_ENRICH"] = "all"
-    system.start_worker("media", queues=MEDIA_QUEUES)
-    system.start_worker("other", queues="audio,default", concurrency=2)
-    enrich = system.start_worker("enrich", queues="enrich")
+    media = system.start_worker("media", queues=MEDIA_QUEUES, wait=False)
+    other = system.start_worker("other", queues="audio,default", concurrency=2, wait=False)
+    enrich = system.start_worker("enrich", queues="enrich", wait=False)
+    for worker in (media, other, enrich):  # started together: ready together
+        worker.wait_ready()
     system.ship(system.record("talk", TALK))
     system.wait_mid("talk", "transcript")
     enrich.kill()

@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ SPEC = SyntheticSpec(
     fps=10,
     lecture=DEMO_LECTURE,
 )
+#: The same talk on a small, slow screen, for the session that asks for its transcript only:
+#: nothing reads its pictures (no chapters), so they need not be worth reading.
+SMALL_SPEC = replace(SPEC, width=320, height=180, fps=5)
 ENRICHMENT = ("transcript", "chapters", "summary")
 #: How close to the known time a search hit must start (seconds).
 HIT_TOLERANCE_S = 1.0
@@ -93,9 +97,9 @@ def _made(database_url: str, session_id: str) -> dict[str, int]:
     return {kind: count for kind, count in rows if kind != "compressed"}
 
 
-def record(tmp_path: Path, session_id: str) -> Path:
+def record(tmp_path: Path, session_id: str, spec: SyntheticSpec = SPEC) -> Path:
     return record_synthetic_session(
-        tmp_path / session_id, session_id=session_id, name=session_id, spec=SPEC,
+        tmp_path / session_id, session_id=session_id, name=session_id, spec=spec,
         started_at=STARTED,
     )  # fmt: skip
 
@@ -179,7 +183,7 @@ def test_a_session_asking_for_its_transcript_only(
     tmp_path: Path, enriching_worker: tuple[Settings, WorkerProcess, dict[str, str]]
 ) -> None:
     settings, worker, env = enriching_worker
-    folder = record(tmp_path, "lecture-2")
+    folder = record(tmp_path, "lecture-2", SMALL_SPEC)
     manifest = load_manifest(folder)
     asked = SessionOptions(enrich=("transcript",))
     write_manifest(folder, manifest.model_copy(update={"options": asked}))
