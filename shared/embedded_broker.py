@@ -38,19 +38,26 @@ _MESSAGE_SUFFIX = ".msg"
 
 
 class _Doorbell:
-    """Counts rings; a waiter sleeps until the count moves past what it saw, or a timeout."""
+    """Counts rings; a waiter sleeps until the count moves past what it saw, or a timeout.
+
+    ``calls`` counts the rings of :func:`call_consumer`: work queued for the consumer's own
+    loop, which the loop runs only once ``drain_events`` returns.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._rings = 0
+        self.calls = 0
 
     @property
     def rings(self) -> int:
         return self._rings
 
-    def ring(self) -> None:
+    def ring(self, *, call: bool = False) -> None:
         with self._cond:
             self._rings += 1
+            if call:
+                self.calls += 1
             self._cond.notify_all()
 
     def wait(self, seen: int, timeout: float) -> None:
@@ -59,6 +66,13 @@ class _Doorbell:
 
 
 _DOORBELL = _Doorbell()  # one per process: rings are cheap, spurious wake-ups harmless
+
+
+def call_consumer() -> None:
+    """Work was queued for the consumer's loop (Celery's ``call_soon``: the acknowledgement of
+    a task a pool thread finished): make a waiting ``drain_events`` return, so the loop runs it
+    now, not at its 2-second timeout (until then prefetch stays full and nothing is taken)."""
+    _DOORBELL.ring(call=True)
 
 
 class Channel(filesystem.Channel):
@@ -113,7 +127,10 @@ class Transport(filesystem.Transport):
     def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> None:
         """kombu's loop, with the doorbell in place of ``sleep(polling_interval)``."""
         started = monotonic()
+        calls = _DOORBELL.calls
         while True:
+            if _DOORBELL.calls != calls:
+                raise TimeoutError()  # back to the consumer's loop: it has work queued
             seen = _DOORBELL.rings
             try:
                 self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[attr-defined]

@@ -13,12 +13,23 @@ from typing import Any
 
 from celery import Celery
 from celery.worker import WorkController
+from celery.worker.consumer import Consumer
 
+from shared.embedded_broker import call_consumer
 from shared.routing import QUEUES
 
 EMBEDDED_CONCURRENCY = 2
 STARTUP_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 30.0
+
+
+class _WakingConsumer(Consumer):
+    """A consumer whose queued calls (a pool thread's acknowledgement) wake its loop."""
+
+    def call_soon(self, p: Any, *args: Any, **kwargs: Any) -> Any:
+        promise = super().call_soon(p, *args, **kwargs)
+        call_consumer()
+        return promise
 
 
 class _ReadyWorkController(WorkController):
@@ -53,6 +64,7 @@ def embedded_worker(
         without_gossip=True,
         loglevel="WARNING",
         hostname="embedded@sessionpipe",
+        consumer_cls=_WakingConsumer,
     )
     thread = threading.Thread(target=worker.start, name="sessionpipe-worker", daemon=True)
     thread.start()
