@@ -16,6 +16,7 @@ from shared.db import session_scope
 from shared.segments import SegmentKind
 from shared.settings import Settings
 from shared.storage import Storage
+from workers import live
 from workers.live import DESCRIPTION_SUFFIX, INIT_SUFFIX, MEDIA_SUFFIX, SEQUENCE_STEP, live_key
 from workers.media.aacchunk import ChunkStore, EncodedChunk, encode_chunk, encoder_params
 from workers.media.aacplan import ChunkGrid, plan_audio, plan_chunks
@@ -68,6 +69,14 @@ def make(settings: Settings, session_id: str, segment_file: str) -> str:
     if fragment is None:
         return "skipped: nothing of the segment is kept"
     _store(folder, stem, segment_file, fragment)
+    # Written after processing began, it may have come after finalize deleted the live
+    # view: then it goes too. Looked at after the write, so whichever of the two is last
+    # deletes (the merge job exists before finalize can run).
+    with session_scope(settings.database_url) as db:
+        late = _merging(db, session_id)
+    if late:
+        live.discard(storage, session_id)
+        return "made, then discarded: the playable MP4 is being made"
     return f"made {fragment.start:.3f}-{fragment.end:.3f} s"
 
 

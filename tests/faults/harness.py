@@ -196,6 +196,11 @@ class FaultSystem:
             "SESSIONPIPE_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
             # Enough tries (about a minute of backoff) to outlast a server that blinks.
             "SESSIONPIPE_TASK_MAX_RETRIES": "6",
+            # The scenarios break a stage in the middle of its work after the session
+            # ended; made while it records (compressed parts, transcript pieces) that work
+            # would be done before the fault. Scenario 11 turns parts back on to break one.
+            "SESSIONPIPE_COMPRESS_PARTS": "false",
+            "SESSIONPIPE_TRANSCRIPT_PIECES": "false",
         }
         self.settings = settings_for(
             home=self.home, database_url=self.database_url, broker_url=self.broker_url

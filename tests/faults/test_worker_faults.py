@@ -176,6 +176,7 @@ def test_media_worker_killed_mid_part_then_restarted(system: FaultSystem) -> Non
     The part is taken over once its lease ran out (by its task, redelivered, or by the
     compress stage) and made once more; every other part is made once; the compressed copy
     is joined from parts and the session completes with nothing left behind."""
+    system.env["SESSIONPIPE_COMPRESS_PARTS"] = "true"  # off for the other scenarios
     media, _ = system.start_workers()
     folder = system.record("killed-part", SLOW_COMPRESS)
     system.ship(folder)
