@@ -22,9 +22,9 @@ The rules, which keep this a pure view that nothing else depends on:
 - The playlist lists fragments in output order up to the first hole; it ends
   (``EXT-X-ENDLIST``) once the session stopped recording and every stored video segment
   has its fragment. Fragments are deleted with the parts (``finalize``, a failed session):
-  by then the playable MP4 exists and the page plays that. A fragment written once
-  processing has begun deletes the view itself (it may have come after ``finalize``), so
-  nothing is left behind whatever the order.
+  by then the playable MP4 exists and the page plays that. A fragment written once the
+  ``finalize`` job exists deletes the view itself (it may have come after ``finalize``
+  deleted it), so nothing is left behind whatever the order.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ def make(settings: Settings, session_id: str, segment_file: str) -> str:
             return f"skipped: unknown session {session_id!r}"
         if session.status == models.SessionStatus.FAILED.value:
             return "skipped: the session failed"
-        if session.status != models.SessionStatus.RECORDING.value and _merging(db, session_id):
-            return "skipped: the playable MP4 is being made"
+        if session.status != models.SessionStatus.RECORDING.value and _finishing(db, session_id):
+            return "skipped: the session is being finalized"
         snapshot = load_snapshot(db, session)
     ref = next((s for s in snapshot.segments if s.file == segment_file), None)
     if ref is None:
@@ -69,23 +69,23 @@ def make(settings: Settings, session_id: str, segment_file: str) -> str:
     if fragment is None:
         return "skipped: nothing of the segment is kept"
     _store(folder, stem, segment_file, fragment)
-    # Written after processing began, it may have come after finalize deleted the live
-    # view: then it goes too. Looked at after the write, so whichever of the two is last
-    # deletes (the merge job exists before finalize can run).
+    # It may have come after finalize deleted the live view: then it goes too. Looked at
+    # after the write, so whichever of the two is last deletes (the finalize job exists
+    # before finalize runs).
     with session_scope(settings.database_url) as db:
-        late = _merging(db, session_id)
+        late = _finishing(db, session_id)
     if late:
         live.discard(storage, session_id)
-        return "made, then discarded: the playable MP4 is being made"
+        return "made, then discarded: the session is being finalized"
     return f"made {fragment.start:.3f}-{fragment.end:.3f} s"
 
 
-def _merging(db: DbSession, session_id: str) -> bool:
-    """The merge stage has its job: the page switches to the MP4 within seconds."""
+def _finishing(db: DbSession, session_id: str) -> bool:
+    """The finalize stage has its job (it deletes the live view; the MP4 exists by then)."""
     return (
         db.execute(
             select(models.Job.id).where(
-                models.Job.session_id == session_id, models.Job.stage == "merge"
+                models.Job.session_id == session_id, models.Job.stage == "finalize"
             )
         ).first()
         is not None
