@@ -94,55 +94,35 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
     if parsed.type == "segment.stored":
         confirm_segment(settings, parsed)
         probe_segment(settings, parsed)
-    if live_wanted:  # a lost message leaves a hole in the live view, not in the outputs
-        try:
-            app.send_task(
-                TASK_LIVE_FRAGMENT,
-                args=[session.id, parsed.segment().file],
-                priority=priority_value(session.priority),
-            )
-        except Exception as exc:
-            log.warning("could not request the live fragment of %s: %s", session.id,
-                        describe(exc))  # fmt: skip
-    if part_wanted:  # a lost message costs only time: the compress stage makes the part
-        try:
-            app.send_task(
-                TASK_COMPRESS_PART,
-                args=[session.id, parsed.segment().file],
-                priority=background_priority(session.priority),
-            )
-        except Exception as exc:
-            log.warning("could not request the part of %s: %s", session.id, describe(exc))
-    if pieces_wanted:  # a lost message costs only time: the next one or the stage covers it
-        try:
-            app.send_task(
-                TASK_TRANSCRIPT_PIECES,
-                args=[session.id],
-                priority=background_priority(session.priority),
-            )
-        except Exception as exc:
-            log.warning("could not request transcript pieces of %s: %s", session.id, describe(exc))
-    if samples_wanted:  # a lost message costs only time: the stage samples the segment
-        try:
-            app.send_task(
-                TASK_CHAPTER_SAMPLES,
-                args=[session.id, parsed.segment().file],
-                priority=background_priority(session.priority),
-            )
-        except Exception as exc:
-            log.warning("could not request chapter samples of %s: %s", session.id, describe(exc))
+    # Work done while recording: a lost message costs only time (the next one, or the stage
+    # after the end, covers it), so a failed send is logged, never raised.
+    segment_args = [session.id, parsed.segment().file] if parsed.type == "segment.stored" else []
+    now, background = priority_value(session.priority), background_priority(session.priority)
+    if live_wanted:  # a hole in the live view, not in the outputs
+        _request(app, TASK_LIVE_FRAGMENT, segment_args, now, "the live fragment", session.id)
+    if part_wanted:
+        _request(app, TASK_COMPRESS_PART, segment_args, background, "the part", session.id)
+    if pieces_wanted:
+        _request(app, TASK_TRANSCRIPT_PIECES, [session.id], background,
+                 "transcript pieces", session.id)  # fmt: skip
+    if samples_wanted:
+        _request(app, TASK_CHAPTER_SAMPLES, segment_args, background, "chapter samples",
+                 session.id)  # fmt: skip
     if due:
         send_all(app, settings.database_url, session, due)
     elif chunk_request is not None:  # once processing starts, the stage encodes it all
-        try:
-            app.send_task(
-                TASK_AUDIO_CHUNKS,
-                args=[session.id, chunk_request],
-                priority=priority_value(session.priority),
-            )
-        except Exception as exc:  # an optimisation only: the next pass or the stage covers it
-            log.warning("could not request audio chunks of %s: %s", session.id, describe(exc))
+        _request(app, TASK_AUDIO_CHUNKS, [session.id, chunk_request], now, "audio chunks",
+                 session.id)  # fmt: skip
     return "applied" if fresh else "duplicate"
+
+
+def _request(app: Celery, task: str, args: list[Any], priority: int, what: str,
+             session_id: str) -> None:  # fmt: skip
+    """Send optional work's task; a failure to send is logged (see the caller)."""
+    try:
+        app.send_task(task, args=args, priority=priority)
+    except Exception as exc:
+        log.warning("could not request %s of %s: %s", what, session_id, describe(exc))
 
 
 def rejection(event: object, exc: ValidationError) -> str:
