@@ -76,12 +76,14 @@ def _timed(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:
 
 
 def _assembled_pieces(storage: Storage, session_id: str) -> int:
-    """Pieces the assembly's description records (0 before it exists)."""
+    """Pieces with audio the assembly's description records (0 before it exists). Pieces
+    appended before any audio segment was stored are video only; the pass that first sees
+    the audio settled starts the file again, so only pieces with audio count here."""
     try:
-        text = (folder(storage, session_id) / DESCRIPTION_NAME).read_text()
-    except FileNotFoundError:
+        description = json.loads((folder(storage, session_id) / DESCRIPTION_NAME).read_text())
+    except (FileNotFoundError, ValueError):
         return 0
-    return len(json.loads(text)["pieces"])
+    return len(description["pieces"]) if description["audio"] is not None else 0
 
 
 def _top_level(path: Path) -> list[str]:
