@@ -38,8 +38,10 @@ TASK_COMPRESS_PART: Final = "sessionpipe.compress_part"
 TASK_TRANSCRIPT_PIECES: Final = "sessionpipe.transcript_pieces"
 # A video segment sampled for chapters while the session records (workers/chapterparts.py).
 TASK_CHAPTER_SAMPLES: Final = "sessionpipe.chapter_samples"
-# One video segment's fragment of the live view (workers/live.py): a remux of well under a
-# second, on the audio queue beside the audio chunks so it never waits behind a transcode.
+# A live pass: the live view's fragments that are due (workers/live.py), asked for by every
+# stored segment (args: session id, segment file) and the end of recording (session id,
+# None). Remuxes of well under a second, never an encode, on the audio queue beside the
+# audio chunks so they never wait behind a transcode.
 TASK_LIVE_FRAGMENT: Final = "sessionpipe.live_fragment"
 
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {

@@ -82,7 +82,7 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
             if settings.compress and settings.compress_parts and wants_part(session, parsed):
                 segment = parsed.segment()
                 part_wanted = parts.request(db, session.id, segment.file, segment.sha256)
-            live_wanted = settings.live_view and wants_part(session, parsed)
+            live_wanted = settings.live_view and wants_live_pass(session, parsed)
             if wants_pieces(session, parsed):  # some audio may have settled
                 options = SessionOptions.from_json(session.options)
                 pieces_wanted = transcriptparts.wanted(settings, options)
@@ -99,7 +99,8 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
     segment_args = [session.id, parsed.segment().file] if parsed.type == "segment.stored" else []
     now, background = priority_value(session.priority), background_priority(session.priority)
     if live_wanted:  # a hole in the live view, not in the outputs
-        _request(app, TASK_LIVE_FRAGMENT, segment_args, now, "the live fragment", session.id)
+        live_args: list[str | None] = [*segment_args] or [session.id, None]  # None: it ended
+        _request(app, TASK_LIVE_FRAGMENT, live_args, now, "live fragments", session.id)
     if part_wanted:
         _request(app, TASK_COMPRESS_PART, segment_args, background, "the part", session.id)
     if pieces_wanted:
@@ -277,6 +278,14 @@ def wants_part(session: models.Session, event: Event) -> bool:
     if event.type != "segment.stored" or session.status != SessionStatus.RECORDING.value:
         return False
     return event.segment().kind == "video"
+
+
+def wants_live_pass(session: models.Session, event: Event) -> bool:
+    """A fresh segment of either kind of a session still recording (a video segment's
+    fragment waits for its audio), or the end of the recording (``workers.livemaker``)."""
+    if event.type == "session.ended":
+        return True
+    return event.type == "segment.stored" and session.status == SessionStatus.RECORDING.value
 
 
 def ready_to_process(db: DbSession, session: models.Session) -> bool:

@@ -1,12 +1,13 @@
 """The live view: the session as an HLS stream that grows while it records.
 
-Each video segment stored while its session records asks for its *live fragment*
-(``TASK_LIVE_FRAGMENT``, audio queue: a remux of one segment plus a few hundred ms of AAC,
-beside the audio chunks, never behind a transcode): the segment's packets copied to where
-they land on the output timeline known so far, with the session's audio of that stretch
-(``workers.media.fragment``). The status API serves them as an HLS playlist (fMP4 media
-segments, RFC 8216) that a browser plays through Media Source Extensions (the session
-page) and Safari or QuickTime natively, one segment behind the recorder at most.
+Every segment stored while its session records, and the end of the recording, ask for a
+*live pass* (``TASK_LIVE_FRAGMENT``, audio queue, beside the audio chunks, never behind a
+transcode): each stored video segment whose microphone audio is stored too gets its *live
+fragment*, the segment's packets and the recorder's AAC packets of that stretch copied to
+where they land on the output timeline known so far (``workers.media.fragment``,
+``workers.media.liveaudio``; no encoding). The status API serves them as an HLS playlist
+(fMP4 media segments, RFC 8216) that a browser plays through Media Source Extensions (the
+session page) and Safari or QuickTime natively, one segment behind the recorder at most.
 
 The rules, which keep this a pure view that nothing else depends on:
 
@@ -17,8 +18,10 @@ The rules, which keep this a pure view that nothing else depends on:
   task leaves a hole the playlist stops at, the finished MP4 covers it.
 - Fragments are made by ``workers.livemaker`` (this module is what the API and the
   stages read, free of the stages' imports).
-- Audio comes from the stored audio chunks where they are settled (the very packets of the
-  finished audio track) and is encoded on the fly, not stored, where they are not yet.
+- Audio is the recorder's own AAC, as recorded (the finished track is encoded apart, with
+  its sample-exact joins); silence where the microphone has none. A fragment waits for
+  its stretch's audio for at most ``workers.livemaker.AUDIO_WAIT_SEGMENTS`` later video
+  segments, then is made with silence there.
 - The playlist lists fragments in output order up to the first hole; it ends
   (``EXT-X-ENDLIST``) once the session stopped recording and every stored video segment
   has its fragment. Fragments are deleted with the parts (``finalize``, a failed session):

@@ -39,8 +39,6 @@ from shared.settings import get_settings
 from workers import audiochunks, chapterparts, livemaker, parts, transcriptparts
 from workers.app import app
 from workers.ingest import ingest
-from workers.media import MediaError
-from workers.media.videocopy import CopyNotExact
 from workers.pipeline import Stage
 from workers.retry import is_transient, retry_delay_seconds, will_retry
 from workers.runner import run_stage
@@ -147,19 +145,15 @@ def compress_part(self: PipelineTask, session_id: str, segment_file: str) -> str
 
 
 @_task(TASK_LIVE_FRAGMENT)
-def live_fragment(self: PipelineTask, session_id: str, segment_file: str) -> str:
-    """Write one video segment's fragment of the live view (workers.live).
+def live_fragment(self: PipelineTask, session_id: str, segment_file: str | None = None) -> str:
+    """Write the session's live fragments that are due (workers.livemaker); asked for by
+    ``segment_file``'s arrival, or by the end of the recording (None).
 
     A view only: a segment that cannot be read is logged (the stages report it), a
     transient failure is retried like any task.
     """
     validate_session_id(session_id)
-    try:
-        outcome = livemaker.make(get_settings(), session_id, segment_file)
-    except (MediaError, CopyNotExact) as exc:
-        outcome = f"failed: {exc}"
-        log.warning("live fragment %s of %s %s", segment_file, session_id, outcome)
-    return outcome
+    return livemaker.make(get_settings(), session_id)
 
 
 @_task(TASK_TRANSCRIPT_PIECES)

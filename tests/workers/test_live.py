@@ -4,11 +4,11 @@ live view (read over the API) and the playable MP4's assembly.
 While a session records, every stored video segment gets its fragment, and the API's HLS
 playlists list them in order (not ended while recording). The live stream (the init
 segment followed by the media segments, as a player appends them) holds exactly the video
-packets of the finished MP4 at the same relative times, and the audio packets of the
-finished audio track at the same times where the audio had settled; the stream ends with
-the session and its files go once the MP4 exists. The playable MP4 was assembled while
-recording but for its last pieces, and demuxes to the very packets, with the very
-timestamps, of the one-run merge of the same session.
+packets of the finished MP4 at the same relative times, and the recorder's own AAC packets
+where the finished timeline puts them, gapless, silence where the microphone recorded
+nothing; the stream ends with the session and its files go once the MP4 exists. The
+playable MP4 was assembled while recording but for its last pieces, and demuxes to the
+very packets, with the very timestamps, of the one-run merge of the same session.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,6 +28,7 @@ from starlette.testclient import TestClient
 from capture_agent.emit import EventEmitter
 from shared import models
 from shared.db import session_scope
+from shared.segments import SegmentKind
 from shared.sessiondir import load_manifest, segment_file
 from shared.settings import Settings
 from shared.storage import Storage
@@ -38,7 +40,10 @@ from tests.support.waiting import wait_for
 from workers import live
 from workers.api.app import create_app
 from workers.assembly import ASSEMBLY_DIR, DESCRIPTION_NAME, folder
+from workers.media.liveaudio import AAC_FRAME_SAMPLES as AAC_FRAME
+from workers.media.liveaudio import silent_frame
 from workers.media.merge import mux_copied
+from workers.media.timeline import Timeline
 from workers.snapshot import load_snapshot
 from workers.stages.context import build_timeline
 
@@ -189,13 +194,51 @@ def test_the_live_view_grows_while_recording_and_matches_the_outputs(
     assert abs(shift) < 0.1  # at most a frame, as players present signed composition times
     assert all(abs((g - shift) - w) < TICK_S for (g, _), (w, _) in zip(got, want, strict=True))
 
-    # Audio: every live packet is the finished track's packet at that time where the audio
-    # had settled (the last chunk was still open while recording).
-    final = dict(_packets(audio, "audio"))
-    live_audio = _packets(live_file, "audio")
-    assert live_audio and live_audio[0][0] == pytest.approx(0.0, abs=TICK_S)
-    settled_end = SPEC.duration - settings.audio_chunk_s
-    settled = [(t, p) for t, p in live_audio if t < settled_end - 1.0]
-    assert settled
-    by_time = {round(t, 3): p for t, p in final.items()}
-    assert all(by_time.get(round(t, 3)) == p for t, p in settled)
+    # Audio: the recorder's own AAC packets, copied to where the finished timeline puts
+    # them, one gapless run, silence where the microphone recorded nothing (9-13 s).
+    live_audio, rate = _audio_run(live_file)
+    assert live_audio[0][0] == 0
+    for (pts, duration, _), (following, _, _) in zip(live_audio, live_audio[1:], strict=False):
+        assert 0 <= following - (pts + duration) < AAC_FRAME, (pts, duration, following)
+    assert live_audio[-1][0] + live_audio[-1][1] >= got[-1][0] * rate - AAC_FRAME
+    silence = silent_frame(rate, "mono", settings.audio_bitrate).frame
+    copied = [(pts, payload) for pts, _, payload in live_audio if payload != silence]
+    recorded = [(pts, payload) for pts, payload in _recorded_audio(timeline, rate)
+                if pts < live_audio[-1][0] + AAC_FRAME]  # fmt: skip
+    assert [p for _, p in copied] == [p for _, p in recorded]
+    assert all(
+        abs(a - b) <= AAC_FRAME // 2 for (a, _), (b, _) in zip(copied, recorded, strict=True)
+    )
+    hole = [pts for pts, _, payload in live_audio if payload == silence]
+    assert len(hole) >= (13.0 - 9.0) * rate / AAC_FRAME - 2  # the whole hole
+    assert all(8.5 * rate <= pts < 13.5 * rate for pts in hole)
+
+
+def _audio_run(path: Path) -> tuple[list[tuple[int, int, bytes]], int]:
+    """(pts, duration, payload) of the file's audio packets in samples, and the rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.time_base == Fraction(1, stream.rate)
+        packets = [(p.pts, p.duration, bytes(p)) for p in container.demux(stream)
+                   if p.pts is not None and p.duration and p.size]  # fmt: skip
+        return packets, stream.rate
+
+
+def _recorded_audio(timeline: Timeline, rate: int) -> list[tuple[int, bytes]]:
+    """The microphone segments' packets (priming packets aside) at the output sample where
+    the timeline puts their first sample (recorded time = the kept part's start less the
+    trim, plus the packet's time in its file)."""
+    placed: list[tuple[int, bytes]] = []
+    for segment in timeline.of_kind(SegmentKind.AUDIO):
+        with av.open(segment.path) as container:
+            stream = container.streams.audio[0]
+            assert stream.time_base is not None and stream.rate == rate
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.pts < 0 or not packet.size:
+                    continue
+                within = float(packet.pts * stream.time_base)
+                if within < segment.trim_start or within >= segment.trim_start + segment.duration:
+                    continue
+                recorded_at = segment.start - segment.trim_start + within
+                placed.append((round(timeline.to_output(recorded_at) * rate), bytes(packet)))
+    return sorted(placed, key=lambda item: item[0])
