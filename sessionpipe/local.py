@@ -21,16 +21,9 @@ from shared.settings import Settings
 from synthetic.lecture import DEMO_LECTURE
 from synthetic.plan import SyntheticSpec
 from synthetic.session import RecordedSegment, record_synthetic_session
-from workers.cli import (
-    DEFAULT_WAIT_S,
-    HomeOption,
-    console,
-    err,
-    settings_for,
-    wait_and_report,
-)
+from workers.clicommon import DEFAULT_WAIT_S, HomeOption, settings_for, wait_and_report
 from workers.enrichment import enrichment_document
-from workers.render import print_enrichment
+from workers.render import console, err, print_enrichment
 
 SHIP_TIMEOUT_S = 600.0  # uploads of one session before `process`/`demo` give up waiting
 DEMO_EXCERPT_SEGMENTS = 4  # transcript segments the demo prints
