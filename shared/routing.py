@@ -10,9 +10,13 @@ from enum import StrEnum
 from typing import Final
 
 QUEUE_MEDIA: Final = "media"  # heavy video decode/encode, one task per worker process
-# Audio: AAC chunks encoded while a session records, and the join at its end. Seconds of
-# work each, and the finished audio is promised within seconds of the session's end, so it
-# has its own queue and worker instead of waiting behind a 30-minute video transcode.
+# Audio: AAC chunks encoded while a session records, and the join at its end; the live
+# view's passes; and the playable MP4 (merge), which is assembled by the chunk passes while
+# the session records and only finished at its end. Seconds of work each (stream copies),
+# and the playable MP4 is promised within seconds of the session's end, so they have their
+# own queue and worker instead of waiting behind a video transcode: a merge on the media
+# queue waited for the compressed part in progress (seconds at 1080p) before it started.
+# A merge that cannot copy (a source neither H.264 nor HEVC) transcodes here too.
 QUEUE_AUDIO: Final = "audio"
 # Transcripts, chapters, summaries, the search index: never waits behind a transcode.
 QUEUE_ENRICH: Final = "enrich"
@@ -47,7 +51,7 @@ TASK_LIVE_FRAGMENT: Final = "sessionpipe.live_fragment"
 TASK_ROUTES: Final[dict[str, dict[str, str]]] = {
     TASK_INGEST_EVENT: {"queue": QUEUE_DEFAULT},
     TASK_CONCAT_AUDIO: {"queue": QUEUE_AUDIO},
-    TASK_MERGE: {"queue": QUEUE_MEDIA},
+    TASK_MERGE: {"queue": QUEUE_AUDIO},
     TASK_COMPRESS: {"queue": QUEUE_MEDIA},
     TASK_AUDIO_CHUNKS: {"queue": QUEUE_AUDIO},
     TASK_FINALIZE: {"queue": QUEUE_DEFAULT},
