@@ -222,38 +222,23 @@ def make_samples(
     """Sample a claimed segment (``owner`` holds its part) and record it; the file's key.
     SamplesFailed on bad input (the part failed with the reason); Cancelled when the claim
     was lost; any other error releases the part and propagates."""
-    url, key = settings.database_url, samples_key(storage, source.session_id, source.file)
-    lease = parts.lease_of(settings)
-
-    def report(_fraction: float) -> None:
-        if not parts.renew(url, part_id, owner, lease=lease):
-            raise Cancelled(f"samples of {source.file} were taken over")
-
-    try:
+    key = samples_key(storage, source.session_id, source.file)
+    with parts.making(settings, part_id, owner, name=f"chapter samples of {source.file}",
+                      bad_input=(MediaError, EnrichError),
+                      failure=lambda reason, _: SamplesFailed(reason)) as maker:  # fmt: skip
         with open_video(storage.path(source.storage_key)) as clip:
-            samples = list(clip.samples(settings.chapter_sample_fps, progress=report))
+            samples = list(clip.samples(settings.chapter_sample_fps, progress=maker.report))
             index = clip.index
         _save(storage.output_path(key), samples)
         _score_neighbours(settings, storage, source)
-    except Cancelled:
-        raise
-    except (MediaError, EnrichError) as exc:
-        reason = f"chapter samples of {source.file}: {exc}"
-        parts.fail(url, part_id, owner, reason)
-        raise SamplesFailed(reason) from exc
-    except BaseException:
-        parts.release(url, part_id, owner)
-        raise
-    result = {
-        "samples": len(samples),
-        "sample_fps": settings.chapter_sample_fps,
-        "shape": list(samples[0][1].shape) if samples else None,
-        "width": index.width,
-        "height": index.height,
-        "duration": index.duration,
-    }
-    if not parts.finish(url, part_id, owner, key, result):
-        raise Cancelled(f"samples of {source.file} were taken over before they were recorded")
+        maker.finish(key, {
+            "samples": len(samples),
+            "sample_fps": settings.chapter_sample_fps,
+            "shape": list(samples[0][1].shape) if samples else None,
+            "width": index.width,
+            "height": index.height,
+            "duration": index.duration,
+        })  # fmt: skip
     return key
 
 

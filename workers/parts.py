@@ -49,7 +49,8 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -289,6 +290,63 @@ class SegmentSource:
     sha256: str
 
 
+class Making:
+    """What a maker of a claimed part calls: ``report(fraction)`` renews the claim (Cancelled
+    once it was taken over) and passes the fraction on to ``progress``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        part_id: int,
+        owner: str,
+        name: str,
+        progress: Callable[[float], None] | None,
+    ) -> None:
+        self.url, self.part_id, self.owner, self.name = settings.database_url, part_id, owner, name
+        self.lease = lease_of(settings)
+        self.progress = progress
+
+    def report(self, fraction: float) -> None:
+        if not renew(self.url, self.part_id, self.owner, lease=self.lease):
+            raise Cancelled(f"{self.name} was taken over")
+        if self.progress is not None:
+            self.progress(fraction)
+
+    def finish(self, output_key: str | None, result: dict[str, Any]) -> None:
+        """Record the part as made (Cancelled if it was taken over meanwhile)."""
+        if not finish(self.url, self.part_id, self.owner, output_key, result):
+            raise Cancelled(f"{self.name} was taken over before it was recorded")
+
+
+@contextmanager
+def making(
+    settings: Settings,
+    part_id: int,
+    owner: str,
+    *,
+    name: str,
+    bad_input: tuple[type[Exception], ...],
+    failure: Callable[[str, Exception], Exception],
+    progress: Callable[[float], None] | None = None,
+) -> Iterator[Making]:
+    """The one way a claimed part (``owner`` holds it) is made, whatever its kind: inside,
+    the maker reports progress and finishes through the :class:`Making`; a ``bad_input``
+    error fails the part with ``"<name>: <error>"`` and raises ``failure(reason, error)``;
+    Cancelled (the claim was lost) propagates; any other error releases the part for the
+    next claim and propagates."""
+    try:
+        yield Making(settings, part_id, owner, name, progress)
+    except Cancelled:
+        raise
+    except bad_input as exc:
+        reason = f"{name}: {exc}"
+        fail(settings.database_url, part_id, owner, reason)
+        raise failure(reason, exc) from exc
+    except BaseException:
+        release(settings.database_url, part_id, owner)
+        raise
+
+
 def usable(part: PartState, source: SegmentSource, storage: Storage) -> str | None:
     """The part's file key when it can be used for ``source`` as it is now."""
     if part.status != SUCCEEDED or part.output_key is None:
@@ -312,36 +370,24 @@ def make(
     (the part is failed with the reason); Cancelled when the claim was lost; any other error
     releases the part for the next claim and propagates."""
     key = part_key(storage, source.session_id, source.file)
-
-    def report(fraction: float) -> None:
-        if not renew(settings.database_url, part_id, owner, lease=lease_of(settings)):
-            raise Cancelled(f"part of {source.file} was taken over")
-        if progress is not None:
-            progress(fraction)
-
-    try:
+    name = f"compressed part of {source.file}"
+    with making(settings, part_id, owner, name=name, bad_input=(MediaError,),
+                failure=_part_failed, progress=progress) as maker:  # fmt: skip
         made = compress_part(
             storage.path(source.storage_key), storage.output_path(key), preset=preset,
-            progress=report,
+            progress=maker.report,
         )  # fmt: skip
-    except Cancelled:
-        raise
-    except MediaError as exc:
-        reason = f"compressed part of {source.file}: {exc}"
-        fail(settings.database_url, part_id, owner, reason)
-        raise PartFailed(reason, path=exc.path) from exc
-    except BaseException:
-        release(settings.database_url, part_id, owner)
-        raise
-    result = {
-        "frames_in": made.frames_in,
-        "frames_out": made.frames_out,
-        "size": made.size,
-        "duration": made.duration,
-    }
-    if not finish(settings.database_url, part_id, owner, key, result):
-        raise Cancelled(f"part of {source.file} was taken over before it was recorded")
+        maker.finish(key, {
+            "frames_in": made.frames_in,
+            "frames_out": made.frames_out,
+            "size": made.size,
+            "duration": made.duration,
+        })  # fmt: skip
     return key
+
+
+def _part_failed(reason: str, error: Exception) -> Exception:
+    return PartFailed(reason, path=error.path if isinstance(error, MediaError) else None)
 
 
 def gather(

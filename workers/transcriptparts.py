@@ -193,41 +193,25 @@ def make_piece(
     """Transcribe a claimed piece (``owner`` holds it) and record it; its transcript (output
     timeline). PieceFailed on bad input (the part failed with the reason); Cancelled when the
     claim was lost; any other error releases the piece and propagates."""
-    window, url = plan.windows[k], settings.database_url
-    lease = parts.lease_of(settings)
-
-    def report(fraction: float) -> None:
-        if not parts.renew(url, part_id, owner, lease=lease):
-            raise Cancelled(f"{piece_name(window)} was taken over")
-        if progress is not None:
-            progress(fraction)
-
+    window = plan.windows[k]
     began = time.monotonic()
-    try:
+    with parts.making(settings, part_id, owner, name=piece_name(window),
+                      bad_input=(MediaError, EnrichError),
+                      failure=lambda reason, _: PieceFailed(reason),
+                      progress=progress) as maker:  # fmt: skip
         samples = window_samples(plan.audio, window)
-        report(0.0)
+        maker.report(0.0)
         heard = transcribe_samples(
             samples, model=recognizer.model, language=recognizer.language,
-            beam_size=recognizer.beam_size, progress=report, name=piece_name(window),
+            beam_size=recognizer.beam_size, progress=maker.report, name=piece_name(window),
         )  # fmt: skip
-    except Cancelled:
-        raise
-    except (MediaError, EnrichError) as exc:
-        reason = f"{piece_name(window)}: {exc}"
-        parts.fail(url, part_id, owner, reason)
-        raise PieceFailed(reason) from exc
-    except BaseException:
-        parts.release(url, part_id, owner)
-        raise
-    transcript = shift(heard, window.start / plan.audio.rate)
-    result = {
-        "window": [window.start, window.end, window.core_start, window.core_end],
-        "rate": plan.audio.rate,
-        "seconds": round(time.monotonic() - began, 3),
-        "transcript": transcript.to_json(),
-    }
-    if not parts.finish(url, part_id, owner, None, result):
-        raise Cancelled(f"{piece_name(window)} was taken over before it was recorded")
+        transcript = shift(heard, window.start / plan.audio.rate)
+        maker.finish(None, {
+            "window": [window.start, window.end, window.core_start, window.core_end],
+            "rate": plan.audio.rate,
+            "seconds": round(time.monotonic() - began, 3),
+            "transcript": transcript.to_json(),
+        })  # fmt: skip
     return transcript
 
 
