@@ -5,7 +5,8 @@ For a session of ``--minutes`` (1080p30 H.264 at 8 Mbit/s with AAC, as ``bench_l
 it from one generated minute), the same timeline and the same finished audio track:
 
 - **ready after the end**: the one-run merge (``mux_copied``: every packet, then the
-  ``+faststart`` rewrite) against what the assembly leaves for the end (its last
+  ``+faststart`` rewrite) and the plain ffmpeg command doing the same join, against what
+  the assembly leaves for the end (its last
   ``--tail-pieces`` pieces: the last video segment and the audio that had not settled,
   ``workers.assembly``), plus the assembly's total work spread over the recording;
 - **how it plays**: opening and seeking with ffmpeg (PyAV: open, seek to 25/50/90 %,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +40,7 @@ import av  # noqa: E402
 from bench.bench_live import DEFAULT_CACHE, live_session  # noqa: E402
 from shared.segments import SegmentKind  # noqa: E402
 from shared.sessiondir import load_manifest, segment_file  # noqa: E402
+from synthetic.ffmpeg_session import ffmpeg_exe  # noqa: E402
 from workers.assembly import plan_pieces  # noqa: E402
 from workers.media.aacchunk import ChunkStore, concat_audio_chunked  # noqa: E402
 from workers.media.assemble import (  # noqa: E402
@@ -129,6 +132,19 @@ def assemble(
     assert write_index(output, index_at, len(reserved), scales), "the index did not fit"
     index_s = time.perf_counter() - began
     return sum(times) + index_s, sum(times[-tail:]) + index_s, len(planned)
+
+
+def plain_ffmpeg(timeline: Timeline, audio: Path, output: Path) -> float:
+    """Seconds the ffmpeg command line takes for the same work (the session's video
+    segments joined by the concat demuxer and the audio track, stream copy, ``+faststart``);
+    the bench sessions have no pause or overlap, so the join is the timeline's."""
+    listing = output.with_suffix(".txt")
+    listing.write_text("".join(f"file '{s.path}'\n" for s in timeline.of_kind(SegmentKind.VIDEO)))
+    command = [ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i",
+               str(listing), "-i", str(audio), "-map", "0:v", "-map", "1:a", "-c", "copy",
+               "-movflags", "+faststart", str(output)]  # fmt: skip
+    seconds, _ = timed(lambda: subprocess.run(command, check=True))
+    return seconds
 
 
 def ffmpeg_seeks(path: Path) -> dict[str, float]:
@@ -248,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         ).path)  # fmt: skip
         print(f"{args.minutes} min session, {timeline.duration:.0f} s; "
               f"audio track in {audio_s:.1f} s", flush=True)  # fmt: skip
+        for segment in timeline.segments:  # every contender reads them from the page cache
+            Path(segment.path).read_bytes()
+        plain_s = plain_ffmpeg(timeline, audio, work / "ffmpeg.mp4")
         one_s, _ = timed(lambda: mux_copied(timeline, audio, work / "one-run.mp4", None))
         total_s, tail_s, pieces = assemble(timeline, audio, work / "assembled.mp4",
                                            args.tail_pieces)  # fmt: skip
@@ -258,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
               f"| {sizes['one-run.mp4'] / 1e6:.0f} |")  # fmt: skip
         print(f"| assembled ({pieces} pieces; last {args.tail_pieces} after the end) "
               f"| {tail_s:.2f} | {total_s:.2f} | {sizes['assembled.mp4'] / 1e6:.0f} |")  # fmt: skip
-        print(f"after the end: assembled / one run = {tail_s / one_s:.3f}", flush=True)
+        print(f"| plain ffmpeg (concat demuxer, -c copy, +faststart) | {plain_s:.2f} "
+              f"| {plain_s:.2f} | {(work / 'ffmpeg.mp4').stat().st_size / 1e6:.0f} |")  # fmt: skip
+        print(f"after the end: assembled / one run = {tail_s / one_s:.3f}; one run / plain "
+              f"ffmpeg = {one_s / plain_s:.2f}; assembled / plain ffmpeg = "
+              f"{tail_s / plain_s:.3f}", flush=True)  # fmt: skip
         files = {"one-run": work / "one-run.mp4", "assembled": work / "assembled.mp4"}
         print("\n| file | ffmpeg open s | " + " | ".join(f"seek {int(p * 100)}% s" for p in
                                                          SEEK_POINTS) + " |")  # fmt: skip
