@@ -561,8 +561,11 @@ class LiveSystem:
                 raise RuntimeError(f"worker {worker.name} exited:\n{worker.log()[-3000:]}")
 
     def stop(self) -> None:
+        """Kill every worker whole (main process and pool children, their process group):
+        the run is over or was interrupted, nothing is left to finish, and a warm shutdown
+        would wait for a transcode in flight or leave pool children behind."""
         for worker in self.workers:
-            worker.stop()
+            worker.discard()
 
 
 def environment_system_env() -> dict[str, str]:
