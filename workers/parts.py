@@ -1,11 +1,15 @@
-r"""Parts: the compressed copy made while the session records, one video segment at a time.
+r"""Parts: work made while the session records, one piece of input at a time.
 
-Compressing a whole session after it ends took about 9 s per recorded minute. Instead, each
-stored video segment of a session still recording asks for its *part* (``TASK_COMPRESS_PART``,
-media queue, one priority step after its session's stages): the segment compressed on its
-own (``workers.media.compress_part``), so at the end the ``compress`` stage only joins the
-parts by stream copy with the session's finished audio, and makes whatever part is missing.
-Parts are independent tasks: as many media workers (and machines) as there are share them.
+A stage whose work grows with the session's length does it piece by piece while the session
+records, so that after the end only the last pieces and a join remain. The first kind, and
+the model of the others, is the compressed copy (``workers.compressparts``): each stored
+video segment of a session still recording asks for its *part* (``TASK_COMPRESS_PART``,
+media queue, one priority step after its session's stages), the segment compressed on its
+own, so at the end the ``compress`` stage only joins the parts by stream copy with the
+session's finished audio and makes whatever part is missing. Parts are independent tasks:
+as many workers (and machines) as there are share them. This module is what every kind
+shares: the rows, their transitions, making a claimed part (:func:`making`) and a stage's
+way to the parts it needs (:func:`collect`).
 
 A part is a row of ``parts`` per (session, kind, segment file), the idempotency key of that
 work; every transition is a conditional UPDATE, as for jobs::
@@ -24,12 +28,12 @@ work; every transition is a conditional UPDATE, as for jobs::
   owner finishes it. A part whose maker died is taken over once its lease ran out.
 - A part is used only if it was made from the segment's current content
   (``source_sha256``) and its file exists.
-- The stage owns completion (:func:`gather`). For each video segment it uses the succeeded
-  part, or claims the part and makes it itself, or waits while another worker's claim is
-  live (its lease renewed), making the unclaimed ones meanwhile; a failed part ends the
-  parts path with the part's reason (the stage then compresses the whole MP4, which
-  fails naming a truly bad input). A lost part message costs
-  nothing but time: the stage makes that part.
+- The stage owns completion (``compressparts.gather``, :func:`collect`). For each
+  segment it uses the succeeded part, or claims the part and makes it itself, or waits
+  while another worker's claim is live (its lease renewed), making the unclaimed ones
+  meanwhile; a failed part ends the parts path with the part's reason (the stage then
+  compresses the whole MP4, which fails naming a truly bad input). A lost part message
+  costs nothing but time: the stage makes that part.
 - A part task finding the session's compress stage already started does nothing (the stage
   has it), so no part is made twice but where a maker died; nor for a failed session.
 - Part files are scratch: :func:`discard` deletes them once the compressed copy is
@@ -53,7 +57,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import or_, select, update
@@ -66,7 +69,6 @@ from shared.settings import Settings
 from shared.storage import Storage
 from workers.jobs import MAX_ERROR_CHARS, affected, insert_ignore, now
 from workers.media import Cancelled, MediaError
-from workers.media.compress import CompressPreset, compress_part
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +129,6 @@ def lease_of(settings: Settings) -> timedelta:
 
 def new_owner(prefix: str) -> str:
     return f"{prefix}:{uuid.uuid4().hex[:16]}"
-
-
-def part_key(storage: Storage, session_id: str, segment_file: str) -> str:
-    """Where a segment's compressed part is stored (a derived file of the session)."""
-    stem = Path(segment_file).stem
-    return storage.derived_key(session_id, f"{PARTS_DIR}/{stem}-compressed.mp4")
 
 
 # -- transitions ------------------------------------------------------------------------------
@@ -347,122 +343,6 @@ def making(
         raise
 
 
-def usable(part: PartState, source: SegmentSource, storage: Storage) -> str | None:
-    """The part's file key when it can be used for ``source`` as it is now."""
-    if part.status != SUCCEEDED or part.output_key is None:
-        return None
-    if part.source_sha256 != source.sha256:
-        return None
-    return part.output_key if storage.path(part.output_key).is_file() else None
-
-
-def make(
-    settings: Settings,
-    storage: Storage,
-    source: SegmentSource,
-    part_id: int,
-    owner: str,
-    *,
-    preset: CompressPreset,
-    progress: Callable[[float], None] | None = None,
-) -> str:
-    """Make a claimed part (``owner`` holds it): its output key. PartFailed on bad input
-    (the part is failed with the reason); Cancelled when the claim was lost; any other error
-    releases the part for the next claim and propagates."""
-    key = part_key(storage, source.session_id, source.file)
-    name = f"compressed part of {source.file}"
-    with making(settings, part_id, owner, name=name, bad_input=(MediaError,),
-                failure=_part_failed, progress=progress) as maker:  # fmt: skip
-        made = compress_part(
-            storage.path(source.storage_key), storage.output_path(key), preset=preset,
-            progress=maker.report,
-        )  # fmt: skip
-        maker.finish(key, {
-            "frames_in": made.frames_in,
-            "frames_out": made.frames_out,
-            "size": made.size,
-            "duration": made.duration,
-        })  # fmt: skip
-    return key
-
-
-def _part_failed(reason: str, error: Exception) -> Exception:
-    return PartFailed(reason, path=error.path if isinstance(error, MediaError) else None)
-
-
-def gather(
-    settings: Settings,
-    storage: Storage,
-    sources: list[SegmentSource],
-    *,
-    owner: str,
-    preset: CompressPreset,
-    heartbeat: Callable[[float], None] = lambda _: None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[dict[str, str], int]:
-    """The stage's way to every part: ({segment file: part key}, how many it made itself).
-
-    Uses the parts that are done, makes those nobody holds, and meanwhile waits for those
-    another worker makes (their claims live). ``heartbeat(fraction done)`` is called while
-    it works and waits (it may raise Cancelled). PartFailed when a part of a segment's
-    current content failed.
-    """
-    with session_scope(settings.database_url) as db:
-        for source in sources:
-            request(db, source.session_id, source.file, source.sha256)
-    keys: dict[str, str] = {}
-    made_here = 0
-    waiting = list(sources)
-    while waiting:
-        progressed = False
-        for source in list(waiting):
-            done = len(keys) / len(sources)
-            key, made = _step(settings, storage, source, owner, preset, heartbeat, done)
-            if key is not None:
-                keys[source.file] = key
-                made_here += made
-                waiting.remove(source)
-                progressed = True
-        if waiting and not progressed:
-            heartbeat(len(keys) / len(sources))
-            sleep(WAIT_POLL_S)
-    return keys, made_here
-
-
-def _step(
-    settings: Settings,
-    storage: Storage,
-    source: SegmentSource,
-    owner: str,
-    preset: CompressPreset,
-    heartbeat: Callable[[float], None],
-    done: float,
-) -> tuple[str | None, int]:
-    """One look at a part: (its key, 1 if made now) when it is ready, (None, 0) to look again."""
-    part = state(settings.database_url, source.session_id, source.file)
-    assert part is not None  # requested by gather; rows go only with their session
-    key = usable(part, source, storage)
-    if key is not None:
-        return key, 0
-    if part.status == FAILED and part.source_sha256 == source.sha256:
-        raise PartFailed(part.error or f"compressed part of {source.file} failed")
-    if part.status == SUCCEEDED:  # its file is gone, or it was made from other content
-        reopen(settings.database_url, part.id, part.output_key)
-        return None, 0
-    if part.status == FAILED:  # failed on content the segment no longer has
-        reopen_failed(settings.database_url, part.id)
-        return None, 0
-    if part.live or not claim(
-        settings.database_url, part.id, owner, source.sha256, lease=lease_of(settings)
-    ):
-        return None, 0
-    made = make(
-        settings, storage, source, part.id, owner, preset=preset,
-        progress=lambda _: heartbeat(done),
-    )  # fmt: skip
-    return made, 1
-
-
 def reopen_failed(database_url: str, part_id: int) -> None:
     """failed -> pending: it failed on content its input no longer has."""
     with session_scope(database_url) as db:
@@ -471,57 +351,6 @@ def reopen_failed(database_url: str, part_id: int) -> None:
             .where(models.Part.id == part_id, models.Part.status == FAILED)
             .values(status=PENDING, error=None)
         )
-
-
-def make_in_background(settings: Settings, session_id: str, segment_file: str, *,
-                       owner: str) -> str:  # fmt: skip
-    """What a part task does: make the part unless it is done, held, or the session's
-    compress stage has started (it has every part then). A short outcome for the log."""
-    with session_scope(settings.database_url) as db:
-        stage = db.execute(
-            select(models.Job.status).where(
-                models.Job.session_id == session_id, models.Job.stage == "compress"
-            )
-        ).scalar_one_or_none()
-        if _session_failed(db, session_id):
-            return "skipped: the session failed"
-        segment = db.execute(
-            select(models.Segment).where(
-                models.Segment.session_id == session_id, models.Segment.file == segment_file
-            )
-        ).scalar_one_or_none()
-        if segment is None:
-            return f"skipped: no segment {segment_file!r} in session {session_id!r}"
-        source = SegmentSource(session_id, segment.file, segment.storage_key, segment.sha256)
-    if stage is not None and stage != models.JobStatus.PENDING.value:
-        return f"skipped: the compress stage is {stage}"
-    storage = Storage(settings.storage)
-    part = state(settings.database_url, session_id, segment_file)
-    if part is None:
-        return "skipped: not requested"
-    if usable(part, source, storage) is not None:
-        return "done already"
-    if not claim(settings.database_url, part.id, owner, source.sha256, lease=lease_of(settings)):
-        return "held by another worker"
-    try:
-        key = make(settings, storage, source, part.id, owner, preset=settings.compress_preset)
-    except PartFailed as exc:
-        return f"failed: {exc}"
-    except Cancelled as exc:
-        return f"stopped: {exc}"
-    with session_scope(settings.database_url) as db:
-        failed = _session_failed(db, session_id)
-    if failed:  # it failed while the part was made: its parts were discarded, this one too
-        storage.path(key).unlink(missing_ok=True)
-        return "made, then discarded: the session failed"
-    return "made"
-
-
-def _session_failed(db: DbSession, session_id: str) -> bool:
-    status = db.execute(
-        select(models.Session.status).where(models.Session.id == session_id)
-    ).scalar_one_or_none()
-    return status == models.SessionStatus.FAILED.value
 
 
 # -- any kind of part: the look a stage or a background pass takes at each ---------------------
@@ -559,7 +388,7 @@ def collect(
     """Every wanted part of ``kind``: done ones used (``usable(state)``, called only for a
     part succeeded with the wanted signature), free ones claimed and made
     (``make(index, part id)``, which finishes, fails or releases the claim as
-    :func:`make` does), and, with ``wait``, those another worker holds waited for.
+    ``compressparts.make`` does), and, with ``wait``, those another worker holds waited for.
 
     With ``wait`` a part failed on its wanted input raises :class:`PartFailed` with its
     reason; without (a background pass), held parts are left to their holder and failures

@@ -36,7 +36,7 @@ from shared.routing import (
     TASK_WEBHOOK,
 )
 from shared.settings import get_settings
-from workers import audiochunks, chapterparts, livemaker, parts, transcriptparts
+from workers import audiochunks, chapterparts, compressparts, livemaker, transcriptparts
 from workers.app import app
 from workers.ingest import ingest
 from workers.pipeline import Stage
@@ -130,13 +130,13 @@ def index(self: PipelineTask, session_id: str) -> str:
 
 @_task(TASK_COMPRESS_PART)
 def compress_part(self: PipelineTask, session_id: str, segment_file: str) -> str:
-    """Make one video segment's compressed part while its session records (workers.parts).
+    """Make one video segment's compressed part while its session records (workers.compressparts).
 
     Background work the compress stage would otherwise do: a bad segment is only logged
     (the stage reports it), a transient failure is retried like any task.
     """
     validate_session_id(session_id)
-    outcome = parts.make_in_background(
+    outcome = compressparts.make_in_background(
         get_settings(), session_id, segment_file, owner=f"part:{self.request.id}"[:64]
     )
     if outcome.startswith("failed"):

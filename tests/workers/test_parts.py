@@ -19,7 +19,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from workers import parts
+from workers import compressparts, parts
 from workers.jobs import now
 from workers.media import Cancelled
 
@@ -79,13 +79,13 @@ def test_only_the_owner_renews_and_finishes_and_a_dead_makers_lease_is_taken_ove
                    .values(lease_until=now() - timedelta(seconds=1)))  # fmt: skip
     assert parts.claim(url, part_id, "b", sha)
     assert not parts.renew(url, part_id, "a")  # a's next report stops it
-    key = parts.make(settings, storage, sources[0], part_id, "b", preset="medium")
+    key = compressparts.make(settings, storage, sources[0], part_id, "b", preset="medium")
     state = parts.state(url, SESSION, sources[0].file)
     assert state is not None and (state.status, state.output_key) == (parts.SUCCEEDED, key)
     assert state.result is not None and state.result["frames_in"] > 0
-    assert parts.usable(state, sources[0], storage) == key
+    assert compressparts.usable(state, sources[0], storage) == key
     changed = parts.SegmentSource(SESSION, sources[0].file, sources[0].storage_key, "0" * 64)
-    assert parts.usable(state, changed, storage) is None  # made from other content
+    assert compressparts.usable(state, changed, storage) is None  # made from other content
 
 
 def test_a_maker_that_lost_its_part_stops(
@@ -97,8 +97,8 @@ def test_a_maker_that_lost_its_part_stops(
     with session_scope(settings.database_url) as db:  # taken over meanwhile
         db.execute(update(models.Part).where(models.Part.id == part_id).values(owner="b"))
     with pytest.raises(Cancelled):
-        parts.make(settings, storage, sources[0], part_id, "a", preset="medium")
-    assert not list(storage.path(parts.part_key(storage, SESSION, sources[0].file)).parent
+        compressparts.make(settings, storage, sources[0], part_id, "a", preset="medium")
+    assert not list(storage.path(compressparts.part_key(storage, SESSION, sources[0].file)).parent
                     .glob("*.mp4"))  # nothing half-written  # fmt: skip
 
 
@@ -111,13 +111,13 @@ def test_gather_uses_done_parts_makes_free_ones_and_waits_for_live_claims(
     # The first is done by a part task; the second is held by a live worker that finishes
     # it while the stage gathers; the third nobody holds: the stage makes it.
     assert parts.claim(url, first, "task-1", sources[0].sha256)
-    parts.make(settings, storage, sources[0], first, "task-1", preset="medium")
+    compressparts.make(settings, storage, sources[0], first, "task-1", preset="medium")
     assert parts.claim(url, second, "task-2", sources[1].sha256)
     waited = threading.Event()
 
     def worker_finishes() -> None:
         waited.wait(30)
-        parts.make(settings, storage, sources[1], second, "task-2", preset="medium")
+        compressparts.make(settings, storage, sources[1], second, "task-2", preset="medium")
 
     other = threading.Thread(target=worker_finishes)
     other.start()
@@ -127,8 +127,9 @@ def test_gather_uses_done_parts_makes_free_ones_and_waits_for_live_claims(
         beats.append(done)
         waited.set()
 
-    keys, made_here = parts.gather(settings, storage, sources, owner="stage", preset="medium",
-                                   heartbeat=heartbeat)  # fmt: skip
+    keys, made_here = compressparts.gather(
+        settings, storage, sources, owner="stage", preset="medium", heartbeat=heartbeat
+    )
     other.join()
     assert made_here == 1  # only the third
     assert set(keys) == {s.file for s in sources}
@@ -139,7 +140,9 @@ def test_gather_uses_done_parts_makes_free_ones_and_waits_for_live_claims(
 
     # A part whose file is gone (or whose segment changed) is made again.
     storage.path(keys[sources[0].file]).unlink()
-    keys, made_here = parts.gather(settings, storage, sources, owner="stage-2", preset="medium")
+    keys, made_here = compressparts.gather(
+        settings, storage, sources, owner="stage-2", preset="medium"
+    )
     assert made_here == 1 and storage.path(keys[sources[0].file]).is_file()
 
 
@@ -149,11 +152,10 @@ def test_a_part_of_a_bad_segment_fails_with_its_name(
     settings, storage, sources = setup
     storage.path(sources[2].storage_key).write_bytes(b"not a video at all")
     with pytest.raises(parts.PartFailed, match=sources[2].file):
-        parts.gather(settings, storage, sources, owner="stage", preset="medium")
+        compressparts.gather(settings, storage, sources, owner="stage", preset="medium")
     state = parts.state(settings.database_url, SESSION, sources[2].file)
     assert state is not None and state.status == parts.FAILED and sources[2].file in (
         state.error or ""
     )
-    assert parts.make_in_background(settings, SESSION, "screen-99999.mp4", owner="t").startswith(
-        "skipped: no segment"
-    )
+    outcome = compressparts.make_in_background(settings, SESSION, "screen-99999.mp4", owner="t")
+    assert outcome.startswith("skipped: no segment")

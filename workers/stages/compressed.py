@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from workers import parts
+from workers import compressparts, parts
 from workers.media import CompressResult, compress_video, probe
 from workers.media.merge import mux_copied
 from workers.media.timeline import Timeline
@@ -94,7 +94,7 @@ def _from_parts(ctx: StageContext, merged: Path, output: Path) -> dict[str, Any]
     }
     video = [s for s in timeline.segments if s.kind == "video"]
     sources = [by_path[s.path] for s in video]
-    keys, made_here = parts.gather(
+    keys, made_here = compressparts.gather(
         ctx.settings, storage, sources,
         owner=parts.new_owner(f"compress:{session_id}"[:40]),
         preset=ctx.settings.compress_preset,
