@@ -300,23 +300,14 @@ def sample_while_recording(
             return f"skipped: unknown session {session_id!r}"
         if session.status == models.SessionStatus.FAILED.value:
             return "skipped: the session failed"
-        stage = db.execute(
-            select(models.Job.status).where(
-                models.Job.session_id == session_id, models.Job.stage == STAGE
-            )
-        ).scalar_one_or_none()
-        if stage is not None and stage != models.JobStatus.PENDING.value:
+        stage = parts.stage_moved_on(db, session_id, STAGE)
+        if stage is not None:
             return f"skipped: the chapters stage is {stage}"
         if not wanted(settings, SessionOptions.from_json(session.options)):
             return "skipped: no chapter samples for this session"
-        segment = db.execute(
-            select(models.Segment).where(
-                models.Segment.session_id == session_id, models.Segment.file == segment_file
-            )
-        ).scalar_one_or_none()
-        if segment is None:
+        source = parts.stored_segment(db, session_id, segment_file)
+        if source is None:
             return f"skipped: no segment {segment_file!r} in session {session_id!r}"
-        source = parts.SegmentSource(session_id, segment.file, segment.storage_key, segment.sha256)
     storage = Storage(settings.storage)
     try:
         got = _collect(settings, storage, [source], owner=owner, wait=False)

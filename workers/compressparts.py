@@ -153,22 +153,13 @@ def make_in_background(settings: Settings, session_id: str, segment_file: str, *
     """What a part task does: make the part unless it is done, held, or the session's
     compress stage has started (it has every part then). A short outcome for the log."""
     with session_scope(settings.database_url) as db:
-        stage = db.execute(
-            select(models.Job.status).where(
-                models.Job.session_id == session_id, models.Job.stage == "compress"
-            )
-        ).scalar_one_or_none()
+        stage = parts.stage_moved_on(db, session_id, "compress")
         if _session_failed(db, session_id):
             return "skipped: the session failed"
-        segment = db.execute(
-            select(models.Segment).where(
-                models.Segment.session_id == session_id, models.Segment.file == segment_file
-            )
-        ).scalar_one_or_none()
-        if segment is None:
+        source = parts.stored_segment(db, session_id, segment_file)
+        if source is None:
             return f"skipped: no segment {segment_file!r} in session {session_id!r}"
-        source = parts.SegmentSource(session_id, segment.file, segment.storage_key, segment.sha256)
-    if stage is not None and stage != models.JobStatus.PENDING.value:
+    if stage is not None:
         return f"skipped: the compress stage is {stage}"
     storage = Storage(settings.storage)
     part = parts.state(settings.database_url, session_id, segment_file)

@@ -353,6 +353,30 @@ def reopen_failed(database_url: str, part_id: int) -> None:
         )
 
 
+# -- the background task's look at the database (every kind) ---------------------------------
+def stage_moved_on(db: DbSession, session_id: str, stage: str) -> str | None:
+    """The status of the session's ``stage`` job once it is no longer pending (the stage
+    then has every part: a background task does nothing), else None."""
+    status = db.execute(
+        select(models.Job.status).where(
+            models.Job.session_id == session_id, models.Job.stage == stage
+        )
+    ).scalar_one_or_none()
+    return status if status is not None and status != models.JobStatus.PENDING.value else None
+
+
+def stored_segment(db: DbSession, session_id: str, segment_file: str) -> SegmentSource | None:
+    """The stored segment ``segment_file`` of the session, as a part's source."""
+    segment = db.execute(
+        select(models.Segment).where(
+            models.Segment.session_id == session_id, models.Segment.file == segment_file
+        )
+    ).scalar_one_or_none()
+    if segment is None:
+        return None
+    return SegmentSource(session_id, segment.file, segment.storage_key, segment.sha256)
+
+
 # -- any kind of part: the look a stage or a background pass takes at each ---------------------
 @dataclass(frozen=True)
 class Wanted:

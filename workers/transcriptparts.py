@@ -44,7 +44,6 @@ from typing import Any, Final
 
 import av
 import numpy as np
-from sqlalchemy import select
 
 from shared import models
 from shared.db import session_scope
@@ -292,7 +291,7 @@ def transcribe_while_recording(settings: Settings, session_id: str, *, owner: st
             return f"skipped: unknown session {session_id!r}"
         if session.status == models.SessionStatus.FAILED.value:
             return "skipped: the session failed"
-        if _stage_started(db, session_id):
+        if parts.stage_moved_on(db, session_id, STAGE) is not None:
             return "skipped: the transcript stage has started"
         snapshot = load_snapshot(db, session)
     options = _resolved(settings, snapshot.options)
@@ -317,15 +316,6 @@ def transcribe_while_recording(settings: Settings, session_id: str, *, owner: st
     for reason in (got.failed or {}).values():
         log.warning("transcript piece of %s failed: %s", session_id, reason)
     return f"made {got.made} piece(s)"
-
-
-def _stage_started(db: Any, session_id: str) -> bool:
-    status = db.execute(
-        select(models.Job.status).where(
-            models.Job.session_id == session_id, models.Job.stage == STAGE
-        )
-    ).scalar_one_or_none()
-    return status is not None and status != models.JobStatus.PENDING.value
 
 
 # -- at the end -------------------------------------------------------------------------------
