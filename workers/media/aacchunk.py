@@ -11,8 +11,9 @@ So chunks can be
 * encoded in parallel threads (PyAV releases the GIL inside the encoder) for a whole-session
   render (:func:`concat_audio_chunked`);
 
-and the final file is a stream copy of all kept packets (one priming delay, written by the
-MP4 muxer as an edit list), which takes a fraction of a second even for hours of audio.
+and the final file is a stream copy of all kept packets (one priming delay, written as an
+edit list), each chunk's payload region appended as it is stored (:mod:`.m4a`), which takes
+a fraction of a second even for hours of audio.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from .audio import (
     render_audio,
     render_placements,
 )
-from .output import ProgressCallback, Throttle, output_url, temp_path
+from .m4a import AacTrackWriter
+from .output import ProgressCallback, Throttle, temp_path
 from .timeline import Timeline
 
 __all__ = [
@@ -190,6 +192,14 @@ class ChunkStore:
             return None
         return _parse(data, chunk)
 
+    def load_run(self, chunk: Chunk) -> ChunkRun | None:
+        """The stored chunk as a run (no packet objects), if present, intact and current."""
+        try:
+            data = self.path_for(chunk).read_bytes()
+        except OSError:
+            return None
+        return _parse_run(data, chunk)
+
     def has(self, chunk: Chunk) -> bool:
         """Cheap check (header only) that a matching chunk is stored."""
         try:
@@ -262,7 +272,31 @@ def _serialize(encoded: EncodedChunk) -> bytes:
     )
 
 
-def _parse(data: bytes, chunk: Chunk) -> EncodedChunk | None:
+@dataclass(frozen=True)
+class ChunkRun:
+    """A chunk's kept packets as arrays and one payload region: what the track file takes."""
+
+    chunk: Chunk
+    extradata: bytes
+    pts: np.ndarray
+    durations: np.ndarray
+    sizes: np.ndarray
+    payload: memoryview
+
+    @classmethod
+    def of(cls, encoded: EncodedChunk) -> ChunkRun:
+        return cls(
+            chunk=encoded.chunk,
+            extradata=encoded.extradata,
+            pts=np.array(encoded.pts, dtype=np.int64),
+            durations=np.array(encoded.durations, dtype=np.int64),
+            sizes=np.array([len(p) for p in encoded.payloads], dtype=np.int64),
+            payload=memoryview(b"".join(encoded.payloads)),
+        )
+
+
+def _parse_run(data: bytes, chunk: Chunk) -> ChunkRun | None:
+    """A stored chunk's run, None unless it is intact and encoded from the same inputs."""
     try:
         if not data.startswith(_MAGIC):
             return None
@@ -282,59 +316,66 @@ def _parse(data: bytes, chunk: Chunk) -> EncodedChunk | None:
         at += 4 * n
         if at + int(sizes.sum()) != len(data):
             return None  # torn or padded file
-        ends = at + np.cumsum(sizes, dtype=np.int64)
-        starts = ends - sizes
-        payloads = tuple(data[int(a) : int(b)] for a, b in zip(starts, ends, strict=True))
-        return EncodedChunk(
+        return ChunkRun(
             chunk=chunk,
             extradata=bytes.fromhex(header["extradata"]),
-            pts=tuple(int(x) for x in pts),
-            durations=tuple(int(x) for x in durations),
-            payloads=payloads,
+            pts=pts.astype(np.int64),
+            durations=durations.astype(np.int64),
+            sizes=sizes.astype(np.int64),
+            payload=memoryview(data)[at:],
         )
     except (ValueError, KeyError, TypeError, struct.error):
         return None
 
 
-class _Muxer:
-    """Stream-copies kept packets into one MP4/M4A, written to a temp name then renamed."""
+def _parse(data: bytes, chunk: Chunk) -> EncodedChunk | None:
+    run = _parse_run(data, chunk)
+    if run is None:
+        return None
+    ends = np.cumsum(run.sizes)
+    starts = ends - run.sizes
+    payloads = tuple(bytes(run.payload[int(a) : int(b)]) for a, b in zip(starts, ends, strict=True))
+    return EncodedChunk(
+        chunk=chunk,
+        extradata=run.extradata,
+        pts=tuple(int(x) for x in run.pts),
+        durations=tuple(int(x) for x in run.durations),
+        payloads=payloads,
+    )
+
+
+class _TrackFile:
+    """The finished track: every chunk's run appended (``workers.media.m4a``), written to a
+    temp name then renamed."""
 
     def __init__(self, output: Path, params: EncoderParams) -> None:
         self.output = output
         self.tmp = temp_path(output)
-        self._container = av.open(output_url(self.tmp), "w", format="mp4")
-        self._stream = self._container.add_stream("aac", rate=params.rate, layout=params.layout)
-        self._stream.codec_context.bit_rate = params.bitrate
-        self._time_base = Fraction(1, params.rate)
+        self._params = params
+        self._handle = self.tmp.open("wb")
+        self._writer: AacTrackWriter | None = None
         self._extradata: bytes | None = None
-        self._closed = False
 
-    def add(self, encoded: EncodedChunk) -> None:
-        if self._extradata is None:
-            self._extradata = encoded.extradata
-            self._stream.codec_context.extradata = encoded.extradata
-        elif encoded.extradata != self._extradata:
-            raise RuntimeError(f"chunk {encoded.chunk.index} has another AAC configuration")
-        for pts, duration, payload in zip(
-            encoded.pts, encoded.durations, encoded.payloads, strict=True
-        ):
-            packet = av.Packet(payload)
-            packet.pts = packet.dts = pts
-            packet.duration = duration
-            packet.time_base = self._time_base
-            packet.stream = self._stream
-            self._container.mux(packet)
+    def add(self, run: ChunkRun) -> None:
+        if self._writer is None:
+            self._extradata = run.extradata
+            channels = len(av.AudioLayout(self._params.layout).channels)
+            self._writer = AacTrackWriter(self._handle, rate=self._params.rate,
+                                          channels=channels, extradata=run.extradata)  # fmt: skip
+        elif run.extradata != self._extradata:
+            raise RuntimeError(f"chunk {run.chunk.index} has another AAC configuration")
+        self._writer.add_run(run.pts, run.durations, run.sizes, run.payload)
 
     def finish(self, throttle: Throttle) -> None:
-        self._container.close()
-        self._closed = True
+        if self._writer is None:
+            raise RuntimeError("no chunk to write")
+        self._writer.close()
+        self._handle.close()
         throttle.done()  # last chance to cancel before the file becomes visible
         os.replace(self.tmp, self.output)
 
     def abort(self) -> None:
-        if not self._closed:
-            with contextlib.suppress(av.error.FFmpegError, OSError, ValueError):
-                self._container.close()
+        self._handle.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -359,9 +400,9 @@ def render_chunked(
     chunks = plan_chunks(plan, grid, params)
     output = Path(output)
     throttle = Throttle(progress)
-    muxer = _Muxer(output, params)
+    track = _TrackFile(output, params)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    pending: deque[Future[EncodedChunk] | EncodedChunk | Chunk] = deque()
+    pending: deque[Future[EncodedChunk] | ChunkRun | Chunk] = deque()
     reused = encoded = 0
 
     def encode_and_keep(chunk: Chunk) -> EncodedChunk:
@@ -376,7 +417,7 @@ def render_chunked(
         for done in range(len(chunks)):
             while queued < len(chunks) and queued < done + window:
                 chunk = chunks[queued]
-                cached = store.load(chunk) if store is not None else None
+                cached = store.load_run(chunk) if store is not None else None
                 if cached is not None:
                     reused += 1
                     pending.append(cached)
@@ -388,17 +429,17 @@ def render_chunked(
                 queued += 1
             head = pending.popleft()
             if isinstance(head, Future):
-                head = head.result()
+                head = ChunkRun.of(head.result())
             elif isinstance(head, Chunk):
-                head = encode_and_keep(head)
-            muxer.add(head)
+                head = ChunkRun.of(encode_and_keep(head))
+            track.add(head)
             throttle((done + 1) / len(chunks))
-        muxer.finish(throttle)
+        track.finish(throttle)
     except BaseException:
         for item in pending:
             if isinstance(item, Future):
                 item.cancel()
-        muxer.abort()
+        track.abort()
         raise
     finally:
         if pool is not None:
