@@ -3,7 +3,7 @@
 Every stored segment of a session that records (video or microphone) and the end of its
 recording ask for a *live pass*: it writes the fragment of every stored video segment that
 has none yet and is due, i.e. the microphone audio of its stretch is stored too (or has
-been waited for long enough, ``AUDIO_WAIT_SEGMENTS``, or the recording ended). Its audio is
+been waited for long enough, ``AUDIO_WAIT_SEGMENTS``, or the recorder said it ended). Its audio is
 the recorder's own AAC packets, copied (``workers.media.liveaudio``): a pass costs a remux,
 never an encode, so the view keeps up with the recorder on a busy machine.
 """
@@ -82,6 +82,9 @@ def make(settings: Settings, session_id: str) -> str:
         recording = session.status == models.SessionStatus.RECORDING.value
         if not recording and _finishing(db, session_id):
             return "skipped: the session is being finalized"
+        # Once the recorder said it ended, nothing waits: what is stored is all there is to
+        # show (a segment still in flight is made the moment it is stored).
+        waiting = recording and session.ended_at is None
         snapshot = load_snapshot(db, session)
     storage = Storage(settings.storage)
     folder = storage.output_path(live_key(storage, session_id))
@@ -102,7 +105,7 @@ def make(settings: Settings, session_id: str) -> str:
         span = segment_span(timeline, segment)
         if span is None:
             continue  # nothing of it is kept (inside a pause)
-        if recording and not _audio_due(timeline, span, later=len(video) - 1 - position):
+        if waiting and not _audio_due(timeline, span, later=len(video) - 1 - position):
             outcomes.append(f"{refs[segment.path].file} waits for its audio")
             continue
         name = refs[segment.path].file
@@ -133,13 +136,13 @@ def make(settings: Settings, session_id: str) -> str:
 
 def _audio_due(timeline: Timeline, span: tuple[float, float], *, later: int) -> bool:
     """Whether a fragment of a session still recording is made now: the microphone audio
-    of its stretch is stored, or it waited ``AUDIO_WAIT_SEGMENTS`` (one when the session
-    has no audio segment at all: a recording without a microphone)."""
+    of its stretch is stored, or it waited ``AUDIO_WAIT_SEGMENTS`` (also when no audio
+    segment is stored at all: the microphone may only be late, and a view whose audio
+    format changed after its first fragments would start again at a discontinuity)."""
     ends = [p.out_start + p.duration for s in timeline.of_kind(SegmentKind.AUDIO)
             for p in timeline.kept_parts(s)]  # fmt: skip
-    if not ends:
-        return later >= 1
-    return max(ends) >= span[1] - HOLE_S or later >= AUDIO_WAIT_SEGMENTS
+    covered = bool(ends) and max(ends) >= span[1] - HOLE_S
+    return covered or later >= AUDIO_WAIT_SEGMENTS
 
 
 def _finishing(db: DbSession, session_id: str) -> bool:

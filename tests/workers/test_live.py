@@ -14,12 +14,14 @@ very packets, with the very timestamps, of the one-run merge of the same session
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -242,3 +244,64 @@ def _recorded_audio(timeline: Timeline, rate: int) -> list[tuple[int, bytes]]:
                 recorded_at = segment.start - segment.trim_start + within
                 placed.append((round(timeline.to_output(recorded_at) * rate), bytes(packet)))
     return sorted(placed, key=lambda item: item[0])
+
+
+def test_a_fragment_waits_for_its_audio_then_for_two_later_segments_at_most(
+    system: System, tmp_path: Path
+) -> None:
+    """A video segment stored before the microphone audio of its stretch gets no fragment
+    yet; its audio arriving makes it, with the recorder's packets. One whose audio never
+    comes is made with silence once two later video segments are stored (the view trails
+    by two segments at most), and the end of the recording makes whatever waits."""
+    settings, storage = system.settings, system.storage
+    session_id = "live-waits"
+    folder = record_synthetic_session(tmp_path / session_id, session_id=session_id,
+                                      name=session_id, spec=SPEC, started_at=STARTED)  # fmt: skip
+    manifest = load_manifest(folder)
+    video = [s for s in manifest.segments if s.kind == "video"]
+    mic = [s for s in manifest.segments if s.kind == "audio"]
+    assert mic[0].started_at == video[0].started_at
+    shipper = SessionShipper(storage, EventEmitter(settings), session_id)
+    shipper.start(name=session_id, started_at=manifest.started_at)
+
+    def ship(segment: Any) -> None:
+        shipper.ship_segment(segment_file(folder, segment), kind=segment.kind, file=segment.file,
+                             started_at=segment.started_at, duration=segment.duration)  # fmt: skip
+
+    def made() -> dict[str, live.FragmentInfo]:
+        return {f.segment: f for f in live.fragments(storage, session_id)}
+
+    def passes_run(count: int) -> None:  # one live pass per stored segment, each logged
+        def done() -> bool:
+            log = system.worker.log_path.read_text(errors="replace")
+            return len(re.findall(r"sessionpipe\.live_fragment\[[^]]*\] succeeded", log)) >= count
+
+        wait_for(done, LIVE_TIMEOUT_S, f"{count} live passes")
+
+    ship(video[0])
+    ship(video[1])
+    passes_run(2)
+    assert made() == {}  # waiting for the microphone's first segment
+    ship(mic[0])
+    passes_run(3)
+    assert video[0].file in made()
+    assert video[1].file not in made()  # its audio (4-8 s) is not stored yet
+    ship(video[2])
+    ship(video[3])  # two later segments: the second fragment is made without its audio
+    wait_for(lambda: video[1].file in made(), LIVE_TIMEOUT_S, "the second fragment")
+    silence = silent_frame(48_000, "mono", settings.audio_bitrate).frame
+    stream = tmp_path / "first.mp4"
+    fragments = made()
+    folder_path = storage.path(live.live_key(storage, session_id))
+    for name, target in ((video[0].file, stream), (video[1].file, tmp_path / "second.mp4")):
+        info = fragments[name]
+        target.write_bytes((folder_path / info.init).read_bytes()
+                           + (folder_path / info.media).read_bytes())  # fmt: skip
+    first, _ = _audio_run(stream)
+    second, _ = _audio_run(tmp_path / "second.mp4")
+    assert first and not any(p == silence for _, _, p in first)  # the recorder's audio
+    assert second and all(p == silence for _, _, p in second)  # none stored for it
+    # The recorder says it ended (announcing segments not stored yet, so the session is not
+    # processed and its view stays): what waited is made, with what audio there is.
+    shipper.end(segment_count=len(manifest.segments))
+    wait_for(lambda: len(made()) == 4, LIVE_TIMEOUT_S, "the end to make what waited")
