@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from shared.db import session_scope
+from shared.routing import TASK_MERGE, TASK_ROUTES
 from shared.storage import Storage
 from tests.support.api import START_TIMEOUT_S, ApiServer, running_api, start_api
 from tests.support.cli import clean_env
@@ -115,7 +116,8 @@ def test_api_server_end_to_end(server: Server) -> None:
         )
     waiting = redis.Redis.from_url(REDIS_API_URL)
     try:
-        assert sum(waiting.llen(key) for key in waiting.keys("media*")) == 1
+        queue = TASK_ROUTES[TASK_MERGE]["queue"]  # the merge task's queue (and its priorities)
+        assert sum(waiting.llen(key) for key in waiting.keys(f"{queue}*")) == 1
     finally:
         waiting.close()
     status, _, _ = server.request(f"/sessions/{failed}/stages/merge/cancel", method="POST")
@@ -134,7 +136,7 @@ def test_api_server_end_to_end(server: Server) -> None:
         "sessionpipe_sessions_complete ",
     ):
         assert name in metrics, name
-    assert 'sessionpipe_queue_messages{queue="media"} 1.0' in metrics
+    assert f'sessionpipe_queue_messages{{queue="{queue}"}} 1.0' in metrics
     assert TOKEN not in server.log.read_text()
 
 
