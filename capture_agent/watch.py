@@ -13,8 +13,11 @@ Rules:
   looked at again only when the file changes. A ``session.json`` that fails to parse within
   ``MANIFEST_SETTLE_S`` of being modified is taken as half-written and retried quietly.
 * A listed segment is handed to the agent once it is complete: closed after writing
-  (inotify ``IN_CLOSE_WRITE``, on Linux) and unchanged for ``CLOSE_SETTLE_S`` since, or its
-  size and mtime unchanged for ``stable_seconds`` (the only signal on macOS). Once
+  (inotify ``IN_CLOSE_WRITE``, on Linux) and unchanged for ``CLOSE_SETTLE_S`` since, or at
+  once if the recorder has moved on to a later listed segment of the same kind (its file
+  exists: a recorder writes each track's segments one after another, so one it closed and
+  left behind is final), or its size and mtime unchanged for ``stable_seconds`` (the only
+  signal on macOS). Once
   ``session.json`` says the session is over, a segment last modified before it is complete
   at once: a recorder writes that end marker last (the README's session format), so the
   last segment ships without waiting, and the session's end reaches the workers sooner.
@@ -144,6 +147,7 @@ class SessionWatcher:
         stable_seconds: float = DEFAULT_STABLE_S,
         rescan_seconds: float = DEFAULT_RESCAN_S,
         use_observer: bool = True,
+        close_settle_seconds: float = CLOSE_SETTLE_S,
         notify: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -155,6 +159,7 @@ class SessionWatcher:
         self.stable_seconds = stable_seconds
         self.rescan_seconds = rescan_seconds
         self.use_observer = use_observer
+        self.close_settle_seconds = close_settle_seconds
         self.notify = notify or (lambda message: log.info("%s", message))
         self._clock = clock
         self._wall = wall
@@ -327,11 +332,14 @@ class SessionWatcher:
         shipped = set(done.shipped)
         # Files written before the end marker are final (see the module's rules).
         final_before = st.st_mtime_ns if (ended_at is not None or complete) else None
-        for segment in manifest.segments:
+        paths = [segment_file(folder, segment) for segment in manifest.segments]
+        for i, segment in enumerate(manifest.segments):
             if segment.file in shipped:
                 continue
-            path = segment_file(folder, segment)
-            state = self._completeness(path, final_before)
+            path = paths[i]
+            moved_on = any(later.kind == segment.kind and _has_data(paths[i + 1 + j])
+                           for j, later in enumerate(manifest.segments[i + 1 :]))  # fmt: skip
+            state = self._completeness(path, final_before, moved_on=moved_on)
             if state is not True:
                 if state is False:
                     waiting.append(segment.file)
@@ -369,10 +377,13 @@ class SessionWatcher:
             segment_file(folder, segment)  # refuses symlinks leading out before any is read
         return manifest, manifest.ended_at, manifest.complete
 
-    def _completeness(self, path: Path, final_before: int | None = None) -> bool | str | None:
+    def _completeness(
+        self, path: Path, final_before: int | None = None, *, moved_on: bool = False
+    ) -> bool | str | None:
         """True when complete, False while waiting, a message when the entry is unusable.
 
         ``final_before``: the end marker's mtime (ns); a file not modified since is complete.
+        ``moved_on``: a later segment of the same kind has data: a closed file is complete.
         """
         try:
             st = path.lstat()
@@ -397,7 +408,9 @@ class SessionWatcher:
             return True
         with self._lock:
             closed = self._closed.get(path)
-        if closed is not None and closed[0] == signature and now - closed[1] >= CLOSE_SETTLE_S:
+        if closed is not None and closed[0] == signature and (
+            moved_on or now - closed[1] >= self.close_settle_seconds
+        ):
             return True
         if now - tracker.since >= self.stable_seconds:
             return True
@@ -454,3 +467,11 @@ class SessionWatcher:
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(doc, indent=2))
+
+
+def _has_data(path: Path) -> bool:
+    """The file exists and is not empty (a recorder has started writing it)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False

@@ -57,12 +57,14 @@ def watching(
     *,
     use_observer: bool = True,
     stable_seconds: float = STABLE_S,
+    close_settle_seconds: float = 1.0,
 ) -> Iterator[SessionWatcher]:
     watcher = SessionWatcher(
         root,
         agent,
         state_dir=state_dir,
         stable_seconds=stable_seconds,
+        close_settle_seconds=close_settle_seconds,
         rescan_seconds=RESCAN_S,
         use_observer=use_observer,
     )
@@ -144,6 +146,27 @@ def test_files_written_before_the_end_marker_ship_at_once(tmp_path: Path) -> Non
         # one modified after the end marker waits for the usual rules
         assert agent.files() == ["screen-0000.mp4"]
         assert "end_session" not in agent.names()
+
+
+def test_a_closed_segment_ships_once_the_recorder_moved_on_to_the_next(tmp_path: Path) -> None:
+    """A file closed after writing waits ``close_settle_seconds`` (a writer may reopen it)
+    unless a later segment of the same kind has data: the recorder moved on, it is final.
+    A later segment of the other kind says nothing about it."""
+    root, agent = tmp_path / "Recorder", FakeAgent()
+    folder = root / "s1"
+    files = ["screen-0000.mp4", "mic-0000.m4a", "screen-0001.mp4"]
+    write_manifest(folder, "s1", files)
+    with watching(root, agent, tmp_path / "state", stable_seconds=NEVER_STABLE_S,
+                  close_settle_seconds=NEVER_STABLE_S):  # fmt: skip
+        wait_for(lambda: agent.names() == ["begin_session"], 5, "begin_session")
+        write_file(folder / "screen-0000.mp4")  # written and closed
+        write_file(folder / "mic-0000.m4a")  # the other track goes on
+        time.sleep(3 * RESCAN_S)
+        assert agent.files() == []  # closed, but the recorder may still come back to it
+        (folder / "screen-0001.mp4").write_bytes(b"\0" * 100)  # the next video segment begins
+        wait_for(lambda: agent.files() == ["screen-0000.mp4"], 5, "the segment left behind")
+        time.sleep(3 * RESCAN_S)
+        assert agent.files() == ["screen-0000.mp4"]  # the microphone's has no successor yet
 
 
 HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
