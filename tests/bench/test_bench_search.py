@@ -33,3 +33,23 @@ def test_queries_are_two_distinct_words_past_the_most_common() -> None:
     for text in queries(random.Random(1), 50, common=False):
         first, second = text.split()
         assert first != second and not {first, second} & common
+
+
+def test_a_kept_database_is_reused_without_indexing_again() -> None:
+    import uuid
+
+    from bench.bench_search import kept_url
+
+    name = f"search_bench_test_{uuid.uuid4().hex[:8]}"
+    path = kept_url("sqlite", name).removeprefix("sqlite:///")
+    try:
+        first = run_backend("sqlite", 1, 5, keep=name)
+        again = run_backend("sqlite", 1, 5, keep=name)
+        assert first.index is not None and first.index.n == 1
+        assert again.index is None and again.moments == first.moments
+    finally:
+        import os
+
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
