@@ -35,6 +35,19 @@ def fold(text: str) -> str:
 
 def spans(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, folded token) of every token of ``text`` (NFC), in order."""
+    return _ascii_spans(text) if text.isascii() else _folded_spans(text)
+
+
+def _ascii_spans(text: str) -> Iterator[tuple[int, int, str]]:
+    """:func:`spans` of ASCII text: folding is lowering, which keeps every token where it
+    was, so the text is lowered once instead of token by token (snippets of a screenful
+    cost a fraction of a millisecond less each)."""
+    for match in TOKEN.finditer(text.lower()):
+        if match.end() - match.start() <= MAX_TOKEN_CHARS:
+            yield match.start(), match.end(), match.group()
+
+
+def _folded_spans(text: str) -> Iterator[tuple[int, int, str]]:
     for match in TOKEN.finditer(text):
         folded = fold(match.group())
         for part in TOKEN.findall(folded):  # folding may split (a ligature, a symbol)
