@@ -21,7 +21,8 @@ def test_a_tiny_run_indexes_every_moment_and_times_every_query() -> None:
         expected += len(build_moments(transcript=docs["transcript"], chapters=docs["chapters"],
                                       summary=docs["summary"], duration=SESSION_S))  # fmt: skip
     assert result.moments == expected > SESSIONS * 450  # a segment every 4 s, and more
-    assert result.index.n == SESSIONS and result.queries.n == QUERIES
+    assert result.index is not None and result.index.n == SESSIONS
+    assert result.queries.n == QUERIES
     assert 0 < result.queries.p50_ms <= result.queries.p99_ms <= result.queries.max_ms
     assert result.mean_hits_common > 0  # the most common words are everywhere
 
