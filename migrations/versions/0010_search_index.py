@@ -8,7 +8,10 @@ in its wide row (the text, the terms, the word times), and on PostgreSQL also in
 index's partial match of a prefix (``'migr':*``), which collects every entry's rows in a
 bitmap before intersecting. Now, per moment, one narrow row holds what searching reads:
 
-- ``search_index`` (``id`` = the moment's, ``session_id``, ``kind``): on PostgreSQL with the
+- ``search_index`` (``id`` = the moment's, ``session_id``, ``kind``; no index on
+  ``session_id``: ``--session`` filters the full-text matches, which is what both databases
+  do best, where an index would tempt them to test every moment of the session instead;
+  a session's rows go by ``id``, with its moments): on PostgreSQL with the
   ``tsvector`` (``tsv``, the ``simple`` configuration over ``terms``, as in 0009) and its GIN
   index, moved here from ``search_moments`` (whose ``tsv`` column and index are dropped); on
   SQLite with the moment's number of tokens (``tokens``: FTS5 ``search_moments_fts`` still
@@ -21,9 +24,10 @@ bitmap before intersecting. Now, per moment, one narrow row holds what searching
   prefix is a range of the primary key), added by the insert and update triggers, in order
   (two index jobs adding the same new words wait on each other instead of deadlocking),
   and never removed: a word of a deleted moment expands a prefix to a word that matches
-  nothing, which costs a few entries in the query and changes no result
-  (``workers.search.postgres``). What the table must be is a superset of the words in
-  ``search_index``, and the triggers make it one for every writer.
+  nothing, which costs a few entries in the query and changes no result. What the table
+  must be is a superset of the words in ``search_index``, and the triggers make it one for
+  every writer. ``search_tsquery(query, prefixes, max_words)`` makes a query's ``tsquery``
+  with its prefixes expanded in the search statement itself (``workers.search.postgres``).
 
 Both are filled here from the rows already indexed. Neither is in the models (alembic's
 comparison leaves them out: ``shared.models.described_by_models``).
@@ -60,8 +64,6 @@ POSTGRES_UP = [
     # a screenful's tsvector is near the 2 kB where PostgreSQL would compress it: kept
     # plain, ranking reads it without decompressing (out of line only when very long)
     f"ALTER TABLE {TABLE} ALTER COLUMN tsv SET STORAGE EXTERNAL",
-    # --session on PostgreSQL (SQLite filters FTS5's matches: workers.search.sqlite)
-    f"CREATE INDEX ix_{TABLE}_session_id ON {TABLE} (session_id)",
     f"""CREATE TABLE {LEXEMES} (
         lexeme text COLLATE "C" NOT NULL,
         CONSTRAINT pk_{LEXEMES} PRIMARY KEY (lexeme)
@@ -93,6 +95,34 @@ POSTGRES_UP = [
         ON CONFLICT DO NOTHING;
         RETURN NULL;
     END $$""",
+    # the tsquery of a query whose prefixes are written 'migr':*, each replaced by the
+    # lexicon's words starting with it when there are 1 to max_words of them
+    f"""CREATE FUNCTION search_tsquery(query text, prefixes text[], max_words integer)
+    RETURNS tsquery LANGUAGE plpgsql STABLE AS $$
+    DECLARE
+        prefix text;
+        words text[];
+    BEGIN
+        FOREACH prefix IN ARRAY prefixes LOOP
+            words := ARRAY(
+                SELECT lexeme FROM (
+                    SELECT lexeme FROM {LEXEMES} WHERE lexeme >= prefix COLLATE "C"
+                    ORDER BY lexeme LIMIT max_words + 1
+                ) first_words
+                WHERE starts_with(lexeme, prefix)
+            );
+            IF cardinality(words) BETWEEN 1 AND max_words THEN
+                query := replace(
+                    query,
+                    quote_literal(prefix) || ':*',
+                    '(' || array_to_string(ARRAY(
+                        SELECT quote_literal(word) FROM unnest(words) AS word
+                    ), ' | ') || ')'
+                );
+            END IF;
+        END LOOP;
+        RETURN to_tsquery('simple'::regconfig, query);
+    END $$""",
     f"""CREATE TRIGGER {TABLE}_insert AFTER INSERT ON search_moments
         REFERENCING NEW TABLE AS new_moments
         FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_insert()""",
@@ -114,6 +144,7 @@ POSTGRES_DOWN = [
     f"DROP TRIGGER {TABLE}_insert ON search_moments",
     f"DROP FUNCTION {TABLE}_update()",
     f"DROP FUNCTION {TABLE}_insert()",
+    "DROP FUNCTION search_tsquery(text, text[], integer)",
     f"DROP TABLE {LEXEMES}",
     f"DROP TABLE {TABLE}",
     "ALTER TABLE search_moments ADD COLUMN tsv tsvector "

@@ -4,9 +4,8 @@ Writes happen in the caller's transaction: :func:`replace` deletes a session's m
 inserts the new ones (the ``index`` stage, in the transaction that marks it succeeded, so
 a rerun leaves exactly one run's rows), :func:`delete_session` removes them (``jobs
 purge``; deleting the session row cascades to them as well). :func:`search` reads in
-autocommit with the backend's SQL (``workers.search.postgres``, ``workers.search.sqlite``:
-one statement, and on PostgreSQL one more per prefix, which it expands to whole words
-first), then makes each hit's snippet and, for a spoken moment, moves
+autocommit (one statement) with the backend's SQL (``workers.search.postgres``,
+``workers.search.sqlite``), then makes each hit's snippet and, for a spoken moment, moves
 its start to the matched word (``workers.search.highlight``).
 """
 
@@ -84,20 +83,6 @@ def _statement(dialect: str, by_session: bool, since: bool) -> TextualSelect:
     return clause.columns(words=JSON)
 
 
-_LEXEMES: Final = text(postgres.LEXEMES_SQL)
-
-
-def _expansions(db: DbSession, query: Query) -> dict[str, list[str] | None]:
-    """On PostgreSQL, the words each prefix of ``query`` stands for (``workers.search.
-    postgres``): one primary-key range read per prefix."""
-    return {
-        prefix: postgres.expansion(
-            prefix, db.execute(_LEXEMES, {"prefix": prefix}).scalars().all()
-        )
-        for prefix in postgres.prefixes(query)
-    }
-
-
 def search(
     database_url: str,
     query: Query,
@@ -117,7 +102,8 @@ def search(
     with read_scope(database_url) as db:
         dialect = db.get_bind().dialect.name
         if dialect == "postgresql":
-            params["tsquery"] = postgres.tsquery(query, _expansions(db, query))
+            params["tsquery"] = postgres.tsquery(query)
+            params["prefixes"] = postgres.prefixes(query)
         else:
             params["match"] = sqlite.match(query)
         stmt = _statement(dialect, session_id is not None, since is not None)

@@ -13,7 +13,7 @@ from workers.search.query import MAX_QUERY_CHARS, MAX_TERMS, QueryError, Term, p
 from workers.search.text import _folded_spans, spans, terms, tokens
 
 #: What may appear in a backend query besides tokens: quotes we put, and our operators.
-PG_SYNTAX = re.compile(r"^(?:'[^\W_]+'(?::\*)?|[()&<>|-]| )+$")
+PG_SYNTAX = re.compile(r"^(?:'[^\W_]+'(?::\*)?|[()&<>-]| )+$")
 FTS5_SYNTAX = re.compile(r'^(?:"[^\W_]+(?: [^\W_]+)*"\*?| AND )+$')
 
 
@@ -56,31 +56,15 @@ def test_hostile_text_only_ever_becomes_quoted_tokens(hostile: str) -> None:
         return
     assert PG_SYNTAX.match(postgres.tsquery(query)), postgres.tsquery(query)
     assert FTS5_SYNTAX.match(sqlite.match(query)), sqlite.match(query)
-    # a prefix expanded to the lexicon's words (which are tokens too) is quoted the same way
-    words = {p: [p, p + "s"] for p in postgres.prefixes(query)}
-    assert PG_SYNTAX.match(postgres.tsquery(query, words)), postgres.tsquery(query, words)
+    assert all(re.fullmatch(r"[^\W_]+", p) for p in postgres.prefixes(query))
 
 
-def test_a_prefix_is_written_as_the_words_it_stands_for() -> None:
+def test_the_prefixes_to_expand_are_the_last_tokens_of_prefix_terms() -> None:
     query = parse_query("data_migr* review migr")  # a phrase ending in the prefix, and it
-    assert postgres.prefixes(query) == ["migr"]
-    lexicon = ["migr", "migrate", "migration", "mikado"]  # the key range from "migr" on
-    words = postgres.expansion("migr", lexicon)
-    assert words == ["migr", "migrate", "migration"]
-    assert postgres.tsquery(query, {"migr": words}) == (
-        "('data' <-> ('migr' | 'migrate' | 'migration')) & 'review' & "
-        "('migr' | 'migrate' | 'migration')"
-    )
-    assert postgres.tsquery(query, {"migr": ["migration"]}) == (
-        "('data' <-> 'migration') & 'review' & 'migration'"
-    )
-    # no word, or more than are expanded: a partial match, as without a lexicon
-    assert postgres.expansion("migr", ["mikado"]) is None
-    many = [f"migr{k:03d}" for k in range(postgres.MAX_EXPANSIONS + 1)]
-    assert postgres.expansion("migr", many) is None
-    assert postgres.expansion("migr", many[:-1]) == many[:-1]
-    assert postgres.tsquery(query, {"migr": None}) == postgres.tsquery(query)
     assert postgres.tsquery(query) == "('data' <-> 'migr':*) & 'review' & 'migr':*"
+    assert postgres.prefixes(query) == ["migr"]
+    assert postgres.prefixes(parse_query("rev* data migr")) == ["rev", "migr"]
+    assert postgres.prefixes(parse_query('"data migr"')) == []
 
 
 @pytest.mark.parametrize(
