@@ -3,10 +3,12 @@
 prefix a person is typing into whole words (``workers.search``).
 
 Measured over 1,000 sessions of 30 minutes (bench/bench_search.py, bench/RESULTS.md), a
-two-word query's tail (500-700 matching moments) was spent reading and ranking each match
-in its wide row (the text, the terms, the word times), and on PostgreSQL also in the GIN
+two-word query's tail (500-700 matching moments) was spent reading each match in its wide
+row (the text, the terms, the word times) and ranking it (``ts_rank_cd``'s cover search,
+FTS5's ``bm25()`` counting every row of each word), and on PostgreSQL also in the GIN
 index's partial match of a prefix (``'migr':*``), which collects every entry's rows in a
-bitmap before intersecting. Now, per moment, one narrow row holds what searching reads:
+bitmap before intersecting. Now, per moment, one narrow row holds what searching reads
+(and ``workers.search.ranking`` ranks from it):
 
 - ``search_index`` (``id`` = the moment's, ``session_id``, ``kind``; no index on
   ``session_id``: ``--session`` filters the full-text matches, which is what both databases
