@@ -5,10 +5,11 @@ Plus each session's enrichment documents (``enrichment_documents``).
 Plus the per-session state of the incremental audio encoder (``audio_chunk_state``).
 
 Plus the search index: each session's *moments* (``search_moments``, ``workers.search``).
-Its full-text index is the database's own and is made by the migration (0009), not
-described here: a ``tsvector`` column with a GIN index on PostgreSQL, an FTS5 table kept
-in step by triggers on SQLite (:data:`FULL_TEXT_OBJECTS`, which alembic's comparison of
-models and schema leaves out: :func:`described_by_models`).
+Its full-text index is the database's own and is made by the migrations (0009, 0010), not
+described here: an FTS5 table on SQLite, and on both a narrow ``search_index`` table (with
+a ``tsvector`` and its GIN index on PostgreSQL, and a lexicon, ``search_lexemes``), kept in
+step by triggers (:data:`SEARCH_DERIVED_TABLES`, which alembic's comparison of models and
+schema leaves out: :func:`described_by_models`).
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ NAMING_CONVENTION = {
 }
 
 
-#: The search index's backend-specific objects (migration 0009), made and dropped by the
-#: migration only: the FTS5 table (and its shadow tables and triggers, whose names start
-#: with it) on SQLite, the ``tsvector`` column and its GIN index on PostgreSQL.
+#: The search index's backend-specific objects, made and dropped by the migrations only,
+#: all derived from ``search_moments`` by triggers: the FTS5 table (and its shadow tables,
+#: whose names start with it) on SQLite (0009); on both, the narrow table that matching and
+#: ranking read, and on PostgreSQL the lexicon that prefixes are expanded from (0010).
 SEARCH_FTS_TABLE = "search_moments_fts"
-SEARCH_TSV_COLUMN = "tsv"
-SEARCH_TSV_INDEX = "ix_search_moments_tsv"
-FULL_TEXT_OBJECTS = frozenset({SEARCH_TSV_COLUMN, SEARCH_TSV_INDEX})
+SEARCH_INDEX_TABLE = "search_index"
+SEARCH_LEXEMES_TABLE = "search_lexemes"
+SEARCH_DERIVED_TABLES = frozenset({SEARCH_INDEX_TABLE, SEARCH_LEXEMES_TABLE})
 
 
 def described_by_models(
@@ -57,9 +59,8 @@ def described_by_models(
     """alembic's ``include_object``: False for the full-text objects the models leave out."""
     if name is None:
         return True
-    if type_ == "table" and name.startswith(SEARCH_FTS_TABLE):
-        return False
-    return not (type_ in ("column", "index") and name in FULL_TEXT_OBJECTS)
+    derived = name.startswith(SEARCH_FTS_TABLE) or name in SEARCH_DERIVED_TABLES
+    return not (type_ == "table" and derived)
 
 
 class Base(DeclarativeBase):

@@ -9,9 +9,11 @@ transaction that marks the stage succeeded (``store.replace``), so the index of 
 is always one whole run's. Text is folded to letters and digits by one tokeniser
 (``text``) before either database sees it; a query is parsed by the same tokeniser into
 words, phrases and prefixes (``query``) and only then written in the backend's syntax
-(``postgres``: ``tsquery`` over a generated ``tsvector`` with a GIN index, ranked by
-``ts_rank_cd``; ``sqlite``: FTS5 ``MATCH``, ranked by ``bm25``), never from the user's raw
-text. A hit is a moment: session, start, end, kind, a highlighted snippet and a score
+(``postgres``: ``tsquery`` over a ``tsvector`` with a GIN index, a prefix expanded to the
+indexed words it starts, ranked by ``ts_rank``; ``sqlite``: FTS5 ``MATCH``, ranked by
+BM25's length factor), never from the user's raw text. Matching and ranking read a narrow
+row per moment (``search_index``, migration 0010), not the moment's text (``ranking``).
+A hit is a moment: session, start, end, kind, a highlighted snippet and a score
 (``highlight``, one implementation for both backends).
 """
 

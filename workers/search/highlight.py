@@ -37,13 +37,16 @@ def _starts(word: str, token: str, prefix: bool) -> bool:
 def matched(words: Sequence[str], query: Query) -> list[int]:
     """Indices of the tokens of ``words`` that some term of ``query`` matched, in order."""
     hit: set[int] = set()
+    last = len(words)
     for term in query.terms:
         tokens, n = term.tokens, len(term.tokens)
         first = tokens[0]
-        for k in range(len(words) - n + 1):
-            if words[k] != first and not (n == 1 and term.prefix and words[k].startswith(first)):
-                continue
-            if all(
+        if n == 1 and term.prefix:
+            found = [k for k, word in enumerate(words) if word.startswith(first)]
+        else:
+            found = [k for k, word in enumerate(words) if word == first]
+        for k in found:
+            if k + n <= last and all(
                 _starts(words[k + m], tokens[m], term.prefix and m == n - 1) for m in range(1, n)
             ):
                 hit.update(range(k, k + n))
@@ -54,7 +57,7 @@ def snippet(text: str, query: Query) -> str:
     """``text`` with the matched words marked, cut around the first match when long."""
     text = unicodedata.normalize("NFC", text)
     text = text.replace(HIGHLIGHT_START, '"').replace(HIGHLIGHT_END, '"')
-    found = list(spans(text))
+    found = spans(text)
     if not found:
         return text[: SNIPPET_TOKENS * 8]
     marks = set(matched([token for _, _, token in found], query))

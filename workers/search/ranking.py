@@ -1,21 +1,34 @@
 """How hits are ordered, the same on both databases.
 
-A moment's score is the backend's relevance of its text (PostgreSQL ``ts_rank_cd`` with
-length normalisation 1, SQLite FTS5 ``bm25``, negated so more is better), times its
-kind's weight (:data:`KIND_WEIGHTS`: a chapter's title or keywords name what a stretch is
-about; the summary spans the whole session, so it says least about *when*), times its
-session's *density*: ``1 + DENSITY_GAIN * n / (n + DENSITY_HALF)`` for the ``n`` moments of
-the session that matched, so of two sessions that both mention the words, the one where
-they come up again and again ranks first (the factor grows from 1 towards
-``1 + DENSITY_GAIN``, half way at ``DENSITY_HALF`` matches). Scores compare hits of one
-query on one database; they are not comparable between the two.
+A moment's score is the backend's relevance of its text, times its kind's weight
+(:data:`KIND_WEIGHTS`: a chapter's title or keywords name what a stretch is about; the
+summary spans the whole session, so it says least about *when*), times its session's
+*density*: ``1 + DENSITY_GAIN * n / (n + DENSITY_HALF)`` for the ``n`` moments of the
+session that matched, so of two sessions that both mention the words, the one where they
+come up again and again ranks first (the factor grows from 1 towards ``1 + DENSITY_GAIN``,
+half way at ``DENSITY_HALF`` matches). Scores compare hits of one query on one database;
+they are not comparable between the two.
+
+The relevance is what each database works out cheaply from the narrow ``search_index``
+row of a match (migration 0010), never from the wide moment:
+
+- PostgreSQL: ``ts_rank`` with length normalisation 1 (how often the words occur and how
+  close together, over ``1 + log`` of the moment's length). Not ``ts_rank_cd``: its cover
+  search cost some 10 microseconds a match on a screenful of text, most of a slow query's
+  time (bench/RESULTS.md).
+- SQLite: :func:`length_sql`, BM25's length normalisation for words that occur once,
+  ``(K1 + 1) / (1 + K1 * (1 - B + B * tokens / AVERAGE_TOKENS))``. Every moment a query
+  finds holds every one of its words, so with each word once in each match (as in a
+  sentence) FTS5's ``bm25()`` is this factor times the sum of the words' IDFs, the same for
+  all of a query's matches: it orders them alike. ``bm25()`` itself counted every row of
+  each word on every query for those IDFs, and read each match's length in FTS5's own
+  tables; here the length is a column of the row read anyway.
 
 Words common enough to match a large part of the index would make every query rank all of
 them twice over: the kind weights and the densities are worked out for the
-``CANDIDATES`` moments of best relevance only (both databases pick those from their index
-and their relevance alone: ``bm25`` in SQLite, ``ts_rank_cd`` in PostgreSQL), so ``n``
-counts a session's moments among those. A query narrowed to a session or a time
-(``--session``, ``--since``) ranks all its matches: it has to look at them anyway.
+``CANDIDATES`` moments of best relevance only, so ``n`` counts a session's moments among
+those. A query narrowed to a session or a time (``--session``, ``--since``) ranks all its
+matches: it has to look at them anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +43,11 @@ DENSITY_GAIN: Final = 2.0
 DENSITY_HALF: Final = 4.0
 #: Moments of best relevance that weights and densities are worked out for.
 CANDIDATES: Final = 1000
+#: BM25's constants (FTS5's), and the moment length its normalisation is relative to (a
+#: transcript segment's words; FTS5 uses the index's average, which is near it).
+K1: Final = 1.2
+B: Final = 0.75
+AVERAGE_TOKENS: Final = 10.0
 
 
 def weight_sql(column: str) -> str:
@@ -42,3 +60,10 @@ def density_sql(count: str) -> str:
     """The session density factor as SQL over a match count ``count`` (a column name)."""
     n = f"CAST({count} AS FLOAT)"
     return f"(1 + {DENSITY_GAIN} * {n} / ({n} + {DENSITY_HALF}))"
+
+
+def length_sql(tokens: str) -> str:
+    """BM25's relevance of a moment of ``tokens`` tokens (a column name) holding each word of
+    the query once, without the IDFs (see above): shorter moments first."""
+    n = f"CAST({tokens} AS FLOAT)"
+    return f"({K1 + 1} / (1 + {K1} * ({1 - B} + {B} * {n} / {AVERAGE_TOKENS})))"

@@ -103,6 +103,7 @@ def search(
         dialect = db.get_bind().dialect.name
         if dialect == "postgresql":
             params["tsquery"] = postgres.tsquery(query)
+            params["prefixes"] = postgres.prefixes(query)
         else:
             params["match"] = sqlite.match(query)
         stmt = _statement(dialect, session_id is not None, since is not None)

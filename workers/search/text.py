@@ -33,8 +33,22 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def spans(text: str) -> Iterator[tuple[int, int, str]]:
+def spans(text: str) -> list[tuple[int, int, str]]:
     """(start, end, folded token) of every token of ``text`` (NFC), in order."""
+    return _ascii_spans(text) if text.isascii() else list(_folded_spans(text))
+
+
+def _ascii_spans(text: str) -> list[tuple[int, int, str]]:
+    """:func:`spans` of ASCII text: folding is lowering, which keeps every token where it
+    was, so the text is lowered once instead of token by token (a snippet of a screenful
+    in a third of the time)."""
+    found = [(m.start(), m.end(), m.group()) for m in TOKEN.finditer(text.lower())]
+    if len(text) > MAX_TOKEN_CHARS:
+        return [span for span in found if span[1] - span[0] <= MAX_TOKEN_CHARS]
+    return found
+
+
+def _folded_spans(text: str) -> Iterator[tuple[int, int, str]]:
     for match in TOKEN.finditer(text):
         folded = fold(match.group())
         for part in TOKEN.findall(folded):  # folding may split (a ligature, a symbol)

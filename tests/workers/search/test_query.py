@@ -10,7 +10,7 @@ import pytest
 from workers.search import postgres, sqlite
 from workers.search.highlight import HIGHLIGHT_END, HIGHLIGHT_START, snippet, spoken_start
 from workers.search.query import MAX_QUERY_CHARS, MAX_TERMS, QueryError, Term, parse_query
-from workers.search.text import terms, tokens
+from workers.search.text import _folded_spans, spans, terms, tokens
 
 #: What may appear in a backend query besides tokens: quotes we put, and our operators.
 PG_SYNTAX = re.compile(r"^(?:'[^\W_]+'(?::\*)?|[()&<>-]| )+$")
@@ -56,6 +56,26 @@ def test_hostile_text_only_ever_becomes_quoted_tokens(hostile: str) -> None:
         return
     assert PG_SYNTAX.match(postgres.tsquery(query)), postgres.tsquery(query)
     assert FTS5_SYNTAX.match(sqlite.match(query)), sqlite.match(query)
+    assert all(re.fullmatch(r"[^\W_]+", p) for p in postgres.prefixes(query))
+
+
+def test_the_prefixes_to_expand_are_the_last_tokens_of_prefix_terms() -> None:
+    query = parse_query("data_migr* review migr")  # a phrase ending in the prefix, and it
+    assert postgres.tsquery(query) == "('data' <-> 'migr':*) & 'review' & 'migr':*"
+    assert postgres.prefixes(query) == ["migr"]
+    assert postgres.prefixes(parse_query("rev* data migr")) == ["rev", "migr"]
+    assert postgres.prefixes(parse_query('"data migr"')) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Kubernetes DASHBOARD: user_accounts v1.2-rc!", "", "   ", "x" * 101 + " ok " + "y" * 100,
+        "CamelCaseWord __init__ 3.14159 a-b-c\td", "«quoted» and — dashes",
+    ],
+)  # fmt: skip
+def test_spans_of_ascii_text_are_those_of_folding_each_token(text: str) -> None:
+    assert list(spans(text)) == list(_folded_spans(text))
 
 
 @pytest.mark.parametrize(

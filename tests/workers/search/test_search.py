@@ -213,3 +213,97 @@ def test_a_deleted_session_leaves_nothing_in_the_index(lecture: str) -> None:
                             "VALUES ('integrity-check')"))  # fmt: skip
             fts = db.execute(text("SELECT count(*) FROM search_moments_fts_docsize")).scalar()
             assert fts == 1
+
+
+def _derived_rows_agree(url: str) -> None:
+    """search_index (0010) holds one row per moment, with its session and kind (and on
+    PostgreSQL the lexicon holds every word indexed), whatever wrote or deleted moments."""
+    with session_scope(url) as db:
+        moments = set(db.execute(text("SELECT id, session_id, kind FROM search_moments")).all())
+        index = set(db.execute(text("SELECT id, session_id, kind FROM search_index")).all())
+        assert index == moments
+        if url.startswith("sqlite"):
+            lengths = db.execute(text("SELECT m.terms, s.tokens FROM search_moments m "
+                                      "JOIN search_index s ON s.id = m.id")).all()  # fmt: skip
+            assert all(len(terms.split()) == tokens for terms, tokens in lengths)
+        else:
+            assert db.execute(text(
+                "SELECT count(*) FROM search_moments m JOIN search_index s ON s.id = m.id "
+                "WHERE s.tsv IS DISTINCT FROM to_tsvector('simple', m.terms)"
+            )).scalar() == 0  # fmt: skip
+            assert db.execute(text(
+                "SELECT count(*) FROM (SELECT unnest(tsvector_to_array(tsv)) AS w "
+                "FROM search_index) x WHERE w NOT IN (SELECT lexeme FROM search_lexemes)"
+            )).scalar() == 0  # fmt: skip
+
+
+def test_the_narrow_index_follows_every_write_and_delete(lecture: str, tmp_path: Path) -> None:
+    _derived_rows_agree(lecture)
+    assert _rows(lecture)
+    _index(lecture, tmp_path, SESSION, lecture_text.documents())  # replaced
+    _derived_rows_agree(lecture)
+    _session(lecture, "other")
+    with session_scope(lecture) as db:
+        search.replace(db, "other", [Moment("screen", 0.0, 1.0, "Kubernetes dashboard")])
+    with session_scope(lecture) as db:  # an update (nothing in sessionpipe does it)
+        db.execute(update(models.SearchMoment).where(models.SearchMoment.session_id == "other")
+                   .values(kind="chapter", text="Zeppelin", terms="zeppelin"))  # fmt: skip
+    _derived_rows_agree(lecture)
+    assert [(h.session_id, h.kind) for h in _find(lecture, "zeppel")] == [("other", "chapter")]
+    assert all(h.session_id == SESSION for h in _find(lecture, "dashboard"))  # updated away
+    with session_scope(lecture) as db:
+        search.delete_session(db, SESSION)  # jobs purge
+    _derived_rows_agree(lecture)
+    with session_scope(lecture) as db:
+        db.execute(delete(models.Session).where(models.Session.id == "other"))  # the cascade
+    _derived_rows_agree(lecture)
+    assert _rows(lecture) == [] and _find(lecture, "zeppel") == []
+
+
+def test_a_prefix_finds_every_word_it_starts(database: str) -> None:
+    """On PostgreSQL a prefix is expanded to the lexicon's words (up to MAX_EXPANSIONS, a
+    partial match past that): the same moments as a partial match finds, on both."""
+    from workers.search.postgres import MAX_EXPANSIONS
+
+    _session(database, "words")
+    many = " ".join(f"zebra{k:03d}" for k in range(MAX_EXPANSIONS + 5))
+    moments = [
+        Moment("spoken", 0.0, 4.0, "We migrate the tables."),
+        Moment("spoken", 4.0, 8.0, "The migration is done, migrations are next."),
+        Moment("screen", 8.0, 20.0, "MIGRATED: 12 rows. Migr-ation log."),
+        Moment("spoken", 20.0, 24.0, "Mikado and mitigation are not migrations of anything."),
+        Moment("screen", 24.0, 30.0, many),
+        Moment("spoken", 30.0, 34.0, "zebra zebra001 crossing"),
+    ]
+    with session_scope(database) as db:
+        search.replace(db, "words", moments)
+
+    def starts(query: str) -> list[float]:
+        return sorted(h.start for h in _find(database, query, limit=50))
+
+    assert starts("migr") == [0.0, 4.0, 8.0, 20.0]
+    assert starts("migra") == [0.0, 4.0, 8.0, 20.0]
+    assert starts("migrati") == [4.0, 20.0]  # "migr ation" is two words
+    assert starts("migrations") == [4.0, 20.0]
+    assert starts("migrations ") == [4.0, 20.0]  # a whole word
+    assert starts("migrate ") == [0.0]
+    assert starts("tables migr") == [0.0]
+    assert starts('"the migr"') == []  # quoted: whole words
+    assert starts("the migr*") == [0.0, 4.0]
+    assert starts("migrx") == []
+    assert starts("zebra") == [24.0, 30.0]  # more words than are expanded
+    assert starts("zebra00") == [24.0, 30.0]
+    assert starts("zebra0011") == []
+    assert starts("crossing zebra0") == [30.0]
+
+
+def test_the_shorter_moment_with_the_words_ranks_first(database: str) -> None:
+    _session(database, "lengths")
+    filler = " ".join(f"filler{k}" for k in range(60))
+    with session_scope(database) as db:
+        search.replace(db, "lengths", [
+            Moment("screen", 0.0, 10.0, f"{filler} rollback plan {filler}"),
+            Moment("screen", 10.0, 20.0, "Rollback plan"),
+            Moment("screen", 20.0, 30.0, f"rollback plan {filler}"),
+        ])  # fmt: skip
+    assert [h.start for h in _find(database, "rollback plan")] == [10.0, 20.0, 0.0]
