@@ -226,7 +226,9 @@ def test_workers_survive_database_connections_being_dropped(
 def test_audio_is_finished_by_its_own_worker_while_no_media_worker_runs(
     tmp_path: Path, pg_url: str, redis_url: str
 ) -> None:
-    """Audio work has its own queue: it must not wait for a (busy or absent) media worker."""
+    """The audio queue's work (the audio track, then the playable MP4, a stream copy) has a
+    worker of its own: it must not wait for a (busy or absent) media worker, which only the
+    compressed copy needs."""
     from shared.routing import QUEUE_AUDIO, QUEUE_DEFAULT
 
     home = tmp_path / "home"
@@ -247,18 +249,19 @@ def test_audio_is_finished_by_its_own_worker_while_no_media_worker_runs(
                     select(models.Job).where(models.Job.session_id == "audio-alone")
                 ).scalars()
                 stages = {j.stage: j.status for j in jobs}
-            if stages.get("concat_audio") in ("succeeded", "failed"):
+            if stages.get("merge") in ("succeeded", "failed"):
                 break
             time.sleep(0.3)
         assert stages.get("concat_audio") == "succeeded", (stages, worker.log()[-4000:])
+        assert stages.get("merge") == "succeeded", (stages, worker.log()[-4000:])
         time.sleep(1.0)  # a media task, wrongly taken by this worker, would start by now
         with session_scope(settings.database_url) as db:
-            merge = db.execute(
+            compress = db.execute(
                 select(models.Job).where(
-                    models.Job.session_id == "audio-alone", models.Job.stage == "merge"
+                    models.Job.session_id == "audio-alone", models.Job.stage == "compress"
                 )
             ).scalar_one()
-        assert (merge.status, merge.attempts) == ("pending", 0)
+        assert (compress.status, compress.attempts) == ("pending", 0)
         audio = decode(storage.path("sessions/audio-alone/derived/audio.m4a"))
         assert audio.audio_codecs == ["aac"] and audio.video_codecs == []
         assert audio.audio_duration is not None
