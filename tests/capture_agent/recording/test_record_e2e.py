@@ -153,7 +153,7 @@ def test_record_synthetic_becomes_a_finished_mp4(
             assert abs(recorded - RECORD_SECONDS) < 0.1
         assert types[0] == "session.started" and types[-1] == "session.ended"
     finally:
-        worker.stop()
+        worker.discard()
 
 
 def _second_file_of_run(state_dir: Path, session_id: str, folder: Path, *, run: int) -> bool:
