@@ -197,6 +197,6 @@ def wait_for_session(
         return None
 
     try:
-        return wait_for(outcome, timeout, f"session {session_id} to finish", poll=0.5)
+        return wait_for(outcome, timeout, f"session {session_id} to finish", poll=0.1)
     except AssertionError as error:
         raise AssertionError(f"{error}; worker log:\n{worker.log()[-4000:]}") from None
