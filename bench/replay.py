@@ -539,13 +539,23 @@ class LiveSystem:
         env["SESSIONPIPE_ENRICH"] = "all" if enrich else "none"
         self.env = env
         self.workers: list[Worker] = []
-        try:
+        try:  # started together, so that they get ready together
             for index in range(media_workers):
-                self.workers.append(Worker(env, root / f"worker-media{index}.log", queues="media"))
-            self.workers.append(Worker(env, root / "worker-audio.log", queues="audio"))
+                self.workers.append(
+                    Worker(env, root / f"worker-media{index}.log", queues="media", wait=False)
+                )
+            self.workers.append(Worker(env, root / "worker-audio.log", queues="audio", wait=False))
             self.workers.append(
-                Worker(env, root / "worker-other.log", queues=WORKER_QUEUES_OTHER, concurrency=2)
+                Worker(
+                    env,
+                    root / "worker-other.log",
+                    queues=WORKER_QUEUES_OTHER,
+                    concurrency=2,
+                    wait=False,
+                )
             )
+            for worker in self.workers:
+                worker.wait_ready()
         except BaseException:
             self.stop()
             raise

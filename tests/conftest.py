@@ -225,4 +225,4 @@ def worker_system(
     try:
         yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker
     finally:
-        worker.stop()
+        worker.discard()

@@ -173,4 +173,4 @@ def test_worker_holding_an_unacked_task_survives_a_redis_restart(
         assert worker.proc.poll() is None, log_tail()
         assert "Unrecoverable error" not in worker.log(), log_tail()
     finally:
-        worker.stop()
+        worker.discard()

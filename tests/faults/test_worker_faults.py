@@ -130,10 +130,13 @@ def test_same_session_shipped_by_two_agents_and_events_twice(system: FaultSystem
     assert all(job.attempts == 1 for job in system.jobs("twice"))
 
 
-#: A talk whose transcription takes a few seconds here (dense narration, small slides).
+#: A talk whose transcription takes a few seconds here (dense narration, small slides):
+#: long enough to be killed mid-way (its progress is reported line by line); the
+#: full-size run's is twice as long.
+TALK_S = 90.0 if SCALE == 1 else 180.0
 TALK = SyntheticSpec(
-    duration=180.0, segment_seconds=30.0, audio_holes=(), width=320, height=180, fps=5,
-    lecture=talk(180.0, seed=3),
+    duration=TALK_S, segment_seconds=30.0, audio_holes=(), width=320, height=180, fps=5,
+    lecture=talk(TALK_S, seed=3),
 )  # fmt: skip
 
 

@@ -6,7 +6,9 @@ Servers a test kills and starts again are its own: :mod:`tests.support.servers`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -138,6 +140,7 @@ class WorkerProcess:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own: discard() kills it whole
         )
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -153,13 +156,22 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Celery's warm shutdown (SIGTERM): running tasks finish first (seconds even idle)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.discard()
+        self._log.close()
+
+    def discard(self) -> None:
+        """Kill the worker and its pool processes at once and reap it: for the end of a test,
+        whose checks are done (a warm shutdown would only wait for work nobody looks at)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
         self._log.close()
 
 
@@ -185,6 +197,6 @@ def wait_for_session(
         return None
 
     try:
-        return wait_for(outcome, timeout, f"session {session_id} to finish", poll=0.5)
+        return wait_for(outcome, timeout, f"session {session_id} to finish", poll=0.1)
     except AssertionError as error:
         raise AssertionError(f"{error}; worker log:\n{worker.log()[-4000:]}") from None

@@ -62,14 +62,14 @@ def _system(tmp_path: Path, pg_url: str, redis_url: str, policy: str) -> System:
 def gap(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
     system = _system(tmp_path, pg_url, redis_url, "gap")
     yield system
-    system.worker.stop()
+    system.worker.discard()
 
 
 @pytest.fixture
 def fail(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
     system = _system(tmp_path, pg_url, redis_url, "fail")
     yield system
-    system.worker.stop()
+    system.worker.discard()
 
 
 def _recorded(tmp_path: Path, session_id: str) -> tuple[Path, Manifest]:

@@ -267,4 +267,4 @@ def test_audio_is_finished_by_its_own_worker_while_no_media_worker_runs(
         assert audio.audio_duration is not None
         assert abs(audio.audio_duration - SPEC.duration) < 0.1
     finally:
-        worker.stop()
+        worker.discard()

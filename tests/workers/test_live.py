@@ -72,7 +72,7 @@ def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
     worker = WorkerProcess(env, tmp_path / "worker.log")
     settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
     yield System(settings, Storage(settings.storage), worker)
-    worker.stop()
+    worker.discard()
 
 
 def _timed(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:

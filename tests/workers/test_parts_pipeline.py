@@ -84,7 +84,7 @@ def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
     worker = WorkerProcess(env, tmp_path / "worker.log")
     settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
     yield System(settings, Storage(settings.storage), worker)
-    worker.stop()
+    worker.discard()
 
 
 def test_parts_made_while_recording_leave_only_a_join(system: System, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_high_priority_is_served_before_queued_low_priority(
                 )
             time.sleep(0.2)
     finally:
-        worker.stop()
+        worker.discard()
     assert len(order) == LOW_COUNT + 1, worker.log()[-3000:]
     assert order[0] == 100, f"high priority should come first, got {order}"
     assert order[1:] == list(range(1, LOW_COUNT + 1))

@@ -126,7 +126,7 @@ def test_a_receiver_that_was_down_gets_playable_and_complete(
 
         events = wait_for(both, 120, "both webhooks", poll=0.5)
     finally:
-        worker.stop()
+        worker.discard()
         receiver.server.shutdown()
     for headers, body in receiver.posts:
         assert webhook.verify(
@@ -229,7 +229,7 @@ def test_the_sweeper_posts_a_delivery_whose_send_was_lost(tmp_path: Path, redis_
             wait_for(lambda: _delivered(url, delivery_id), 30, "delivered_at", poll=0.2)
             assert dispatch.sweep(app, settings, grace=timedelta(0)).webhooks == []
         finally:
-            worker.stop()
+            worker.discard()
             receiver.server.shutdown()
     finally:
         drop_database(url)

@@ -90,15 +90,22 @@ def test_sigkill_mid_upload_then_restart_ships_every_segment_exactly_once(
             return list(folder.glob(f".*{TEMP_MARK}*"))
 
         temps = wait_for(mid_upload, 45, "an upload in progress after the first one", poll=0.01)
-        # While it runs, status (another process) sees it through the outbox.
-        report = subprocess.run(
-            capture_agent("status", "--json"),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # While it runs, status (another process) sees it through the outbox. The agent is
+        # held mid-copy meanwhile (SIGSTOP: it keeps its lock and its open outbox): status
+        # starts slowly on a loaded machine, and the agent could otherwise ship everything
+        # before status looks (then nothing is pending and no upload is left to kill).
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            report = subprocess.run(
+                capture_agent("status", "--json"),
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         assert report.returncode == 0, report.stderr
         status = json.loads(report.stdout)
         assert status["uploader"]["running"] and status["uploader"]["pid"] == proc.pid

@@ -140,4 +140,4 @@ def test_session_ended_while_broker_is_down_is_delivered_and_processed(
             assert session is not None and session.expected_segments == len(recorded)
     finally:
         agent.stop(drain=False)
-        worker.stop()
+        worker.discard()

@@ -124,7 +124,7 @@ def test_the_page_follows_a_session_live_and_seeks_the_player(
             _refused_without_token(api, driver)
             assert TOKEN not in api.log.read_text()
     finally:
-        ingest.stop()
+        ingest.discard()
 
 
 def _login(api: ApiServer, driver: WebDriver) -> None:
@@ -154,7 +154,7 @@ def _follow_live(driver: WebDriver, env: dict[str, str], tmp_path: Path) -> None
             "the page to show the session completed",
         )  # fmt: skip
     finally:
-        media.stop()
+        media.discard()
     assert driver.execute_script("return window.__mark") == "not reloaded"
     seen: list[str] = driver.execute_script("return window.__seen")
     bars = driver.find_elements(By.CSS_SELECTOR, "#stages li")

@@ -92,4 +92,4 @@ def test_the_page_plays_a_recording_session_live(
             assert driver.execute_script("return document.getElementById('player').muted")
             assert TOKEN not in api.log.read_text()
     finally:
-        worker.stop()
+        worker.discard()

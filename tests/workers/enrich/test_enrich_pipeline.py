@@ -83,7 +83,7 @@ def enriching_worker(
     env["SESSIONPIPE_TRANSCRIPT_OVERLAP_S"] = str(OVERLAP_S)
     worker = WorkerProcess(env, tmp_path / "worker.log")
     yield settings_for(home=home, database_url=pg_url, broker_url=redis_url), worker, env
-    worker.stop()
+    worker.discard()
 
 
 def _made(database_url: str, session_id: str) -> dict[str, int]:
