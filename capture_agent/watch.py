@@ -14,13 +14,16 @@ Rules:
   ``MANIFEST_SETTLE_S`` of being modified is taken as half-written and retried quietly.
 * A listed segment is handed to the agent once it is complete: closed after writing
   (inotify ``IN_CLOSE_WRITE``, on Linux) and unchanged for ``CLOSE_SETTLE_S`` since, or at
-  once if the recorder has moved on to a later listed segment of the same kind (its file
-  exists: a recorder writes each track's segments one after another, so one it closed and
-  left behind is final), or its size and mtime unchanged for ``stable_seconds`` (the only
-  signal on macOS). Once
-  ``session.json`` says the session is over, a segment last modified before it is complete
-  at once: a recorder writes that end marker last (the README's session format), so the
-  last segment ships without waiting, and the session's end reaches the workers sooner.
+  once when the recorder said it is finished: the first ``session.json`` the watcher saw
+  listing it was written after the file's last modification (ffmpeg's segment list names a
+  segment once it is finished; one listed while it was still being written waits the
+  settle, since such a writer may close and reopen it), or it moved on to a later listed
+  segment of the same kind (its file has data: a recorder writes each track's segments
+  one after another); or its size and mtime unchanged for ``stable_seconds`` (the only
+  signal on macOS). Once ``session.json`` says the session is over, a segment last
+  modified before it is complete at once: a recorder writes that end marker last (the
+  README's session format), so the last segment ships without waiting, and the session's
+  end reaches the workers sooner.
 * A session is ended (``end_session``) once every listed segment has been handed over and
   ``session.json`` says it is over: an ``"ended_at"`` time, or ``"complete": true``.
 * What was handed over is remembered in ``<state_dir>/watch/<root-hash>.state.json`` so a
@@ -170,6 +173,8 @@ class SessionWatcher:
         self._live: dict[str, _Live] = {}
         self._trackers: dict[Path, _Tracker] = {}
         self._closed: dict[Path, tuple[Signature, float]] = {}
+        # The mtime (ns) of the first session.json seen listing each unshipped segment.
+        self._first_listed: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._last_status: str | None = None
@@ -337,9 +342,11 @@ class SessionWatcher:
             if segment.file in shipped:
                 continue
             path = paths[i]
+            listed_at = self._first_listed.setdefault(path, st.st_mtime_ns)
             moved_on = any(later.kind == segment.kind and _has_data(paths[i + 1 + j])
                            for j, later in enumerate(manifest.segments[i + 1 :]))  # fmt: skip
-            state = self._completeness(path, final_before, moved_on=moved_on)
+            state = self._completeness(path, final_before, moved_on=moved_on,
+                                       listed_at=listed_at)  # fmt: skip
             if state is not True:
                 if state is False:
                     waiting.append(segment.file)
@@ -357,6 +364,7 @@ class SessionWatcher:
             self._trackers.pop(path, None)
             with self._lock:
                 self._closed.pop(path, None)
+            self._first_listed.pop(path, None)
             self._save_state()
             self.notify(f"session {manifest.id}: segment {segment.file} queued for upload")
         live.waiting = waiting
@@ -378,12 +386,19 @@ class SessionWatcher:
         return manifest, manifest.ended_at, manifest.complete
 
     def _completeness(
-        self, path: Path, final_before: int | None = None, *, moved_on: bool = False
+        self,
+        path: Path,
+        final_before: int | None = None,
+        *,
+        moved_on: bool = False,
+        listed_at: int | None = None,
     ) -> bool | str | None:
         """True when complete, False while waiting, a message when the entry is unusable.
 
         ``final_before``: the end marker's mtime (ns); a file not modified since is complete.
-        ``moved_on``: a later segment of the same kind has data: a closed file is complete.
+        ``moved_on``: a later segment of the same kind has data: a closed file is complete;
+        so is one whose first listing (``listed_at``: that session.json's mtime, ns) was
+        written after the file's last modification.
         """
         try:
             st = path.lstat()
@@ -408,8 +423,9 @@ class SessionWatcher:
             return True
         with self._lock:
             closed = self._closed.get(path)
+        listed_after_close = listed_at is not None and listed_at > st.st_mtime_ns
         if closed is not None and closed[0] == signature and (
-            moved_on or now - closed[1] >= self.close_settle_seconds
+            moved_on or listed_after_close or now - closed[1] >= self.close_settle_seconds
         ):
             return True
         if now - tracker.since >= self.stable_seconds:

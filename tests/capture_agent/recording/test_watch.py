@@ -169,6 +169,27 @@ def test_a_closed_segment_ships_once_the_recorder_moved_on_to_the_next(tmp_path:
         assert agent.files() == ["screen-0000.mp4"]  # the microphone's has no successor yet
 
 
+def test_a_segment_listed_only_once_closed_ships_at_once(tmp_path: Path) -> None:
+    """A recorder that names a segment in ``session.json`` once it has finished it (as
+    ffmpeg's segment list does) has said it is final: no settle. One listed while it was
+    still being written waits the settle (its writer may reopen it)."""
+    root, agent = tmp_path / "Recorder", FakeAgent()
+    folder = root / "s1"
+    write_manifest(folder, "s1", ["screen-0000.mp4"])
+    with watching(root, agent, tmp_path / "state", stable_seconds=NEVER_STABLE_S,
+                  close_settle_seconds=NEVER_STABLE_S):  # fmt: skip
+        wait_for(lambda: agent.names() == ["begin_session"], 5, "begin_session")
+        time.sleep(3 * RESCAN_S)  # the watcher has seen screen-0000 listed, not written
+        write_file(folder / "screen-0000.mp4")  # written and closed after it was listed
+        write_file(folder / "mic-0000.m4a")  # written and closed, not listed yet
+        time.sleep(3 * RESCAN_S)
+        assert agent.files() == []
+        write_manifest(folder, "s1", ["screen-0000.mp4", "mic-0000.m4a"])
+        wait_for(lambda: agent.files() == ["mic-0000.m4a"], 5, "the segment listed once closed")
+        time.sleep(3 * RESCAN_S)
+        assert agent.files() == ["mic-0000.m4a"]  # the other one waits the settle
+
+
 HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
     "escape": (
         {"segments": [{"kind": "video", "file": "../../etc/passwd"}]},
