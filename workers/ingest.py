@@ -31,6 +31,7 @@ from shared.routing import (
     TASK_LIVE_FRAGMENT,
     TASK_TRANSCRIPT_PIECES,
     background_priority,
+    priority_value,
 )
 from shared.settings import Settings
 from shared.storage import Storage, StorageError
@@ -96,13 +97,15 @@ def ingest(app: Celery, settings: Settings, event: dict[str, Any]) -> str:
     # Work done while recording: a lost message costs only time (the next one, or the stage
     # after the end, covers it), so a failed send is logged, never raised.
     segment_args = [session.id, parsed.segment().file] if parsed.type == "segment.stored" else []
-    background = background_priority(session.priority)
-    # All of it is background work: one priority step after the stages of sessions of the
-    # same priority, so a session that ended (concat_audio, merge: the audio queue too)
-    # never waits behind the passes of sessions still recording.
+    now, background = priority_value(session.priority), background_priority(session.priority)
+    # The live view is watched as it happens: its pass (a remux, a few tenths of a second)
+    # goes at the session's priority, ahead of the chunk passes queued before it. The rest
+    # is background work: one priority step after the stages of sessions of the same
+    # priority, so a session that ended (concat_audio, merge: the audio queue too) never
+    # waits behind the passes of sessions still recording.
     if live_wanted:  # a hole in the live view, not in the outputs
         live_args: list[str | None] = [*segment_args] or [session.id, None]  # None: it ended
-        _request(app, TASK_LIVE_FRAGMENT, live_args, background, "live fragments", session.id)
+        _request(app, TASK_LIVE_FRAGMENT, live_args, now, "live fragments", session.id)
     if part_wanted:
         _request(app, TASK_COMPRESS_PART, segment_args, background, "the part", session.id)
     if pieces_wanted:
