@@ -7,7 +7,7 @@ fragment*, the segment's packets and the recorder's AAC packets of that stretch 
 where they land on the output timeline known so far (``workers.media.fragment``,
 ``workers.media.liveaudio``; no encoding). The status API serves them as an HLS playlist
 (fMP4 media segments, RFC 8216) that a browser plays through Media Source Extensions (the
-session page) and Safari or QuickTime natively, one segment behind the recorder at most.
+session page) and Safari or QuickTime natively, about a segment behind the recorder.
 
 The rules, which keep this a pure view that nothing else depends on:
 
