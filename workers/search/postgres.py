@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Final
 
 from workers.search.query import Query, Term
-from workers.search.ranking import CANDIDATES, density_sql, weight_sql
+from workers.search.ranking import CANDIDATES, ranked_hits_sql
 
 CONFIG = "simple"
 #: Most words a prefix is expanded to; past that it is a partial match (``'mi':*``).
@@ -69,16 +69,4 @@ matches AS (
     WHERE m.tsv @@ q.q{filters}
     {cap}
 ),
-counted AS (
-    SELECT id, relevance * {weight_sql("kind")} AS rank,
-           count(*) OVER (PARTITION BY session_id) AS n
-    FROM matches
-),
-top AS (
-    SELECT id, rank * {density_sql("n")} AS score FROM counted
-    ORDER BY score DESC, id LIMIT :limit
-)
-SELECT m.session_id, m.start_s, m.end_s, m.kind, m.text, m.words, top.score
-FROM top JOIN search_moments m ON m.id = top.id
-ORDER BY top.score DESC, m.session_id, m.start_s
-"""
+{ranked_hits_sql()}"""

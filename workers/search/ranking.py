@@ -67,3 +67,22 @@ def length_sql(tokens: str) -> str:
     the query once, without the IDFs (see above): shorter moments first."""
     n = f"CAST({tokens} AS FLOAT)"
     return f"({K1 + 1} / (1 + {K1} * ({1 - B} + {B} * {n} / {AVERAGE_TOKENS})))"
+
+
+def ranked_hits_sql() -> str:
+    """What follows a backend's ``matches`` CTE (id, session_id, kind, relevance) in both
+    databases' statements: the kind weights, the session densities, the ``:limit`` best,
+    and their moments' rows (``session_id, start_s, end_s, kind, text, words, score``)."""
+    return f"""counted AS (
+    SELECT id, relevance * {weight_sql("kind")} AS rank,
+           count(*) OVER (PARTITION BY session_id) AS n
+    FROM matches
+),
+top AS (
+    SELECT id, rank * {density_sql("n")} AS score FROM counted
+    ORDER BY score DESC, id LIMIT :limit
+)
+SELECT m.session_id, m.start_s, m.end_s, m.kind, m.text, m.words, top.score
+FROM top JOIN search_moments m ON m.id = top.id
+ORDER BY top.score DESC, m.session_id, m.start_s
+"""

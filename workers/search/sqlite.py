@@ -11,7 +11,7 @@ AND "b"`` for words, ``"a b"`` for a phrase, ``"migr"*`` for a prefix. FTS5's ow
 from __future__ import annotations
 
 from workers.search.query import Query, Term
-from workers.search.ranking import CANDIDATES, density_sql, length_sql, weight_sql
+from workers.search.ranking import CANDIDATES, length_sql, ranked_hits_sql
 
 
 def _term(term: Term) -> str:
@@ -46,16 +46,4 @@ WITH matches AS (
     WHERE search_moments_fts MATCH :match{filters}
     {cap}
 ),
-counted AS (
-    SELECT id, relevance * {weight_sql("kind")} AS rank,
-           count(*) OVER (PARTITION BY session_id) AS n
-    FROM matches
-),
-top AS (
-    SELECT id, rank * {density_sql("n")} AS score FROM counted
-    ORDER BY score DESC, id LIMIT :limit
-)
-SELECT m.session_id, m.start_s, m.end_s, m.kind, m.text, m.words, top.score
-FROM top JOIN search_moments m ON m.id = top.id
-ORDER BY top.score DESC, m.session_id, m.start_s
-"""
+{ranked_hits_sql()}"""
