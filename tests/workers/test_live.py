@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -36,7 +35,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
-from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
+from tests.support.services import WorkerProcess, wait_for_session
 from tests.support.shipping import SessionShipper
 from tests.support.waiting import wait_for
 from workers import live
@@ -66,13 +65,10 @@ class System:
 
 
 @pytest.fixture
-def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
-    home = tmp_path / "home"
-    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
-    yield System(settings, Storage(settings.storage), worker)
-    worker.discard()
+def system(worker_system: tuple[Settings, WorkerProcess]) -> System:
+    """conftest's worker_system, with the storage the test reads."""
+    settings, worker = worker_system
+    return System(settings, Storage(settings.storage), worker)
 
 
 def _timed(path: Path, kind: str) -> list[tuple[int | None, int | None, bytes]]:

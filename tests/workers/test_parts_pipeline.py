@@ -9,7 +9,6 @@ run, and finalize leaves no part behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from shared.storage import Storage
 from synthetic.plan import SyntheticSpec
 from synthetic.session import record_synthetic_session
 from tests.support.media import differing_times
-from tests.support.services import WorkerProcess, service_env, settings_for, wait_for_session
+from tests.support.services import WorkerProcess, wait_for_session
 from tests.support.shipping import SessionShipper, ship_session_dir
 from tests.support.waiting import wait_for
 from workers.media.compress import compress_video
@@ -78,13 +77,10 @@ def _check_copy(system: System, session_id: str, tmp_path: Path) -> dict[str, An
 
 
 @pytest.fixture
-def system(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[System]:
-    home = tmp_path / "home"
-    env = service_env(home=home, database_url=pg_url, broker_url=redis_url)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    settings = settings_for(home=home, database_url=pg_url, broker_url=redis_url)
-    yield System(settings, Storage(settings.storage), worker)
-    worker.discard()
+def system(worker_system: tuple[Settings, WorkerProcess]) -> System:
+    """conftest's worker_system, with the storage the test reads."""
+    settings, worker = worker_system
+    return System(settings, Storage(settings.storage), worker)
 
 
 def test_parts_made_while_recording_leave_only_a_join(system: System, tmp_path: Path) -> None:
