@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.cpuaccount import CpuAccount  # noqa: E402
 from bench.replay import (  # noqa: E402
     DEFAULT_SPEED,
     LiveResult,
@@ -163,6 +164,7 @@ def run_one(
             )
             agent = system.agent(work / "watched")
             watcher = LiveWatcher(Storage(work / "home" / "storage"), session_id)
+            account, started = CpuAccount().start(), time.monotonic()
             try:
                 record, _, result = replay_live(
                     source,
@@ -176,14 +178,17 @@ def run_one(
                     alive=system.assert_alive,
                 )
             finally:
+                cpu = account.stop()
+                wall = time.monotonic() - started
                 watcher.stop()
                 agent.stop()
                 system.stop()
-            result = watcher.measure(record, result)
+            result = replace(watcher.measure(record, result), cpu_s=cpu, cpu_wall_s=wall)
         print(f"  {describe(result)}", flush=True)
         print(f"  live view: worst {_s(result.live_lag_s, 2)} s behind the recorder "
               f"({_s(result.live_lag_segments, 2)} segment), whole recording listed "
               f"{_s(result.end_to_live_s, 2)} s after the end", flush=True)
+        print(f"  {describe_cpu(result)}", flush=True)
         # other work on the machine moves these figures: say how busy it was
         print(f"  load average at the finish: {[round(x, 2) for x in os.getloadavg()]}")
         return result
@@ -233,6 +238,25 @@ class LiveWatcher:
                 else None
             ),
         )
+
+
+def describe_cpu(result: LiveResult) -> str:
+    """The CPU the run used, by role: core-seconds per recorded minute, and the share of
+    the machine's cores over the run's wall time."""
+    if not result.cpu_s or not result.cpu_wall_s:
+        return "CPU: not measured"
+    cores = os.cpu_count() or 1
+    minutes = result.recorded_s / 60
+    total = sum(result.cpu_s.values())
+    available = cores * result.cpu_wall_s
+    parts = ", ".join(
+        f"{role} {seconds / minutes:.1f}" for role, seconds in result.cpu_s.items() if seconds >= 1
+    )
+    return (
+        f"CPU over {result.cpu_wall_s:.0f} s: {total:.0f} core-s of {available:.0f} "
+        f"({total / available:.0%} of {cores} cores); core-s per recorded "
+        f"minute: {parts}"
+    )
 
 
 def _verdict(value: float | None, target: float) -> str:

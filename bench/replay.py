@@ -421,6 +421,10 @@ class LiveResult:
     live_lag_s: float | None = None
     live_lag_segments: float | None = None
     end_to_live_s: float | None = None
+    # CPU seconds each part of the system used during the replay and until it settled
+    # (bench/cpuaccount.py), and the wall seconds they were measured over.
+    cpu_s: dict[str, float] | None = None
+    cpu_wall_s: float | None = None
 
     @property
     def compress_minutes_per_minute(self) -> float | None:
