@@ -42,7 +42,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +71,10 @@ CLOSE_SETTLE_S = 1.0
 #: A session.json modified less than this many seconds ago that fails to parse is assumed
 #: to be mid-write rather than hostile.
 MANIFEST_SETTLE_S = 1.0
+#: Coarser than any file system's timestamp tick (Linux takes them from a clock read once
+#: per scheduler tick, 1 to 10 ms): a file may be rewritten within one tick unseen by its
+#: mtime, so a manifest is only remembered once its mtime is older than this (seconds).
+MTIME_GRANULARITY_S = 0.1
 #: While a listed file is waiting to become stable, re-check this often (seconds).
 PENDING_POLL_S = 0.25
 WATCH_DIR_NAME = "watch"
@@ -173,6 +176,8 @@ class SessionWatcher:
         self._live: dict[str, _Live] = {}
         self._trackers: dict[Path, _Tracker] = {}
         self._closed: dict[Path, tuple[Signature, float]] = {}
+        # Each folder's parsed manifest and the identity of the file it came from.
+        self._manifests: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
         # The mtime (ns) of the first session.json seen listing each unshipped segment.
         self._first_listed: dict[Path, int] = {}
         self._lock = threading.Lock()
@@ -292,7 +297,9 @@ class SessionWatcher:
         if live.rejected_signature == signature:
             return False
         try:
-            manifest, ended_at, complete = self._read_manifest(folder)
+            manifest, paths = self._read_manifest(
+                folder, st, set(done.shipped) if done is not None else set()
+            )
         except (ManifestError, InvalidNameError) as exc:
             if self._wall() - st.st_mtime < MANIFEST_SETTLE_S:
                 return True  # probably still being written; look again shortly
@@ -336,15 +343,18 @@ class SessionWatcher:
         waiting = []
         shipped = set(done.shipped)
         # Files written before the end marker are final (see the module's rules).
+        ended_at, complete = manifest.ended_at, manifest.complete
         final_before = st.st_mtime_ns if (ended_at is not None or complete) else None
-        paths = [segment_file(folder, segment) for segment in manifest.segments]
         for i, segment in enumerate(manifest.segments):
             if segment.file in shipped:
                 continue
-            path = paths[i]
+            path = paths[segment.file]
             listed_at = self._first_listed.setdefault(path, st.st_mtime_ns)
-            moved_on = any(later.kind == segment.kind and _has_data(paths[i + 1 + j])
-                           for j, later in enumerate(manifest.segments[i + 1 :]))  # fmt: skip
+            moved_on = any(
+                later.kind == segment.kind
+                and (later.file in shipped or _has_data(paths[later.file]))
+                for later in manifest.segments[i + 1 :]
+            )
             state = self._completeness(path, final_before, moved_on=moved_on,
                                        listed_at=listed_at)  # fmt: skip
             if state is not True:
@@ -374,16 +384,42 @@ class SessionWatcher:
             if all_listed:
                 self.agent.end_session(manifest.id, ended_at=ended_at)
                 done.ended = True
+                self._manifests.pop(key, None)
                 self._save_state()
                 self.notify(f"session {manifest.id}: ended ({len(done.shipped)} segments)")
         return bool(waiting)
 
-    def _read_manifest(self, folder: Path) -> tuple[Manifest, datetime | None, bool]:
-        """Validated manifest plus the watcher's end markers (``ended_at``, ``complete``)."""
-        manifest = load_manifest(folder)
-        for segment in manifest.segments:
-            segment_file(folder, segment)  # refuses symlinks leading out before any is read
-        return manifest, manifest.ended_at, manifest.complete
+    def _read_manifest(
+        self, folder: Path, st: os.stat_result, shipped: set[str]
+    ) -> tuple[Manifest, dict[str, Path]]:
+        """The folder's manifest (``st``: its ``session.json``'s stat) and the local path of
+        every listed segment not shipped yet, each checked to stay inside the folder.
+
+        The watcher scans on every file event (a recorder writing a segment makes several a
+        second) and a session lists thousands of segments, so the parsed manifest is kept
+        while its file is unchanged, and only unshipped segments are resolved: a shipped one
+        was checked before it was read, and is never read again. A manifest modified within
+        ``MTIME_GRANULARITY_S`` of its reading is not kept (a rewrite in the same timestamp
+        tick would look unchanged)."""
+        key = str(folder)
+        identity = (st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._manifests.get(key)
+        if cached is not None and cached[0] == identity:
+            manifest = cached[1]
+        else:
+            read_at = self._wall()
+            manifest = load_manifest(folder)
+            if read_at - st.st_mtime > MTIME_GRANULARITY_S:
+                self._manifests[key] = (identity, manifest)
+            else:
+                self._manifests.pop(key, None)
+        # refuses symlinks leading out before any is read
+        paths = {
+            segment.file: segment_file(folder, segment)
+            for segment in manifest.segments
+            if segment.file not in shipped
+        }
+        return manifest, paths
 
     def _completeness(
         self,

@@ -22,6 +22,16 @@ QUEUE_AUDIO: Final = "audio"
 QUEUE_ENRICH: Final = "enrich"
 QUEUE_DEFAULT: Final = "default"  # event ingest and bookkeeping
 QUEUES: Final = (QUEUE_MEDIA, QUEUE_AUDIO, QUEUE_ENRICH, QUEUE_DEFAULT)
+# CPU priority (Unix niceness) of a worker by the queues it consumes (workers.cpupriority):
+# where the workers share a machine's cores and the recording brings more work than they
+# can do (a long session replayed fast, several sessions at once), the kernel gives the CPU
+# to what the user waits for first. The playable MP4, the live view and the bookkeeping
+# (audio, default) keep the normal priority; the compressed copy (media) yields to them;
+# enrichment, which no one waits for at the end of a recording, yields to all. Linux
+# weighs a process at niceness 5 about a third, at 10 about a tenth, of one at 0, so an idle
+# core still goes to whoever wants it: this orders work under contention, it never idles
+# a core. A worker of several queues takes the most urgent one's.
+QUEUE_NICENESS: Final = {QUEUE_MEDIA: 5, QUEUE_AUDIO: 0, QUEUE_ENRICH: 10, QUEUE_DEFAULT: 0}
 
 TASK_INGEST_EVENT: Final = "sessionpipe.ingest_event"
 TASK_CONCAT_AUDIO: Final = "sessionpipe.concat_audio"

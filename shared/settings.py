@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "delivered again meanwhile, and the claim drops the copy. Longer than a retry's "
         "longest countdown (600 s), which a worker holds unacknowledged.",
     )
+    worker_niceness: bool = Field(
+        default=True,
+        description="Lower a worker's CPU priority by the queues it consumes "
+        "(shared.routing.QUEUE_NICENESS): under contention the playable MP4 and the live "
+        "view go first, the compressed copy next, enrichment last.",
+    )
     sweep_interval_s: float = Field(
         default=15,
         gt=0,
