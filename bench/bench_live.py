@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -354,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep each run's work folder")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     args = p.parse_args(argv)
+    # Stop cleanly (the system's workers and agent stopped by the finally blocks) on Ctrl-C
+    # and on SIGTERM, also when started in the background, where the shell ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if any(m < 1 for m in args.minutes) or not args.speed > 0:
         p.error("--minutes and --speed must be positive")
 
