@@ -8,6 +8,7 @@ folder is refused with a message naming it (cut short when long) and saying why.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 from shared.diagnostics import quoted
@@ -69,6 +70,22 @@ def validate_relative_path(
     ``max_length`` and ``max_depth`` are a segment path's; a storage key, which prefixes
     one with ``sessions/<id>/segments/``, passes larger ones.
     """
+    if isinstance(path, str):  # the answers for strings are remembered (see below)
+        return _valid_relative_path(path, what, max_length, max_depth)
+    return _checked_relative_path(path, what, max_length, max_depth)
+
+
+#: Validated paths remembered: a pure function of its arguments, asked for every segment of
+#: a session on every pass while it records (a refusal raises and is not remembered).
+VALID_PATHS_REMEMBERED = 65536
+
+
+@lru_cache(maxsize=VALID_PATHS_REMEMBERED)
+def _valid_relative_path(path: str, what: str, max_length: int, max_depth: int) -> str:
+    return _checked_relative_path(path, what, max_length, max_depth)
+
+
+def _checked_relative_path(path: object, what: str, max_length: int, max_depth: int) -> str:
     problem = _text_problem(path, max_length)
     if problem is not None:
         raise InvalidNameError(f"invalid {what} {quoted(path)}: {problem}")

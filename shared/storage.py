@@ -10,7 +10,9 @@ fsynced, then renamed (shared.atomicfile).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,10 +91,18 @@ class Storage:
         rel = validate_relative_path(name, what="output name")
         return f"{SESSIONS_DIR}/{session_id}/{DERIVED_DIR}/{rel}"
 
-    def path(self, key: str) -> Path:
+    def path(self, key: str, *, folders: dict[str, Path] | None = None) -> Path:
         """Local path of a key, refusing anything that resolves outside the root, or through
-        a symlink inside it (the root itself may be reached through one)."""
+        a symlink inside it (the root itself may be reached through one).
+
+        ``folders``: for a caller that looks up many keys at once (every segment of a
+        session, on every pass while it records), a memo of the folders checked so far in
+        this call (folder key -> its path): each folder is then resolved and checked once,
+        and each key's last component only tested for being a symlink (one ``lstat``), not
+        resolved again component by component. Pass a new dict per call, never keep one."""
         rel = validate_key(key)
+        if folders is not None:
+            return self._path_in_checked_folder(key, rel, folders)
         root = self.root.resolve()
         candidate = (root / rel).resolve()
         if candidate != root and root not in candidate.parents:
@@ -101,6 +111,20 @@ class Storage:
             raise StorageError(
                 f"storage key {quoted(key)} leads through a symlink inside the storage root"
             )
+        return candidate
+
+    def _path_in_checked_folder(self, key: str, rel: str, folders: dict[str, Path]) -> Path:
+        head, _, name = rel.rpartition("/")
+        folder = folders.get(head)
+        if folder is None:
+            folder = folders[head] = self.path(head) if head else self.root.resolve()
+        candidate = folder / name
+        try:
+            mode = os.lstat(candidate).st_mode
+        except FileNotFoundError:
+            return candidate  # as resolve() does for a name that does not exist yet
+        if stat.S_ISLNK(mode):
+            return self.path(key)  # the whole check, which refuses it
         return candidate
 
     # -- writing ------------------------------------------------------------------------

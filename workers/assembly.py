@@ -230,7 +230,7 @@ def append_ready(
     ``keep_going`` is asked before each append (False: the stage took over, stop).
     """
     storage = Storage(settings.storage)
-    identities = {str(storage.path(r.storage_key)): r.sha256 for r in snapshot.segments}
+    identities = _identities(storage, snapshot)
     rate = settings.audio_sample_rate
     planned = plan_pieces(timeline, identities, rate, final=False)
     if not planned:
@@ -460,7 +460,7 @@ def finish(
     description = Description.load(where / DESCRIPTION_NAME)
     if description is None or not description.pieces:
         raise AssemblyUnusable("no piece of the playable MP4 was assembled while recording")
-    identities = {str(storage.path(r.storage_key)): r.sha256 for r in snapshot.segments}
+    identities = _identities(storage, snapshot)
     planned = plan_pieces(timeline, identities, settings.audio_sample_rate, final=True)
     audio = _TrackAudio(settings, snapshot, storage, timeline, identities, audio_track)
     keep = _valid_prefix(description, planned, audio.signatures)
@@ -487,3 +487,10 @@ def finish(
     shutil.rmtree(where, ignore_errors=True)
     return Finished(path=output, pieces=len(planned), appended_before=keep,
                     packets=sum(p.packets for p in final.pieces), indexed=indexed)  # fmt: skip
+
+
+def _identities(storage: Storage, snapshot: SessionSnapshot) -> dict[str, str]:
+    """Each stored segment's local path and content hash (every pass looks them all up, so
+    each folder is checked once)."""
+    folders: dict[str, Path] = {}
+    return {str(storage.path(r.storage_key, folders=folders)): r.sha256 for r in snapshot.segments}

@@ -88,7 +88,8 @@ def make(settings: Settings, session_id: str) -> str:
         snapshot = load_snapshot(db, session)
     storage = Storage(settings.storage)
     folder = storage.output_path(live_key(storage, session_id))
-    refs = {str(storage.path(s.storage_key)): s for s in snapshot.segments
+    folders: dict[str, Path] = {}  # each folder checked once: this runs on every pass
+    refs = {str(storage.path(s.storage_key, folders=folders)): s for s in snapshot.segments
             if s.kind == SegmentKind.VIDEO}  # fmt: skip
     stems = {path: f"{Path(s.file).stem}-{s.sha256[:16]}" for path, s in refs.items()}
     if all((folder / f"{stem}{DESCRIPTION_SUFFIX}").is_file() for stem in stems.values()):

@@ -272,3 +272,39 @@ def test_a_temporary_file_is_live_while_fresh_and_its_writer_runs(tmp_path: Path
     os.utime(mine, (old, old))
     assert not may_be_live(mine, untouched_s=300)  # untouched this long: its writer is stuck
     assert not may_be_live(tmp_path / "vanished", untouched_s=300)
+
+
+def test_paths_looked_up_together_are_those_looked_up_alone_and_as_safe(tmp_path: Path) -> None:
+    """``path(key, folders=...)`` (every segment of a session on every pass while it
+    records) checks each folder once and each file with one lstat, with the same answers:
+    the same paths, and the same refusals of symlinks leading out or across sessions."""
+    real = tmp_path / "real-root"
+    real.mkdir()
+    (tmp_path / "mounted").symlink_to(real)  # a root reached through a symlink is fine
+    storage = Storage(tmp_path / "mounted")
+    keys = [storage.segment_key("s1", f"screen-{i:04d}.mp4") for i in range(3)]
+    for key in keys[:2]:
+        (storage.root / key).parent.mkdir(parents=True, exist_ok=True)
+        (storage.root / key).write_bytes(b"x")
+    keys.append(storage.derived_key("s1", "s1.mp4"))  # another folder, not made yet
+    folders: dict[str, Path] = {}
+    assert [storage.path(key, folders=folders) for key in keys] == [
+        storage.path(key) for key in keys
+    ]
+    assert storage.path(keys[0], folders=folders) == real / keys[0]
+    assert sorted(folders) == ["sessions/s1/derived", "sessions/s1/segments"]
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (storage.root / storage.segment_key("s1", "leak.mp4")).symlink_to(secret)
+    (storage.root / storage.segment_key("s1", "other.mp4")).symlink_to(storage.root / keys[0])
+    (real / "sessions" / "evil").symlink_to(real / "sessions" / "s1")
+    for key in (
+        storage.segment_key("s1", "leak.mp4"),
+        storage.segment_key("s1", "other.mp4"),
+        storage.segment_key("evil", "screen-0000.mp4"),
+    ):
+        with pytest.raises(StorageError, match="symlink|outside"):
+            storage.path(key)
+        with pytest.raises(StorageError, match="symlink|outside"):
+            storage.path(key, folders=folders)

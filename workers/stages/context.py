@@ -162,10 +162,11 @@ def build_timeline(
     """
     origin = as_utc(snapshot.started_at) if snapshot.started_at else None
     inputs: list[SegmentInput] = []
+    folders: dict[str, Path] = {}  # each folder checked once: this runs on every pass
     for ref in snapshot.segments:
         name = f"segment {quoted(ref.file)} of session {quoted(snapshot.id)}"
         try:
-            path = storage.path(ref.storage_key)
+            path = storage.path(ref.storage_key, folders=folders)
         except (StorageError, InvalidNameError) as exc:
             raise StorageError(f"{name}: {exc}") from exc
         if not path.is_file():
