@@ -58,9 +58,13 @@ VIDEO_SPEC = SyntheticSpec(duration=DEMO_LECTURE.duration, segment_seconds=10.0,
 #: How far a chapter may start from where the whole-MP4 path starts it (issue 12).
 CHAPTER_TOLERANCE_S = 1.0
 PIECE_S, OVERLAP_S = 20.0, 6.0  # three pieces of the minute: two while recording
-#: Words of the whole-session transcript that the stitched one may hear otherwise (Whisper
-#: decodes a word differently in another 30 s context; measured 3 of 60 on this audio).
-MAX_WORDS_HEARD_OTHERWISE = 5
+#: Share of the whole-session transcript's words that the stitched one may hear otherwise
+#: (Whisper decodes a word differently in another 30 s context: measured 3 of 60 on this
+#: audio, 6 of 60 after a Debian update of espeak-ng changed the voice slightly).
+MAX_SHARE_HEARD_OTHERWISE = 0.15
+#: How many fewer of the narration's words the stitched transcript may recall than the
+#: whole-session one (a word lost or cut at a piece boundary would show here).
+MAX_RECALL_LOSS = 0.05
 #: How far 9 in 10 words' start and end may move between the two runs (measured: at most
 #: 0.21 s for 54 of 57 matched words).
 WORD_TIME_TOLERANCE_S = 0.3
@@ -177,7 +181,15 @@ def _check(stitched: StageOutput, whole: StageOutput) -> None:
     differing = sum(
         max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"
     )
-    assert differing <= MAX_WORDS_HEARD_OTHERWISE, matcher.get_opcodes()
+    assert differing <= MAX_SHARE_HEARD_OTHERWISE * len(want), matcher.get_opcodes()
+    # against what was said: the pieces recall the narration about as well as one run
+    said = [w for line in DEMO_LECTURE.narration for w in _WORD.findall(line.text.lower())]
+    recall = {
+        name: sum(block.size for block in difflib.SequenceMatcher(
+            a=said, b=[w for w, _, _ in words], autojunk=False).get_matching_blocks()) / len(said)
+        for name, words in (("stitched", got), ("whole", want))
+    }  # fmt: skip
+    assert recall["stitched"] >= recall["whole"] - MAX_RECALL_LOSS, recall
     moved = [
         max(abs(want[block.a + k][1] - got[block.b + k][1]),
             abs(want[block.a + k][2] - got[block.b + k][2]))

@@ -20,8 +20,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,10 @@ REPRESENTATIVE_DELAY_S = 1.0
 #: Longest stretch (seconds) decoded at full rate to place one change: a transition that
 #: seems longer (the old picture's last sample is older) is placed within its last seconds.
 REFINE_MAX_S = 8.0
+#: Frames OCR'd at once: tesseract runs as one single-threaded process per frame (about a
+#: second per 1080p frame here), so the chapters' frames are read side by side, one per
+#: core; at most 4, since an enrich worker runs several stages at once.
+OCR_THREADS = max(1, min(4, os.cpu_count() or 1))
 #: Words of a title taken from the transcript.
 TRANSCRIPT_TITLE_WORDS = 8
 #: Shares of the progress bar: sampling, placing the changes, then OCR.
@@ -110,42 +116,80 @@ def _representative_time(start: float, end: float, settled: float | None) -> flo
     return min(t, (start + end) / 2)
 
 
-def _read(
-    video: Video, start: float, end: float, settled: float | None
-) -> tuple[ScreenText, float]:
-    """OCR of the chapter's representative frame (of its middle too if that has no title),
-    and the time of the frame read."""
-    first = _representative_time(start, end, settled)
-    text = read_screen(video.frame_at(first))
-    middle = (start + end) / 2
-    if not text.title and middle - first >= REPRESENTATIVE_DELAY_S:
-        later = read_screen(video.frame_at(middle))
+class _Reader:
+    """OCR of many frames of one video: decoded one after another (the video is read by one
+    thread), read by tesseract ``threads`` at a time (each read is a tesseract process of
+    its own, about a second per 1080p frame, and the chapters' frames are independent), at
+    most ``2 * threads`` decoded frames held at once. The answers are those of reading the
+    frames one by one, in the order asked."""
+
+    def __init__(self, video: Video, threads: int) -> None:
+        self.video = video
+        self.threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ocr")
+
+    def read(self, times: list[float]) -> list[ScreenText]:
+        texts: list[ScreenText] = []
+        batch = 2 * self.threads
+        for at in range(0, len(times), batch):
+            frames = [self.video.frame_at(t) for t in times[at : at + batch]]
+            texts.extend(self._pool.map(read_screen, frames))
+        return texts
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+def _read_all(
+    reader: _Reader, spans: list[tuple[float, float]], settled: dict[float, float]
+) -> list[tuple[ScreenText, float]]:
+    """Each chapter's OCR of its representative frame (of its middle too if that has no
+    title), and the time of the frame read."""
+    firsts = [_representative_time(start, end, settled.get(start)) for start, end in spans]
+    read = list(zip(reader.read(firsts), firsts, strict=True))
+    middles = {
+        k: (start + end) / 2
+        for k, ((start, end), (text, first)) in enumerate(zip(spans, read, strict=True))
+        if not text.title and (start + end) / 2 - first >= REPRESENTATIVE_DELAY_S
+    }
+    for k, later in zip(middles, reader.read(list(middles.values())), strict=True):
         if later.title:
-            return later, middle
-    return text, first
+            read[k] = (later, middles[k])
+    return read
 
 
 def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", text.casefold()) if len(w) > 1}
 
 
-def _more_screens(
-    video: Video, start: float, end: float, read_at: float, first: str, candidates: list[float]
-) -> tuple[Screen, ...]:
-    """The chapter's text read again where it changed (:mod:`workers.enrich.screentext`):
+def _more_screens_all(
+    reader: _Reader,
+    spans: list[tuple[float, float]],
+    read: list[tuple[ScreenText, float]],
+    candidates: list[float],
+) -> list[tuple[Screen, ...]]:
+    """Each chapter's text read again where it changed (:mod:`workers.enrich.screentext`):
     the frames that show at least ``MIN_NEW_WORDS`` words not shown before in it."""
-    seen = _words(first)
-    found: list[tuple[float, str]] = []
-    for t in pick_times(candidates, start, end, read_at):
-        text = read_screen(video.frame_at(t)).text
-        new = _words(text) - seen
-        if len(new) >= MIN_NEW_WORDS:
-            found.append((round(t, 3), text))
-            seen |= new
-    if not found:
-        return ()
-    ends = [t for t, _ in found[1:]] + [round(end, 3)]
-    return tuple(Screen(t, until, text) for (t, text), until in zip(found, ends, strict=True))
+    picked = [
+        pick_times(candidates, start, end, read_at)
+        for (start, end), (_, read_at) in zip(spans, read, strict=True)
+    ]
+    texts = iter(reader.read([t for times in picked for t in times]))
+    screens: list[tuple[Screen, ...]] = []
+    for (_, end), (first, _), times in zip(spans, read, picked, strict=True):
+        seen = _words(first.text)
+        found: list[tuple[float, str]] = []
+        for t in times:
+            text = next(texts).text
+            new = _words(text) - seen
+            if len(new) >= MIN_NEW_WORDS:
+                found.append((round(t, 3), text))
+                seen |= new
+        ends = [t for t, _ in found[1:]] + [round(end, 3)] if found else []
+        screens.append(
+            tuple(Screen(t, until, text) for (t, text), until in zip(found, ends, strict=True))
+        )
+    return screens
 
 
 def detect_chapters(
@@ -157,6 +201,7 @@ def detect_chapters(
     ocr: bool = True,
     progress: Callable[[float], None] | None = None,
     sampled: Sampled | None = None,
+    ocr_threads: int = OCR_THREADS,
 ) -> list[Chapter]:
     """The chapters of the screen recording ``video`` (seconds on its clock), covering it.
 
@@ -165,7 +210,8 @@ def detect_chapters(
     ``ocr=False`` skips the screen text (titles from the transcript, or "Chapter N").
     ``progress`` is called with 0..1. ``sampled``: the video's samples taken already (the
     segments' while the session recorded, ``workers.chapterparts``) with its duration and
-    picture size; the file is then only read to place the changes and for OCR. Raises
+    picture size; the file is then only read to place the changes and for OCR.
+    ``ocr_threads``: frames read by tesseract at once (the same answers for any number). Raises
     :class:`EnrichError` naming the file if it cannot be read, :class:`EnrichUnavailable`
     (before decoding anything) if OCR is asked for and tesseract is missing.
     """
@@ -195,15 +241,20 @@ def detect_chapters(
         kept = merge_short(placed, duration, min_chapter_s)
         settled = {c.time: c.after_t for c in kept}
         spans = chapter_spans([c.time for c in kept], duration)
-        chapters: list[Chapter] = []
         done = _SAMPLING_SHARE + _REFINE_SHARE
+        read: list[tuple[ScreenText, float]] | None = None
+        screens: list[tuple[Screen, ...]] = [()] * len(spans)
+        if ocr:
+            reader = _Reader(clip, ocr_threads)
+            try:
+                read = _read_all(reader, spans, settled)
+                report(done + (1.0 - done) / 2)
+                screens = _more_screens_all(reader, spans, read, watch.times)
+            finally:
+                reader.close()
+        chapters: list[Chapter] = []
         for n, (start, end) in enumerate(spans, start=1):
-            screen, read_at = _read(clip, start, end, settled.get(start)) if ocr else (None, start)
-            screens = (
-                _more_screens(clip, start, end, read_at, screen.text, watch.times)
-                if screen is not None
-                else ()
-            )
+            screen = read[n - 1][0] if read is not None else None
             title, source = "", "none"
             if screen is not None and screen.title:
                 title, source = screen.title, "screen"
@@ -219,8 +270,8 @@ def detect_chapters(
                     title=title,
                     title_source=source,
                     screen_text=screen.text if screen is not None else "",
-                    screens=screens,
+                    screens=screens[n - 1],
                 )
             )
-            report(done + (1.0 - done) * n / len(spans))
+        report(1.0)
     return chapters

@@ -9,7 +9,9 @@ frame grabbed at an exact time) and OCR (the title is the large top line; junk i
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +105,37 @@ def test_demo_lecture_chapters_at_the_slide_changes(demo_video: Path) -> None:
     assert first_scroll_end <= later.start <= first_scroll_end + 2 * MAX_KEYFRAME_GAP_S
     assert later.end == scrolled.end
     assert "Write the test first" in later.text and "Write the test" not in scrolled.screen_text
+
+
+def test_frames_are_read_side_by_side_with_the_answers_of_one_at_a_time(
+    demo_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tesseract takes about a second per frame, one process per frame: the chapters'
+    frames are read several at once (``ocr_threads``), with the chapters of reading them one
+    after another."""
+    from workers.enrich import chaptering
+
+    lock = threading.Lock()
+    running, most = 0, 0
+
+    def counted(rgb: np.ndarray) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return read_screen(rgb)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(chaptering, "read_screen", counted)
+    one = detect_chapters(demo_video, ocr_threads=1)
+    assert most == 1
+    side_by_side = detect_chapters(demo_video, ocr_threads=3)
+    assert most >= 2  # at least two tesseracts were running at once
+    assert side_by_side == one
+    assert_chapters_match(side_by_side, DEMO_LECTURE)
 
 
 def test_sparse_keyframes_and_fades_give_the_same_chapters(sparse_video: Path) -> None:
