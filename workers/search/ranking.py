@@ -73,14 +73,13 @@ def ranked_hits_sql() -> str:
     """What follows a backend's ``matches`` CTE (id, session_id, kind, relevance) in both
     databases' statements: the kind weights, the session densities, the ``:limit`` best,
     and their moments' rows (``session_id, start_s, end_s, kind, text, words, score``)."""
-    return f"""counted AS (
-    SELECT id, relevance * {weight_sql("kind")} AS rank,
-           count(*) OVER (PARTITION BY session_id) AS n
-    FROM matches
+    return f"""per_session AS (
+    SELECT session_id, count(*) AS n FROM matches GROUP BY session_id
 ),
 top AS (
-    SELECT id, rank * {density_sql("n")} AS score FROM counted
-    ORDER BY score DESC, id LIMIT :limit
+    SELECT m.id, m.relevance * {weight_sql("m.kind")} * {density_sql("s.n")} AS score
+    FROM matches m JOIN per_session s ON s.session_id = m.session_id
+    ORDER BY score DESC, m.id LIMIT :limit
 )
 SELECT m.session_id, m.start_s, m.end_s, m.kind, m.text, m.words, top.score
 FROM top JOIN search_moments m ON m.id = top.id

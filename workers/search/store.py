@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.sql.selectable import TextualSelect
 
 from shared.clock import as_utc
-from shared.db import read_scope
+from shared.db import engine_for
 from shared.models import SearchMoment
 from workers.search import postgres, sqlite
 from workers.search.highlight import snippet, spoken_start
@@ -99,14 +99,17 @@ def search(
         params["session_id"] = session_id
     if since is not None:
         params["since"] = as_utc(since)
-    with read_scope(database_url) as db:
-        dialect = db.get_bind().dialect.name
-        if dialect == "postgresql":
-            params["tsquery"] = postgres.tsquery(query)
-            params["prefixes"] = postgres.prefixes(query)
-        else:
-            params["match"] = sqlite.match(query)
-        stmt = _statement(dialect, session_id is not None, since is not None)
+    engine = engine_for(database_url)
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        params["tsquery"] = postgres.tsquery(query)
+        params["prefixes"] = postgres.prefixes(query)
+    else:
+        params["match"] = sqlite.match(query)
+    stmt = _statement(dialect, session_id is not None, since is not None)
+    # a bare connection in autocommit: what read_scope gives, less the ORM session around
+    # it, which one text statement has no use for
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
         rows = db.execute(stmt, params).all()
     hits = []
     for row in rows:
