@@ -38,9 +38,7 @@ PG_ADMIN_DSN = os.environ.get(
 #: once on one machine must each set other databases here and below.
 REDIS_TEST_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 #: A second database on it, for the recorder's end-to-end test (``redis13``).
-REDIS_E2E_URL = os.environ.get(
-    "SESSIONPIPE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/13"
-)
+REDIS_E2E_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/13")
 WORKER_START_TIMEOUT_S = 60.0
 SESSION_WAIT_S = 240.0
 
@@ -58,9 +56,9 @@ def create_database() -> str:
 
 
 def drop_database(url: str) -> None:
-    from shared.db import engine_for
+    from shared.db import dispose_engines
 
-    engine_for(url).dispose()
+    dispose_engines(url)
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,12 +16,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
-from sqlalchemy import JSON, DateTime, TextClause, bindparam, delete, insert, text
+from sqlalchemy import JSON, DateTime, Engine, Row, TextClause, bindparam, delete, insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.sql.selectable import TextualSelect
 
 from shared.clock import as_utc
-from shared.db import engine_for
+from shared.db import read_engine_for
 from shared.models import SearchMoment
 from workers.search import postgres, sqlite
 from workers.search.highlight import snippet, spoken_start
@@ -30,6 +31,8 @@ from workers.search.query import Query
 
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 200
+#: Tries of a search's statement: a dead pooled connection is found by using it, once.
+READ_ATTEMPTS: Final = 2
 #: Decimal places of a score shown.
 SCORE_DECIMALS: Final = 6
 
@@ -83,6 +86,24 @@ def _statement(dialect: str, by_session: bool, since: bool) -> TextualSelect:
     return clause.columns(words=JSON)
 
 
+def _rows(
+    engine: Engine, stmt: TextualSelect, params: dict[str, Any], query: Query
+) -> list[Row[Any]]:
+    """The statement's rows, on a connection of the read engine (autocommit, not pinged
+    before use: ``shared.db.read_engine_for``), tried once more on a new connection when
+    the pooled one was dead (the database restarted, an idle connection dropped)."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            with engine.connect() as db:
+                if engine.dialect.name != "postgresql":
+                    params["match"] = sqlite.match(query, sqlite.expansions(db, query))
+                return list(db.execute(stmt, params).all())
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def search(
     database_url: str,
     query: Query,
@@ -99,18 +120,13 @@ def search(
         params["session_id"] = session_id
     if since is not None:
         params["since"] = as_utc(since)
-    engine = engine_for(database_url)
+    engine = read_engine_for(database_url)
     dialect = engine.dialect.name
     if dialect == "postgresql":
         params["tsquery"] = postgres.tsquery(query)
         params["prefixes"] = postgres.prefixes(query)
-    else:
-        params["match"] = sqlite.match(query)
     stmt = _statement(dialect, session_id is not None, since is not None)
-    # a bare connection in autocommit: what read_scope gives, less the ORM session around
-    # it, which one text statement has no use for
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-        rows = db.execute(stmt, params).all()
+    rows = _rows(engine, stmt, params, query)
     hits = []
     for row in rows:
         start = float(row.start_s)

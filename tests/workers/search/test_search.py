@@ -307,3 +307,20 @@ def test_the_shorter_moment_with_the_words_ranks_first(database: str) -> None:
             Moment("screen", 20.0, 30.0, f"rollback plan {filler}"),
         ])  # fmt: skip
     assert [h.start for h in _find(database, "rollback plan")] == [10.0, 20.0, 0.0]
+
+
+@pytest.mark.integration
+def test_a_search_survives_its_pooled_connection_dying(module_pg: str, tmp_path: Path) -> None:
+    """Searches use connections that are not pinged before use (shared.db.read_engine_for):
+    one the server closed is found dead by the search's statement, which runs again on a
+    new connection."""
+    with session_scope(module_pg) as db:
+        db.execute(delete(models.Session))
+    _session(module_pg, SESSION)
+    _index(module_pg, tmp_path, SESSION, lecture_text.documents())
+    before = _find(module_pg, "kubernetes")
+    assert before
+    with session_scope(module_pg) as db:  # every other connection to the database: killed
+        db.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"))  # fmt: skip
+    assert _find(module_pg, "kubernetes") == before
