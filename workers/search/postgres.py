@@ -1,5 +1,6 @@
 """Search on PostgreSQL: a ``tsquery`` over the narrow ``search_index`` table's ``tsvector``
-(GIN index; migration 0010), ranked by ``ts_rank`` (``workers.search.ranking``).
+(GIN index; migration 0010), ranked by the moment's length (``tokens``, migration 0011), as
+on SQLite (``workers.search.ranking``).
 
 The ``tsquery`` is written here from parsed terms, every token single-quoted (a token is
 letters and digits only: ``workers.search.text``) and parsed with the ``simple``

@@ -2,6 +2,15 @@
 ranked from the narrow ``search_index`` row of each match (migration 0010;
 ``workers.search.ranking``).
 
+As on PostgreSQL, a prefix (``migr``, the word being typed) is replaced by the words of the
+index that start with it, ``("migrate" OR "migration")``, read from the lexicon
+(``search_lexemes``, migration 0011, a superset of the words indexed) when there are at
+most ``MAX_EXPANSIONS``: FTS5 merges the rows of every word a prefix starts before it
+intersects them with the other words', and whole words are intersected a third faster
+(bench/RESULTS.md). The lexicon is read by a statement of its own just before the search's:
+a word first indexed between the two is matched by a later search, as if it had come a
+moment later.
+
 The ``MATCH`` expression is written here from parsed terms, every token in double quotes
 (a token is letters and digits only: ``workers.search.text``, so it holds no quote): ``"a"
 AND "b"`` for words, ``"a b"`` for a phrase, ``"migr"*`` for a prefix. FTS5's own syntax

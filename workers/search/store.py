@@ -4,9 +4,12 @@ Writes happen in the caller's transaction: :func:`replace` deletes a session's m
 inserts the new ones (the ``index`` stage, in the transaction that marks it succeeded, so
 a rerun leaves exactly one run's rows), :func:`delete_session` removes them (``jobs
 purge``; deleting the session row cascades to them as well). :func:`search` reads in
-autocommit (one statement) with the backend's SQL (``workers.search.postgres``,
-``workers.search.sqlite``), then makes each hit's snippet and, for a spoken moment, moves
-its start to the matched word (``workers.search.highlight``).
+autocommit (one statement; on SQLite the lexicon's words for the prefix first) with the
+backend's SQL (``workers.search.postgres``, ``workers.search.sqlite``), on a pool of its own
+whose connections are not pinged before use (``shared.db.read_engine_for``: once a dead
+connection is found, the statement runs again on a new one), then makes each hit's snippet
+and, for a spoken moment, moves its start to the matched word
+(``workers.search.highlight``).
 """
 
 from __future__ import annotations

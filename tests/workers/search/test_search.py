@@ -320,7 +320,43 @@ def test_a_search_survives_its_pooled_connection_dying(module_pg: str, tmp_path:
     _index(module_pg, tmp_path, SESSION, lecture_text.documents())
     before = _find(module_pg, "kubernetes")
     assert before
-    with session_scope(module_pg) as db:  # every other connection to the database: killed
-        db.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"))  # fmt: skip
+    killed = text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with session_scope(module_pg) as db:  # every other connection to the database
+        db.execute(killed)
     assert _find(module_pg, "kubernetes") == before
+
+
+@pytest.mark.integration
+def test_both_databases_give_the_same_hits(
+    sqlite_url: str, module_pg: str, tmp_path: Path
+) -> None:
+    """Both rank by the same function of the same narrow rows (workers.search.ranking,
+    migration 0011): the same hits, in the same order, with the same scores."""
+    with session_scope(module_pg) as db:
+        db.execute(delete(models.Session))
+    for url in (sqlite_url, module_pg):
+        for session_id, seed in (("first", 1), ("second", 2)):
+            _session(url, session_id)
+            with session_scope(url) as db:
+                search.replace(db, session_id, _moments(seed))
+    for query in ("rollback plan", "rollback", "plan roll", '"the rollback"', "kubern"):
+        on_sqlite = _find(sqlite_url, query, limit=50)
+        assert on_sqlite, query
+        assert _find(module_pg, query, limit=50) == on_sqlite, query
+
+
+def _moments(seed: int) -> list[Moment]:
+    """Moments of the words of a few sentences, of various lengths and kinds."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["rollback", "plan", "the", "kubernetes", "cluster", "rolled", "planning", "we"]
+    kinds = ["spoken", "spoken", "screen", "chapter", "keyword", "summary"]
+    return [
+        Moment(rng.choice(kinds), 10.0 * k, 10.0 * k + 5.0,
+               " ".join(rng.choices(words, k=rng.randint(2, 30))))
+        for k in range(60)
+    ]  # fmt: skip
