@@ -330,9 +330,7 @@ def test_a_search_survives_its_pooled_connection_dying(module_pg: str, tmp_path:
 
 
 @pytest.mark.integration
-def test_both_databases_give_the_same_hits(
-    sqlite_url: str, module_pg: str, tmp_path: Path
-) -> None:
+def test_both_databases_give_the_same_hits(sqlite_url: str, module_pg: str) -> None:
     """Both rank by the same function of the same narrow rows (workers.search.ranking,
     migration 0011): the same hits, in the same order, with the same scores."""
     with session_scope(module_pg) as db:
