@@ -38,7 +38,9 @@ PG_ADMIN_DSN = os.environ.get(
 #: once on one machine must each set other databases here and below.
 REDIS_TEST_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 #: A second database on it, for the recorder's end-to-end test (``redis13``).
-REDIS_E2E_URL = os.environ.get("SESSIONPIPE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/13")
+REDIS_E2E_URL = os.environ.get(
+    "SESSIONPIPE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/13"
+)
 WORKER_START_TIMEOUT_S = 60.0
 SESSION_WAIT_S = 240.0
 
