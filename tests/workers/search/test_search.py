@@ -216,16 +216,19 @@ def test_a_deleted_session_leaves_nothing_in_the_index(lecture: str) -> None:
 
 
 def _derived_rows_agree(url: str) -> None:
-    """search_index (0010) holds one row per moment, with its session and kind (and on
-    PostgreSQL the lexicon holds every word indexed), whatever wrote or deleted moments."""
+    """search_index (0010) holds one row per moment, with its session, kind and length
+    (0011), and the lexicon every word indexed, whatever wrote or deleted moments."""
     with session_scope(url) as db:
         moments = set(db.execute(text("SELECT id, session_id, kind FROM search_moments")).all())
         index = set(db.execute(text("SELECT id, session_id, kind FROM search_index")).all())
         assert index == moments
-        if url.startswith("sqlite"):
-            lengths = db.execute(text("SELECT m.terms, s.tokens FROM search_moments m "
-                                      "JOIN search_index s ON s.id = m.id")).all()  # fmt: skip
-            assert all(len(terms.split()) == tokens for terms, tokens in lengths)
+        lengths = db.execute(text("SELECT m.terms, s.tokens FROM search_moments m "
+                                  "JOIN search_index s ON s.id = m.id")).all()  # fmt: skip
+        assert all(len(terms.split()) == tokens for terms, tokens in lengths)
+        if url.startswith("sqlite"):  # 0011: the lexicon a prefix is expanded from
+            words = {word for terms, _ in lengths for word in terms.split()}
+            lexicon = set(db.execute(text("SELECT lexeme FROM search_lexemes")).scalars())
+            assert words <= lexicon
         else:
             assert db.execute(text(
                 "SELECT count(*) FROM search_moments m JOIN search_index s ON s.id = m.id "
