@@ -56,7 +56,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import func, select, text  # noqa: E402
 
 from shared import models  # noqa: E402
-from shared.db import engine_for, session_scope  # noqa: E402
+from shared.db import dispose_engines, engine_for, session_scope  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from synthetic.search_corpus import session_documents, vocabulary, zipf_words  # noqa: E402
 from tests.faults.loadgen import percentile  # noqa: E402
@@ -132,14 +132,14 @@ def database(backend: str, keep: str | None = None) -> Iterator[str]:
         try:
             yield url
         finally:
-            engine_for(url).dispose()
+            dispose_engines(url)
         return
     if backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
             url = f"sqlite:///{tmp}/state.db"
             upgrade(url)
             yield url
-            engine_for(url).dispose()
+            dispose_engines(url)
         return
     from tests.support.services import create_database, drop_database
 

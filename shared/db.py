@@ -18,12 +18,21 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: How much of an SQLite database file a connection reads through a memory map instead of
+#: a system call and a copy per page (the default page cache is 2 MB: searching 1,000
+#: sessions, a third of a query's time was reading pages; bench/RESULTS.md).
+SQLITE_MMAP_BYTES = 1 << 30
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True, autocommit: bool = False) -> Engine:
+    """An engine for ``url``; ``pre_ping`` (PostgreSQL) tests a pooled connection with a
+    round trip before handing it out, ``autocommit`` makes every connection autocommit."""
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            **options,
         )
 
         @event.listens_for(engine, "connect")
@@ -32,13 +41,15 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=pre_ping, **options)
 
 
 _ENGINES: dict[str, Engine] = {}
+_READ_ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -51,6 +62,28 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
+def read_engine_for(url: str) -> Engine:
+    """The process's engine for reads of one statement that are retried once when their
+    connection turns out to be dead (``workers.search``): a pool of its own whose
+    connections are autocommit from the start and are not pinged before use (on
+    PostgreSQL, the ping is a round trip, and setting autocommit at each checkout and
+    unsetting it at each return costs as much again: together a tenth of a search)."""
+    with _ENGINES_LOCK:
+        engine = _READ_ENGINES.get(url)
+        if engine is None:
+            engine = _READ_ENGINES[url] = make_engine(url, pre_ping=False, autocommit=True)
+        return engine
+
+
+def dispose_engines(url: str) -> None:
+    """Close the pooled connections of this process's engines for ``url`` (before its
+    database is dropped)."""
+    with _ENGINES_LOCK:
+        engines = [e for e in (_ENGINES.get(url), _READ_ENGINES.get(url)) if e is not None]
+    for engine in engines:
+        engine.dispose()
+
+
 def _forget_parent_connections() -> None:
     """In a forked child: drop the pooled connections inherited from the parent, without
     closing them (they are the parent's sockets, still in use there).
@@ -61,7 +94,7 @@ def _forget_parent_connections() -> None:
     """
     global _ENGINES_LOCK
     _ENGINES_LOCK = threading.Lock()  # the parent may have held it while forking
-    for engine in _ENGINES.values():
+    for engine in (*_ENGINES.values(), *_READ_ENGINES.values()):
         engine.dispose(close=False)
 
 

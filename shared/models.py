@@ -5,9 +5,9 @@ Plus each session's enrichment documents (``enrichment_documents``).
 Plus the per-session state of the incremental audio encoder (``audio_chunk_state``).
 
 Plus the search index: each session's *moments* (``search_moments``, ``workers.search``).
-Its full-text index is the database's own and is made by the migrations (0009, 0010), not
-described here: an FTS5 table on SQLite, and on both a narrow ``search_index`` table (with
-a ``tsvector`` and its GIN index on PostgreSQL, and a lexicon, ``search_lexemes``), kept in
+Its full-text index is the database's own and is made by the migrations (0009 to 0011),
+not described here: an FTS5 table on SQLite, and on both a narrow ``search_index`` table
+(with a ``tsvector`` and its GIN index on PostgreSQL) and a lexicon (``search_lexemes``), kept in
 step by triggers (:data:`SEARCH_DERIVED_TABLES`, which alembic's comparison of models and
 schema leaves out: :func:`described_by_models`).
 """
@@ -46,7 +46,7 @@ NAMING_CONVENTION = {
 #: The search index's backend-specific objects, made and dropped by the migrations only,
 #: all derived from ``search_moments`` by triggers: the FTS5 table (and its shadow tables,
 #: whose names start with it) on SQLite (0009); on both, the narrow table that matching and
-#: ranking read, and on PostgreSQL the lexicon that prefixes are expanded from (0010).
+#: ranking read, and the lexicon that prefixes are expanded from (0010; on SQLite, 0011).
 SEARCH_FTS_TABLE = "search_moments_fts"
 SEARCH_INDEX_TABLE = "search_index"
 SEARCH_LEXEMES_TABLE = "search_lexemes"

@@ -58,9 +58,9 @@ def create_database() -> str:
 
 
 def drop_database(url: str) -> None:
-    from shared.db import engine_for
+    from shared.db import dispose_engines
 
-    engine_for(url).dispose()
+    dispose_engines(url)
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,10 +9,11 @@ transaction that marks the stage succeeded (``store.replace``), so the index of 
 is always one whole run's. Text is folded to letters and digits by one tokeniser
 (``text``) before either database sees it; a query is parsed by the same tokeniser into
 words, phrases and prefixes (``query``) and only then written in the backend's syntax
-(``postgres``: ``tsquery`` over a ``tsvector`` with a GIN index, a prefix expanded to the
-indexed words it starts, ranked by ``ts_rank``; ``sqlite``: FTS5 ``MATCH``, ranked by
-BM25's length factor), never from the user's raw text. Matching and ranking read a narrow
-row per moment (``search_index``, migration 0010), not the moment's text (``ranking``).
+(``postgres``: ``tsquery`` over a ``tsvector`` with a GIN index; ``sqlite``: FTS5
+``MATCH``; on both, a prefix expanded to the indexed words it starts), never from the
+user's raw text. Matching and ranking read a narrow row per moment (``search_index``,
+migrations 0010 and 0011), not the moment's text, and rank alike on both databases (BM25's
+length factor, the kind, the session's density: ``ranking``).
 A hit is a moment: session, start, end, kind, a highlighted snippet and a score
 (``highlight``, one implementation for both backends).
 """

@@ -1,5 +1,6 @@
 """Search on PostgreSQL: a ``tsquery`` over the narrow ``search_index`` table's ``tsvector``
-(GIN index; migration 0010), ranked by ``ts_rank`` (``workers.search.ranking``).
+(GIN index; migration 0010), ranked by the moment's length (``tokens``, migration 0011), as
+on SQLite (``workers.search.ranking``).
 
 The ``tsquery`` is written here from parsed terms, every token single-quoted (a token is
 letters and digits only: ``workers.search.text``) and parsed with the ``simple``
@@ -17,14 +18,10 @@ matching entry's rows in a bitmap, which was most of a typed query's time
 
 from __future__ import annotations
 
-from typing import Final
-
-from workers.search.query import Query, Term
-from workers.search.ranking import CANDIDATES, ranked_hits_sql
+from workers.search.query import MAX_EXPANSIONS, Query, Term
+from workers.search.ranking import CANDIDATES, length_sql, ranked_hits_sql
 
 CONFIG = "simple"
-#: Most words a prefix is expanded to; past that it is a partial match (``'mi':*``).
-MAX_EXPANSIONS: Final = 32
 
 
 def _term(term: Term) -> str:
@@ -64,7 +61,7 @@ WITH q AS MATERIALIZED (
     SELECT search_tsquery(:tsquery, CAST(:prefixes AS text[]), {MAX_EXPANSIONS}) AS q
 ),
 matches AS (
-    SELECT m.id, m.session_id, m.kind, ts_rank(m.tsv, q.q, 1) AS relevance
+    SELECT m.id, m.session_id, m.kind, {length_sql("m.tokens")} AS relevance
     FROM search_index m, q
     WHERE m.tsv @@ q.q{filters}
     {cap}

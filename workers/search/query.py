@@ -37,6 +37,9 @@ MAX_QUERY_CHARS: Final = 500
 MAX_TERMS: Final = 16
 #: Shortest prefix searched as a prefix, in characters.
 MIN_PREFIX_CHARS: Final = 3
+#: Most indexed words a prefix is expanded to (``workers.search.postgres``,
+#: ``workers.search.sqlite``); past that it is a partial match of the prefix.
+MAX_EXPANSIONS: Final = 32
 #: A quoted phrase, or a run of anything but spaces and quotes.
 _PART: Final = re.compile(r'"([^"]*)"?|([^\s"]+)')
 

@@ -6,23 +6,21 @@ summary spans the whole session, so it says least about *when*), times its sessi
 *density*: ``1 + DENSITY_GAIN * n / (n + DENSITY_HALF)`` for the ``n`` moments of the
 session that matched, so of two sessions that both mention the words, the one where they
 come up again and again ranks first (the factor grows from 1 towards ``1 + DENSITY_GAIN``,
-half way at ``DENSITY_HALF`` matches). Scores compare hits of one query on one database;
-they are not comparable between the two.
+half way at ``DENSITY_HALF`` matches). Scores compare hits of one query; both databases
+work them out alike (below), so the same query gives the same scores on either.
 
-The relevance is what each database works out cheaply from the narrow ``search_index``
-row of a match (migration 0010), never from the wide moment:
-
-- PostgreSQL: ``ts_rank`` with length normalisation 1 (how often the words occur and how
-  close together, over ``1 + log`` of the moment's length). Not ``ts_rank_cd``: its cover
-  search cost some 10 microseconds a match on a screenful of text, most of a slow query's
-  time (bench/RESULTS.md).
-- SQLite: :func:`length_sql`, BM25's length normalisation for words that occur once,
-  ``(K1 + 1) / (1 + K1 * (1 - B + B * tokens / AVERAGE_TOKENS))``. Every moment a query
-  finds holds every one of its words, so with each word once in each match (as in a
-  sentence) FTS5's ``bm25()`` is this factor times the sum of the words' IDFs, the same for
-  all of a query's matches: it orders them alike. ``bm25()`` itself counted every row of
-  each word on every query for those IDFs, and read each match's length in FTS5's own
-  tables; here the length is a column of the row read anyway.
+The relevance is worked out from the narrow ``search_index`` row of a match (migrations
+0010, 0011), never from the wide moment, and it is the same on both databases:
+:func:`length_sql`, BM25's length normalisation for words that occur once,
+``(K1 + 1) / (1 + K1 * (1 - B + B * tokens / AVERAGE_TOKENS))``. Every moment a query finds
+holds every one of its words, so with each word once in each match (as in a sentence)
+FTS5's ``bm25()`` is this factor times the sum of the words' IDFs, the same for all of a
+query's matches: it orders them alike, and so both databases give the same hits in the
+same order. What it leaves out: how often a word recurs in one moment and how close the
+words are (PostgreSQL's ``ts_rank``, used until 0011, weighed both; it cost some 5
+microseconds a match, most of a slow query's ranking: bench/RESULTS.md). ``bm25()`` itself
+counted every row of each word on every query for those IDFs, and read each match's length
+in FTS5's own tables; here the length is a column of the row read anyway.
 
 Words common enough to match a large part of the index would make every query rank all of
 them twice over: the kind weights and the densities are worked out for the
@@ -71,16 +69,17 @@ def length_sql(tokens: str) -> str:
 
 def ranked_hits_sql() -> str:
     """What follows a backend's ``matches`` CTE (id, session_id, kind, relevance) in both
-    databases' statements: the kind weights, the session densities, the ``:limit`` best,
-    and their moments' rows (``session_id, start_s, end_s, kind, text, words, score``)."""
-    return f"""counted AS (
-    SELECT id, relevance * {weight_sql("kind")} AS rank,
-           count(*) OVER (PARTITION BY session_id) AS n
-    FROM matches
+    databases' statements: the kind weights, the session densities (each session's matches
+    counted once, by grouping, and joined back: cheaper than a window over the matches
+    sorted by session), the ``:limit`` best, and their moments' rows (``session_id,
+    start_s, end_s, kind, text, words, score``)."""
+    return f"""per_session AS (
+    SELECT session_id, count(*) AS n FROM matches GROUP BY session_id
 ),
 top AS (
-    SELECT id, rank * {density_sql("n")} AS score FROM counted
-    ORDER BY score DESC, id LIMIT :limit
+    SELECT m.id, m.relevance * {weight_sql("m.kind")} * {density_sql("s.n")} AS score
+    FROM matches m JOIN per_session s ON s.session_id = m.session_id
+    ORDER BY score DESC, m.id LIMIT :limit
 )
 SELECT m.session_id, m.start_s, m.end_s, m.kind, m.text, m.words, top.score
 FROM top JOIN search_moments m ON m.id = top.id

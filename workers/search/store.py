@@ -4,9 +4,12 @@ Writes happen in the caller's transaction: :func:`replace` deletes a session's m
 inserts the new ones (the ``index`` stage, in the transaction that marks it succeeded, so
 a rerun leaves exactly one run's rows), :func:`delete_session` removes them (``jobs
 purge``; deleting the session row cascades to them as well). :func:`search` reads in
-autocommit (one statement) with the backend's SQL (``workers.search.postgres``,
-``workers.search.sqlite``), then makes each hit's snippet and, for a spoken moment, moves
-its start to the matched word (``workers.search.highlight``).
+autocommit (one statement; on SQLite the lexicon's words for the prefix first) with the
+backend's SQL (``workers.search.postgres``, ``workers.search.sqlite``), on a pool of its own
+whose connections are not pinged before use (``shared.db.read_engine_for``: once a dead
+connection is found, the statement runs again on a new one), then makes each hit's snippet
+and, for a spoken moment, moves its start to the matched word
+(``workers.search.highlight``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
-from sqlalchemy import JSON, DateTime, TextClause, bindparam, delete, insert, text
+from sqlalchemy import JSON, DateTime, Engine, Row, TextClause, bindparam, delete, insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.sql.selectable import TextualSelect
 
 from shared.clock import as_utc
-from shared.db import read_scope
+from shared.db import read_engine_for
 from shared.models import SearchMoment
 from workers.search import postgres, sqlite
 from workers.search.highlight import snippet, spoken_start
@@ -30,6 +34,8 @@ from workers.search.query import Query
 
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 200
+#: Tries of a search's statement: a dead pooled connection is found by using it, once.
+READ_ATTEMPTS: Final = 2
 #: Decimal places of a score shown.
 SCORE_DECIMALS: Final = 6
 
@@ -83,6 +89,24 @@ def _statement(dialect: str, by_session: bool, since: bool) -> TextualSelect:
     return clause.columns(words=JSON)
 
 
+def _rows(
+    engine: Engine, stmt: TextualSelect, params: dict[str, Any], query: Query
+) -> list[Row[Any]]:
+    """The statement's rows, on a connection of the read engine (autocommit, not pinged
+    before use: ``shared.db.read_engine_for``), tried once more on a new connection when
+    the pooled one was dead (the database restarted, an idle connection dropped)."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            with engine.connect() as db:
+                if engine.dialect.name != "postgresql":
+                    params["match"] = sqlite.match(query, sqlite.expansions(db, query))
+                return list(db.execute(stmt, params).all())
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def search(
     database_url: str,
     query: Query,
@@ -99,15 +123,13 @@ def search(
         params["session_id"] = session_id
     if since is not None:
         params["since"] = as_utc(since)
-    with read_scope(database_url) as db:
-        dialect = db.get_bind().dialect.name
-        if dialect == "postgresql":
-            params["tsquery"] = postgres.tsquery(query)
-            params["prefixes"] = postgres.prefixes(query)
-        else:
-            params["match"] = sqlite.match(query)
-        stmt = _statement(dialect, session_id is not None, since is not None)
-        rows = db.execute(stmt, params).all()
+    engine = read_engine_for(database_url)
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        params["tsquery"] = postgres.tsquery(query)
+        params["prefixes"] = postgres.prefixes(query)
+    stmt = _statement(dialect, session_id is not None, since is not None)
+    rows = _rows(engine, stmt, params, query)
     hits = []
     for row in rows:
         start = float(row.start_s)

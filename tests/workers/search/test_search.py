@@ -216,16 +216,19 @@ def test_a_deleted_session_leaves_nothing_in_the_index(lecture: str) -> None:
 
 
 def _derived_rows_agree(url: str) -> None:
-    """search_index (0010) holds one row per moment, with its session and kind (and on
-    PostgreSQL the lexicon holds every word indexed), whatever wrote or deleted moments."""
+    """search_index (0010) holds one row per moment, with its session, kind and length
+    (0011), and the lexicon every word indexed, whatever wrote or deleted moments."""
     with session_scope(url) as db:
         moments = set(db.execute(text("SELECT id, session_id, kind FROM search_moments")).all())
         index = set(db.execute(text("SELECT id, session_id, kind FROM search_index")).all())
         assert index == moments
-        if url.startswith("sqlite"):
-            lengths = db.execute(text("SELECT m.terms, s.tokens FROM search_moments m "
-                                      "JOIN search_index s ON s.id = m.id")).all()  # fmt: skip
-            assert all(len(terms.split()) == tokens for terms, tokens in lengths)
+        lengths = db.execute(text("SELECT m.terms, s.tokens FROM search_moments m "
+                                  "JOIN search_index s ON s.id = m.id")).all()  # fmt: skip
+        assert all(len(terms.split()) == tokens for terms, tokens in lengths)
+        if url.startswith("sqlite"):  # 0011: the lexicon a prefix is expanded from
+            words = {word for terms, _ in lengths for word in terms.split()}
+            lexicon = set(db.execute(text("SELECT lexeme FROM search_lexemes")).scalars())
+            assert words <= lexicon
         else:
             assert db.execute(text(
                 "SELECT count(*) FROM search_moments m JOIN search_index s ON s.id = m.id "
@@ -307,3 +310,54 @@ def test_the_shorter_moment_with_the_words_ranks_first(database: str) -> None:
             Moment("screen", 20.0, 30.0, f"rollback plan {filler}"),
         ])  # fmt: skip
     assert [h.start for h in _find(database, "rollback plan")] == [10.0, 20.0, 0.0]
+
+
+@pytest.mark.integration
+def test_a_search_survives_its_pooled_connection_dying(module_pg: str, tmp_path: Path) -> None:
+    """Searches use connections that are not pinged before use (shared.db.read_engine_for):
+    one the server closed is found dead by the search's statement, which runs again on a
+    new connection."""
+    with session_scope(module_pg) as db:
+        db.execute(delete(models.Session))
+    _session(module_pg, SESSION)
+    _index(module_pg, tmp_path, SESSION, lecture_text.documents())
+    before = _find(module_pg, "kubernetes")
+    assert before
+    killed = text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with session_scope(module_pg) as db:  # every other connection to the database
+        db.execute(killed)
+    assert _find(module_pg, "kubernetes") == before
+
+
+@pytest.mark.integration
+def test_both_databases_give_the_same_hits(sqlite_url: str, module_pg: str) -> None:
+    """Both rank by the same function of the same narrow rows (workers.search.ranking,
+    migration 0011): the same hits, in the same order, with the same scores."""
+    with session_scope(module_pg) as db:
+        db.execute(delete(models.Session))
+    for url in (sqlite_url, module_pg):
+        for session_id, seed in (("first", 1), ("second", 2)):
+            _session(url, session_id)
+            with session_scope(url) as db:
+                search.replace(db, session_id, _moments(seed))
+    for query in ("rollback plan", "rollback", "plan roll", '"the rollback"', "kubern"):
+        on_sqlite = _find(sqlite_url, query, limit=50)
+        assert on_sqlite, query
+        assert _find(module_pg, query, limit=50) == on_sqlite, query
+
+
+def _moments(seed: int) -> list[Moment]:
+    """Moments of the words of a few sentences, of various lengths and kinds."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["rollback", "plan", "the", "kubernetes", "cluster", "rolled", "planning", "we"]
+    kinds = ["spoken", "spoken", "screen", "chapter", "keyword", "summary"]
+    return [
+        Moment(rng.choice(kinds), 10.0 * k, 10.0 * k + 5.0,
+               " ".join(rng.choices(words, k=rng.randint(2, 30))))
+        for k in range(60)
+    ]  # fmt: skip
