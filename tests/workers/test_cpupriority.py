@@ -10,7 +10,12 @@ import pytest
 
 from shared.routing import QUEUE_AUDIO, QUEUE_DEFAULT, QUEUE_ENRICH, QUEUE_MEDIA, QUEUES
 from tests.support.services import WorkerProcess, service_env
-from workers.cpupriority import lower_priority, niceness_for
+from workers.cpupriority import (
+    autogroup_niceness,
+    lower_autogroup_priority,
+    lower_priority,
+    niceness_for,
+)
 
 POOL_START_TIMEOUT_S = 30.0
 
@@ -38,6 +43,38 @@ def test_niceness_only_rises() -> None:
             if lower_priority(start + 3) != start + 3 or os.nice(0) != start + 3:
                 code = 1
             elif lower_priority(start) != start + 3:  # never back up
+                code = 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _autogroup(pid: int) -> int | None:
+    return autogroup_niceness(Path(f"/proc/{pid}/autogroup"))
+
+
+def test_a_session_leader_sets_its_autogroups_niceness_and_no_one_else(tmp_path: Path) -> None:
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-7 nice 0\n")
+    assert lower_autogroup_priority(5, group) is None  # pytest shares its session
+    assert group.read_text() == "/autogroup-7 nice 0\n"
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.setsid()  # now the group would hold this process only
+            written: list[str] = []
+
+            class Group(type(group)):  # type: ignore[misc]
+                def write_text(self, data: str, *args: object, **kwargs: object) -> int:
+                    written.append(data)  # as the kernel shows a written niceness
+                    return super().write_text(f"/autogroup-7 nice {data}\n")
+
+            fake = Group(group)
+            if lower_autogroup_priority(5, fake) != 5 or written != ["5"]:
+                code = 1
+            elif lower_autogroup_priority(3, fake) != 5 or written != ["5"]:  # never back up
                 code = 2
         finally:
             os._exit(code)
@@ -91,6 +128,11 @@ def test_a_worker_and_its_pool_run_at_their_queues_niceness(
             # niceness only rises: a run under `nice` keeps its own where it is higher
             wanted = max(base, expected[queues])
             assert [_niceness(pid) for pid in pids] == [wanted] * len(pids), queues
+            # each worker leads a session of its own (start_new_session): where Linux groups
+            # a session's processes (autogroup), the group's niceness is set too, or the
+            # niceness would not count against the other workers
+            if _autogroup(worker.proc.pid) is not None:
+                assert _autogroup(worker.proc.pid) == expected[queues], queues
         assert f"runs at niceness {max(base, 5)}" in workers[QUEUE_MEDIA].log()
         assert [_niceness(pid) for pid in [off.proc.pid, *_pool(off)]] == [base, base]
     finally:
