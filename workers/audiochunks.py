@@ -18,9 +18,11 @@ The lock, per session::
     closed ◀───────────────── the holder's next renew fails, it stops before writing
 
 - ``requested`` counts stored audio segments (incremented in the ingest transaction), and
-  ``covered`` is the largest count a finished pass had read. A pass that finds the lock held
-  retries later unless its segment is covered; a holder that releases with
-  ``requested > covered`` runs another pass for the segments that arrived meanwhile.
+  ``covered`` is the largest count a finished pass had read. A pass whose segment is covered
+  already does nothing (a worker behind the recording would otherwise repeat a whole pass
+  for every queued request); one that finds the lock held retries later unless its segment
+  is covered by then; a holder that releases with ``requested > covered`` runs another pass
+  for the segments that arrived meanwhile.
 - ``closed`` is final: once the stage has closed the row, no pass starts and the holder
   stops before its next write. The stage reads the chunk store at once (a chunk file
   appears whole or not at all) and waits for the holder to give the lock back (or for its
@@ -199,11 +201,20 @@ def run_passes(settings: Settings, session_id: str, wanted: int, *, owner: str) 
     url = settings.database_url
     lease = timedelta(seconds=AUDIO_CHUNK_LEASE_S)
     encoded = 0
-    for _ in range(AUDIO_CHUNK_MAX_PASSES):
+    for attempt in range(AUDIO_CHUNK_MAX_PASSES):
         with session_scope(url) as db:
             session = db.get(Session, session_id)
             if session is None:
                 return f"unknown session {session_id!r}"
+            if attempt == 0:
+                state = chunk_state(db, session_id)
+                if state.closed:
+                    return "stage took over"
+                if state.covered >= wanted:
+                    # A pass that finished after this request read it (and the segment): a
+                    # worker behind the recording skips its queued passes instead of
+                    # repeating, each over the whole session, what one pass did.
+                    return "covered by another pass"
             seen = acquire(db, session_id, owner, lease=lease)
             if seen is None:
                 state = chunk_state(db, session_id)

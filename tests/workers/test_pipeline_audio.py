@@ -283,3 +283,45 @@ def test_ingest_measures_each_stored_segment_while_the_session_ships(
         rows = {s.file: s.probed_duration for s in db.query(Segment).filter_by(session_id=SESSION)}
     assert rows.pop(broken.payload["file"]) is None
     assert len(rows) == 7 and all(d is not None and d > 0 for d in rows.values())
+
+
+def test_a_pass_whose_segment_a_finished_pass_covered_does_nothing(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker behind the recording has a chunk pass queued per stored segment, and each
+    pass reads the whole session: 0.7 s each at 120 minutes, so the worker fell further
+    behind. A pass whose request a finished pass has covered (it read the segment) now
+    returns at once; a later request still gets its pass."""
+    from workers import audiochunks
+    from workers.audiochunks import acquire, release, request, run_passes
+    from workers.ingest import lock_session
+
+    url = harness.settings.database_url
+    with session_scope(url) as db:
+        lock_session(db, SESSION)
+        wanted = [request(db, SESSION) for _ in range(3)]  # three segments stored while busy
+    with session_scope(url) as db:  # the pass of the first finds all three, and finishes
+        assert acquire(db, SESSION, "first", lease=timedelta(seconds=60)) == 3
+        assert release(db, SESSION, "first", covered=3, encoded=0) is False
+    passes: list[str] = []
+
+    class Ran(Exception):
+        pass
+
+    def reading(db: Any, session: Any) -> None:
+        passes.append("ran")
+        raise Ran  # as far as this test needs to see
+
+    monkeypatch.setattr(audiochunks, "load_snapshot", reading)
+    for n in wanted:
+        assert run_passes(harness.settings, SESSION, n, owner=f"queued-{n}") == (
+            "covered by another pass"
+        )
+    assert passes == []  # not one read the session again
+    with session_scope(url) as db:
+        later = request(db, SESSION)
+        state = db.get(AudioChunkState, SESSION)
+        assert state is not None and state.owner is None  # nobody took the lock
+    with pytest.raises(Ran):
+        run_passes(harness.settings, SESSION, later, owner="later")
+    assert passes == ["ran"]
